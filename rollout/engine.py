@@ -1,0 +1,60 @@
+"""The engine contract: generate completions with token ids and log-probs, and take new weights.
+
+Requests carry token ids with *unexpanded* vision placeholders plus the raw media (frames, images); each backend
+prepares the media its own way (the `hf` backend with the model's processor, `vllm` with its multimodal input
+processing). Backends are looked up by name and imported on use, so vllm loads only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    stop_token_ids: list[int] = field(default_factory=list)  # generation ends after one of these
+    stop_strings: list[str] = field(default_factory=list)  # e.g. "</tool_call>", "</answer>"
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]  # the conversation so far, vision placeholders unexpanded
+    videos: list[np.ndarray] = field(default_factory=list)  # each T x H x W x 3 uint8, in placeholder order
+    images: list[np.ndarray] = field(default_factory=list)  # each H x W x 3 uint8, in placeholder order
+    mm_key: str = ""  # identity of the media, so a backend can reuse processed pixels across requests
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]  # log-prob of each generated token under the sampling model
+    text: str
+    finish_reason: str  # "stop" (a stop token or string) | "length"
+
+
+class Engine(Protocol):
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]: ...
+
+    def update_weights(self, named_tensors: dict[str, Any]) -> None: ...
+
+
+ENGINES: dict[str, str] = {
+    "hf": "rollout.hf_engine:HFEngine",
+    "vllm": "rollout.vllm_engine:VLLMEngine",
+}
+
+
+def make_engine(name: str, model_path: str, **kwargs: Any) -> Engine:
+    if name not in ENGINES:
+        raise KeyError(f"unknown engine {name!r}; available: {', '.join(sorted(ENGINES))}")
+    module, _, cls = ENGINES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(model_path, **kwargs)

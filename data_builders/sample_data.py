@@ -184,19 +184,30 @@ def _paths(root: Path) -> dict[str, Path]:
     }
 
 
+def _stamp_of(root: Path) -> dict | None:
+    try:
+        return json.loads((root / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def build_sample_data(
     out_dir: str | Path, seed: int = 0, force: bool = False, progress: bool = False
 ) -> dict[str, Path]:
     """Build the sample data into `out_dir` (atomically) and return its paths: root, train, eval, summary, videos.
 
     A complete build with the same version and seed is reused unless `force`; `progress` shows a tqdm bar.
+    An existing folder is replaced only if it is a sample-data build (it has the stamp file) or empty.
     """
     from tqdm import tqdm
 
     root = Path(out_dir).expanduser().resolve()
-    stamp = root / STAMP
-    if not force and stamp.is_file() and json.loads(stamp.read_text()) == {"version": SAMPLE_VERSION, "seed": seed}:
+    wanted = {"version": SAMPLE_VERSION, "seed": seed}
+    if not force and _stamp_of(root) == wanted:
         return _paths(root)
+    if root.exists() and _stamp_of(root) is None and any(root.iterdir()):
+        # builds are moved into place whole, so a folder without the stamp was not written here: keep it
+        raise FileExistsError(f"{root} exists and is not a sample-data build (no {STAMP}); choose another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     try:
@@ -207,11 +218,15 @@ def build_sample_data(
         for split, recs in records.items():
             write_records(tmp / f"{split}.jsonl", recs)
         (tmp / "summary.json").write_text(json.dumps(_summary(records, seed), indent=2) + "\n")
-        stamp_text = json.dumps({"version": SAMPLE_VERSION, "seed": seed})
-        (tmp / STAMP).write_text(stamp_text)  # written last: its presence means the build is complete
+        (tmp / STAMP).write_text(json.dumps(wanted))  # written last: its presence means the build is complete
         if root.exists():
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # another process finished the same build first: theirs is as good as ours
+            if _stamp_of(root) != wanted:
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -124,10 +124,20 @@ def test_complete_builds_are_reused_unless_forced(tmp_path):
     build_sample_data(out, seed=3, force=True)
     assert not marker.exists()  # rebuilt
     marker.write_text("still here")
-    (out / "actionrl_sample.json").unlink()  # an interrupted build has no stamp
-    build_sample_data(out, seed=3)
+    build_sample_data(out, seed=4)  # another seed replaces the build
     assert not marker.exists()
+    assert json.loads((out / "summary.json").read_text())["seed"] == 4
     assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary folders left behind
+
+
+def test_a_folder_that_is_not_a_build_is_never_replaced(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="is not a sample-data build"):
+        build_sample_data(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert build_sample_data(empty)["train"].is_file()
 
 
 def test_cli_builds_and_prints_a_summary(built, capsys):

@@ -117,6 +117,8 @@ def build_tiny_model(out: str | Path, seed: int = 0, force: bool = False) -> Pat
     stamp = out / "actionrl_build.json"
     if not force and stamp.is_file() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
         return out
+    if out.exists() and any(out.iterdir()) and not stamp.is_file():
+        raise FileExistsError(f"{out} exists and is not a tiny-model build; refusing to replace it")
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(tiny_config())
     model.generation_config = GenerationConfig(

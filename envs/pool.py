@@ -16,11 +16,24 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from envs.base import ToolResult, Video, make, register_tool, run_tool, tool_target
+
+# Object refs of recent videos kept alive (each pins its frames in the object store): enough for a rollout batch.
+VIDEO_REFS_KEPT = 32
+_CONFIG_FIELDS = (
+    "tools",
+    "num_actors_per_tool",
+    "actor_options",
+    "timeout_s",
+    "cache_size",
+    "local",
+    "startup_timeout_s",
+)
 
 
 class ToolActor:
@@ -81,6 +94,7 @@ class ToolPool:
         timeout_s: float = 30.0,
         cache_size: int = 256,
         local: bool = False,
+        startup_timeout_s: float = 300.0,
     ):
         self.tools = {name: dict(cfg or {}) for name, cfg in tools.items()}
         self.num_actors_per_tool = num_actors_per_tool
@@ -88,13 +102,17 @@ class ToolPool:
         self.timeout_s = timeout_s
         self.cache_size = cache_size
         self.local = local
+        self.startup_timeout_s = startup_timeout_s
         self._targets = {name: tool_target(name) for name in self.tools}  # KeyError for an unknown tool
         self._lock = threading.RLock()
         self._cache: _LRU = _LRU(cache_size)  # key -> ToolResult
         self._inflight: dict[tuple, Future] = {}
-        self._video_refs: _LRU = _LRU(64)  # video key -> ObjectRef, so frames are put once per video
+        self._video_refs: _LRU = _LRU(VIDEO_REFS_KEPT)  # video key -> ObjectRef, so frames are put once per video
         self._actors: dict[str, list[Any]] = {}
-        self._suspect: set[tuple[str, int]] = set()  # actor slots whose last call died: ping before reuse
+        self._ready: set[tuple[str, int]] = set()  # actor slots known to be up; others are pinged before use
+        self._pids: dict[tuple[str, int], int] = {}  # process id of each ready actor slot
+        self._killed: dict[tuple[str, int], int | None] = {}  # pid of a slot the pool killed, until it is replaced
+        self._local_locks = {name: threading.Lock() for name in self.tools}
         self._next: dict[str, int] = {}
         self._local_tools: dict[str, Any] = {}
         self._schemas: dict[str, dict] = {}
@@ -103,8 +121,7 @@ class ToolPool:
 
     # A pool travels to a Ray actor as its configuration; handles, locks and threads are rebuilt there.
     def __getstate__(self):
-        keys = ("tools", "num_actors_per_tool", "actor_options", "timeout_s", "cache_size", "local", "_targets")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in _CONFIG_FIELDS + ("_targets",)}
 
     def __setstate__(self, state):
         for name, target in state.pop("_targets").items():
@@ -143,36 +160,65 @@ class ToolPool:
                 self._actors[name] = [self._new_actor(name) for _ in range(self.num_actors_per_tool)]
             return list(self._actors[name])
 
-    def _pick_actor(self, name: str):
+    def _ready_actor(self, name: str) -> tuple[int, Any]:
+        """The next actor (round-robin), checked alive and loaded if it is new or its last call went wrong.
+
+        Startup (imports, model load) is waited for with `startup_timeout_s`, so a slow start is not mistaken for
+        a slow call. A dead actor that Ray does not bring back (e.g. its constructor raised) is replaced once.
+        """
         import ray
 
         with self._lock:
             actors = self.actors(name)
             slot = self._next.get(name, 0) % len(actors)
             self._next[name] = slot + 1
-            suspect = (name, slot) in self._suspect
-            self._suspect.discard((name, slot))
-        if suspect:  # Ray restarts a killed actor itself; replace it only if it stays dead
-            try:
-                ray.get(actors[slot].ping.remote(), timeout=self.timeout_s)
+            actor, known_ready = actors[slot], (name, slot) in self._ready
+        if known_ready:
+            return slot, actor
+        try:
+            pid = self._ping(name, slot, actor)
+        except ray.exceptions.RayActorError:
+            try:  # Ray gave up on it (or it is mid-restart): end it for good so it cannot come back beside the new one
+                ray.kill(actor, no_restart=True)
             except Exception:
-                with self._lock:
-                    self._actors[name][slot] = self._new_actor(name)
-                    actors[slot] = self._actors[name][slot]
-        return slot, actors[slot]
+                pass
+            actor = self._new_actor(name)
+            with self._lock:
+                self._actors[name][slot] = actor
+            pid = self._ping(name, slot, actor)  # a second failure goes to the caller
+        with self._lock:
+            self._ready.add((name, slot))
+            self._pids[(name, slot)] = pid
+        return slot, actor
 
-    def schemas(self) -> list[dict[str, Any]]:
-        """The function schemas of all tools (OpenAI/Qwen format), for the system prompt."""
+    def _ping(self, name: str, slot: int, actor: Any) -> int:
+        """Wait until the actor answers; after a kill, until its restarted process (a new pid) answers."""
         import ray
 
+        deadline = time.monotonic() + self.startup_timeout_s
+        killed_pid = self._killed.get((name, slot))
+        while True:
+            pid = ray.get(actor.ping.remote(), timeout=max(0.0, deadline - time.monotonic()))
+            # ray.kill is asynchronous: the old process may still answer for a moment
+            if pid != killed_pid or time.monotonic() > deadline:
+                self._killed.pop((name, slot), None)
+                return pid
+            time.sleep(0.1)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The function schemas of all tools (OpenAI/Qwen format), for the system prompt.
+
+        With actors this waits for the first actor of each tool to start, and raises if a tool cannot be built.
+        """
         for name in self.tools:
             if name not in self._schemas:
                 if self.local:
                     self._schemas[name] = self._local_tool(name).schema
                 else:
-                    # the first call also waits for the actor to load its model
+                    import ray
+
                     ref = self.actors(name)[0].schema.remote()
-                    self._schemas[name] = ray.get(ref, timeout=max(self.timeout_s, 120))
+                    self._schemas[name] = ray.get(ref, timeout=self.startup_timeout_s)
         return [self._schemas[name] for name in self.tools]
 
     def _video_arg(self, video: Any) -> Any:
@@ -191,26 +237,33 @@ class ToolPool:
     # ----- calls -----
     def _run(self, name: str, args: dict, video: Any, timeout_s: float) -> ToolResult:
         if self.local:
-            return run_tool(self._local_tool(name), args, video)
+            with self._local_locks[name]:  # one model instance is not safe to call from several threads
+                return run_tool(self._local_tool(name), args, video)
         import ray
 
-        slot, actor = self._pick_actor(name)
+        try:
+            slot, actor = self._ready_actor(name)
+        except ray.exceptions.GetTimeoutError:
+            return _error(f"the {name} worker did not start within {self.startup_timeout_s:g} s", "timeout")
+        except Exception as exc:  # the tool cannot be built (bad weights path, missing package, ...)
+            return _error(f"the {name} worker cannot start: {_root_cause(exc)}", "tool_failed")
         ref = actor.call.remote(args, self._video_arg(video))
         try:
             return ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
-            # A sync actor cannot stop a running call: restart the actor so the next calls are not queued behind it.
+            # A sync actor cannot stop a running call: restart it so the next calls do not queue behind this one.
+            with self._lock:
+                self._ready.discard((name, slot))
+                self._killed[(name, slot)] = self._pids.get((name, slot))
             try:
                 ray.cancel(ref, force=False)
                 ray.kill(actor, no_restart=False)
-            except Exception:  # already dead or restarting: the suspect check below handles it
+            except Exception:  # already dead or restarting: the readiness check of the next call handles it
                 pass
-            with self._lock:
-                self._suspect.add((name, slot))
             return _error(f"{name} did not answer within {timeout_s:g} s", "timeout")
         except ray.exceptions.RayActorError as exc:
             with self._lock:
-                self._suspect.add((name, slot))
+                self._ready.discard((name, slot))
             return _error(f"the {name} worker died during the call ({type(exc).__name__}); retry", "actor_died")
         except Exception as exc:  # e.g. a video ref whose object was lost
             return _error(f"{name} failed: {type(exc).__name__}: {str(exc)[:200]}", "tool_failed")
@@ -299,9 +352,16 @@ class ToolPool:
                 for actor in handles:
                     ray.kill(actor, no_restart=True)
             self._actors.clear()
+            self._ready.clear()
             self._video_refs.clear()
         self._executor.shutdown(wait=False)
         self._executor = ThreadPoolExecutor(max_workers=max(4, 2 * self.num_actors_per_tool * len(self.tools)))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The last line of an error, which for a Ray actor error is the exception its constructor raised."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip().strip("^")]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def _as_cached(result: ToolResult) -> ToolResult:

@@ -74,12 +74,12 @@ class PoseEstimationTool:
         conf: float = 0.25,
         max_frames: int = 8,
     ):
+        self.weights = weights or default_pose_weights()
+        if not Path(self.weights).is_file():  # checked before the slow import so a bad config fails fast
+            raise FileNotFoundError(f"pose weights not found: {self.weights}")
         ultralytics_offline_env()
         from ultralytics import YOLO
 
-        self.weights = weights or default_pose_weights()
-        if not Path(self.weights).is_file():
-            raise FileNotFoundError(f"pose weights not found: {self.weights}")
         self.model = YOLO(self.weights, task="pose")
         self.device, self.imgsz, self.conf, self.max_frames = device, imgsz, conf, max_frames
         self.schema = {

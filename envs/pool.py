@@ -7,12 +7,15 @@
 
 The cache lives in the pool (the caller), keyed by (video key, tool, canonical JSON of the arguments): the G
 rollouts of one sample that ask the same question pay for one call, and identical calls in flight share one task.
-`local=True` runs the tools in this process (tests, notebooks). A pool pickles as its configuration, so it can be
-handed to a Ray actor, which rebuilds its own actors and cache there.
+`local=True` runs the tools in this process (tests, notebooks), one call at a time per tool and without
+timeouts. In an asyncio actor use `await asyncio.wrap_future(pool.submit(...))`. A pool pickles as its
+configuration, so it can be handed to a Ray actor, which rebuilds its own actors and cache there.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import threading
@@ -235,6 +238,12 @@ class ToolPool:
             return ref
 
     # ----- calls -----
+    def _run_safe(self, name: str, args: dict, video: Any, timeout_s: float) -> ToolResult:
+        try:
+            return self._run(name, args, video, timeout_s)
+        except Exception as exc:  # a failure outside the expected ones must still reach the caller as a reply
+            return _error(f"{name} failed: {type(exc).__name__}: {_root_cause(exc)}", "tool_failed")
+
     def _run(self, name: str, args: dict, video: Any, timeout_s: float) -> ToolResult:
         if self.local:
             with self._local_locks[name]:  # one model instance is not safe to call from several threads
@@ -314,7 +323,7 @@ class ToolPool:
                 source = Future()
                 source.set_result(hit)
             elif source is None:
-                source = self._executor.submit(self._run, name, args, video, timeout_s)
+                source = self._executor.submit(self._run_safe, name, args, video, timeout_s)
                 if key:
                     self._inflight[key] = source
                     source.add_done_callback(lambda f, k=key: self._finish(k, f))
@@ -332,7 +341,7 @@ class ToolPool:
             self._inflight.pop(key, None)
             # Timeouts and dead workers are transient: do not remember them.
             if result.error not in ("timeout", "actor_died", "tool_failed"):
-                self._cache.put(key, result)
+                self._cache.put(key, copy.deepcopy(result))  # callers may edit what they got
 
     def call(self, name: str, args: Any, video: Video | Any, timeout_s: float | None = None) -> ToolResult:
         """Call tool `name` with `args` on `video` (a Video or an object ref to one). Never raises."""
@@ -365,6 +374,4 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _as_cached(result: ToolResult) -> ToolResult:
-    import dataclasses
-
-    return dataclasses.replace(result, cached=True)
+    return dataclasses.replace(copy.deepcopy(result), cached=True)

@@ -142,3 +142,19 @@ def test_tool_that_cannot_start_gives_an_error_reply(ray_local, video):
     finally:
         broken.close()
     assert not result.ok and result.error == "tool_failed" and "/nonexistent/pose.pt" in result.text
+
+
+def test_local_pool_cache_bound_and_uncacheable_calls(video):
+    from dataclasses import replace
+
+    pool = ToolPool({POSE: {"imgsz": 256}}, local=True, cache_size=1)
+    assert not pool.call(POSE, {"frames": [1]}, video).cached
+    assert not pool.call(POSE, {"frames": [3]}, video).cached  # evicts frames=[1] (room for one entry)
+    assert not pool.call(POSE, {"frames": [1]}, video).cached
+    assert pool.call(POSE, {"frames": [1]}, video).cached
+    anonymous = replace(video, key="")  # no identity: never cached
+    assert not pool.call(POSE, {"frames": [1]}, anonymous).cached
+    assert not pool.call(POSE, {"frames": [1]}, anonymous).cached
+    odd = pool.call(POSE, {"frames": {1, 2}}, video)  # a set is not JSON
+    assert odd.error == "bad_arguments" and "JSON" in odd.text
+    assert pool.stats()[POSE] == {"calls": 7, "errors": 1, "timeouts": 0, "cache_hits": 1}

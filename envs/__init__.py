@@ -1,0 +1,33 @@
+"""Tools the policy can call during rollouts (pose estimation, ...), video decoding, and the pooled tool actors.
+
+Importing this package is light: numpy only. ultralytics, torch and ray load when a tool or a pool is used.
+"""
+
+from envs.base import (
+    Tool,
+    ToolArgumentError,
+    ToolResult,
+    Video,
+    available_tools,
+    make,
+    register_tool,
+    run_tool,
+    validate_args,
+)
+from envs.pool import ToolPool
+from envs.video import VideoDecodeError, read_video
+
+__all__ = [
+    "Tool",
+    "ToolArgumentError",
+    "ToolPool",
+    "ToolResult",
+    "Video",
+    "VideoDecodeError",
+    "available_tools",
+    "make",
+    "read_video",
+    "register_tool",
+    "run_tool",
+    "validate_args",
+]

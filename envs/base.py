@@ -23,7 +23,9 @@ class ToolResult:
     text: str
     images: list[np.ndarray] = field(default_factory=list)  # HxWx3 uint8 RGB
     ok: bool = True
-    error: str | None = None  # short reason when ok is False
+    error: str | None = None  # short reason when ok is False: "bad_arguments", "tool_failed", "timeout", ...
+    data: dict[str, Any] | None = None  # the numbers behind `text` (e.g. keypoints), for tests and rewards
+    cached: bool = False  # True when a tool pool answered from its cache
 
 
 @dataclass
@@ -48,6 +50,56 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+class ToolArgumentError(ValueError):
+    """Arguments that pass the schema but not the tool's own checks (e.g. a frame index past the video's end)."""
+
+
+def validate_args(schema_parameters: dict[str, Any], args: Any) -> str | None:
+    """Check `args` against a tool's JSON-schema `parameters`; return a short error text for the model, or None.
+
+    >>> params = {"type": "object", "properties": {"k": {"type": "integer"}}, "additionalProperties": False}
+    >>> validate_args(params, {"k": 1}) is None
+    True
+    >>> validate_args(params, {"k": "x"})
+    "argument 'k': 'x' is not of type 'integer'"
+    """
+    import jsonschema
+
+    if not isinstance(args, dict):
+        return f"arguments must be a JSON object, got {type(args).__name__}"
+    validator = jsonschema.Draft202012Validator(schema_parameters)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    return f"argument {where!r}: {message}" if where else message
+
+
+def check_frame_indices(frames: list[int], num_frames: int) -> None:
+    """Raise `ToolArgumentError` naming the valid range if an index is outside 0..num_frames-1."""
+    bad = [i for i in frames if not 0 <= i < num_frames]
+    if bad:
+        raise ToolArgumentError(f"frame index {bad[0]} is out of range; valid frames are 0..{num_frames - 1}")
+
+
+def run_tool(tool: Tool, args: Any, video: Video) -> ToolResult:
+    """Validate `args` against `tool.schema`, call the tool, and turn every failure into an error reply.
+
+    Never raises: bad arguments give `error="bad_arguments"`, any exception inside the tool `error="tool_failed"`.
+    """
+    problem = validate_args(tool.schema["function"]["parameters"], args)
+    if problem is not None:
+        return ToolResult(text=f"error: {problem}", ok=False, error="bad_arguments")
+    try:
+        return tool.call(args, video)
+    except ToolArgumentError as exc:
+        return ToolResult(text=f"error: {exc}", ok=False, error="bad_arguments")
+    except Exception as exc:  # a tool bug or a broken input must reach the model as text, not stop the rollout
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        return ToolResult(text=f"error: {tool.name} failed: {detail}", ok=False, error="tool_failed")
+
+
 def register_tool(name: str, target: str) -> None:
     """Register a tool class by "module:Class" path. Refuses to overwrite a different target."""
     if name in _REGISTRY and _REGISTRY[name] != target:
@@ -57,6 +109,13 @@ def register_tool(name: str, target: str) -> None:
 
 def available_tools() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def tool_target(name: str) -> str:
+    """The "module:Class" path registered for `name` (KeyError listing the tools if unknown)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown tool {name!r}; available: {', '.join(available_tools())}")
+    return _REGISTRY[name]
 
 
 def tool_class(name: str) -> type:

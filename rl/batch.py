@@ -77,7 +77,7 @@ def _expand(traj: Trajectory, merge_size: int) -> Sample:
     if start == 0:
         raise ValueError(f"{where}: empty prompt_ids (the first response token needs a preceding position)")
     resp_src = [s - n_prompt for s in src[start:]]
-    mm = {k: torch.as_tensor(traj.mm_inputs[k]) for k in MM_KEYS if traj.mm_inputs.get(k) is not None}
+    mm = {k: torch.tensor(traj.mm_inputs[k]) for k in MM_KEYS if traj.mm_inputs.get(k) is not None}
     n_videos = 0 if "video_grid_thw" not in mm else int(mm["video_grid_thw"].shape[0])
     if "second_per_grid_ts" in mm and int(mm["second_per_grid_ts"].numel()) != n_videos:
         raise ValueError(

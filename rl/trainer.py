@@ -42,6 +42,7 @@ class TrainerConfig:
     mini_batches: int = 1  # optimizer steps per train_step (the local shard is split this many ways)
     temperature: float = 1.0  # the rollout's sampling temperature, so log-probs match the rollout's
     seed: int = 0
+    backend: str | None = None  # "gloo" | "nccl"; None: nccl when the rank sees a GPU, else gloo
 
 
 def _shard_fsdp2(model, mesh) -> None:
@@ -93,12 +94,13 @@ class TrainerRank:
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
-        cuda = torch.cuda.is_available()
+        backend = self.cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = backend == "nccl"
         if not cuda:
             torch.set_num_threads(1)  # CPU cores are shared by every rank on the node
         torch.manual_seed(self.cfg.seed + self.rank)
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo",
+            backend=backend,
             init_method=f"tcp://{master_addr}:{master_port}",
             world_size=self.cfg.world_size,
             rank=self.rank,
@@ -336,6 +338,8 @@ class TrainerGroup:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        if backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"unknown backend {backend!r}; use 'gloo', 'nccl' or None (automatic)")
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(STRATEGIES))}")
         if strategy == "deepspeed":
@@ -344,7 +348,7 @@ class TrainerGroup:
             raise FileNotFoundError(f"model directory not found: {model_path}")
         config = TrainerConfig(
             str(model_path), world_size, strategy, lr, weight_decay, tuple(betas), grad_clip, clip_ratio, kl_coef,
-            kl_type, loss_agg_mode, micro_batch_size, mini_batches, temperature, seed,
+            kl_type, loss_agg_mode, micro_batch_size, mini_batches, temperature, seed, backend,
         )  # fmt: skip
         self.world_size = world_size
         use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())

@@ -113,3 +113,21 @@ def test_logprobs_temperature_and_gradient(model, trajectories):
         logits = model(input_ids=torch.tensor([ids])).logits[0, len(traj.prompt_ids) - 1].float()
     want = torch.log_softmax(logits / 2.0, -1)[traj.response_ids[0]]
     assert float(logp[0, 0].detach()) == pytest.approx(float(want), abs=1e-5)
+
+
+def test_kl_only_step_on_identical_policy_has_zero_kl_and_zero_gradient(model, trajectories):
+    """Zero advantages and reference == policy: the loss is the KL term alone, its value and gradient are 0."""
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+    from rl.grpo import grpo_loss
+
+    batch = build_batch(trajectories[1:3])  # the video and the tool-image trajectories
+    logp = token_logprobs(model, batch)
+    frozen = logp.detach()
+    loss, metrics = grpo_loss(logp, frozen, frozen, torch.zeros(2), batch.response_mask, kl_coef=0.5)
+    loss.backward()
+    assert metrics["kl"] == 0.0 and float(loss.detach()) == 0.0
+    # d/dlogp [exp(ref - logp) - (ref - logp) - 1] = 1 - exp(ref - logp) = 0 at logp == ref
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.parameters())
+    model.zero_grad()

@@ -133,11 +133,41 @@ def micro_batches(batch: Batch, size: int | None) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, len(batch))
 
 
+def add_dummy_image(inputs: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Give a micro-batch without vision inputs one blank image, after the end of its first sequence.
+
+    With FSDP the vision tower's gradients are reduced across ranks: a rank whose micro-batch never ran the tower
+    would leave them unset and reduce fewer tensors than the others (a collective mismatch). The blank image sits
+    on a masked position after the last real token, so causal attention keeps it out of every real token's
+    logits: the log-probs are unchanged and the tower's gradients are exact zeros instead of missing.
+    """
+    import torch
+
+    vision = getattr(config, "vision_config", None)
+    if vision is None or "pixel_values" in inputs or "pixel_values_videos" in inputs:
+        return inputs
+    merge = int(vision.spatial_merge_size)
+    patch_dim = int(vision.in_channels) * int(vision.temporal_patch_size) * int(vision.patch_size) ** 2
+    ids, attention = inputs["input_ids"], inputs["attention_mask"]
+    extra = torch.full((ids.shape[0], 1), PAD_ID, dtype=ids.dtype, device=ids.device)
+    ids, attention = torch.cat([ids, extra], 1), torch.cat([attention, torch.zeros_like(extra)], 1)
+    ids[0, int(inputs["attention_mask"][0].sum())] = int(config.image_token_id)
+    return {
+        **inputs,
+        "input_ids": ids,
+        "attention_mask": attention,
+        "pixel_values": torch.zeros(merge * merge, patch_dim, device=ids.device),
+        "image_grid_thw": torch.tensor([[1, merge, merge]], device=ids.device),
+    }
+
+
 def _forward_logprobs(model, samples: Sequence[Sample], width: int, temperature: float, with_entropy: bool):
     import torch
 
     device = next(model.parameters()).device
     inputs = model_inputs(samples, device)
+    if torch.is_grad_enabled():
+        inputs = add_dummy_image(inputs, model.config)
     length = inputs["input_ids"].shape[1]
     # Only the positions that predict response tokens need logits (the prompt, with its video tokens, is the
     # bulk of a sequence): keep the last `keep` positions, from the earliest response start - 1.

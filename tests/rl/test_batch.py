@@ -105,6 +105,10 @@ def test_logprobs_temperature_and_gradient(model, trajectories):
     logp = token_logprobs(model, batch, temperature=2.0)
     logp.sum().backward()  # gradients flow outside no_grad
     assert model.lm_head.weight.grad is not None
+    # a text-only micro-batch still runs the vision tower on a blank image (FSDP reduces its gradients on every
+    # rank): its gradients exist and are exactly zero, and the log-probs are those of the plain forward below
+    vision_grads = [p.grad for p in model.model.visual.parameters()]
+    assert all(g is not None and float(g.abs().max()) == 0.0 for g in vision_grads)
     model.zero_grad()
     # at temperature T the distribution is softmax(logits / T): check one token directly
     traj = trajectories[0]

@@ -21,7 +21,8 @@ def batches(tiny_model_dir):
 def group2(ray_local, tiny_model_dir):
     from rl.trainer import TrainerGroup
 
-    group = TrainerGroup(tiny_model_dir, world_size=2, lr=1e-3, kl_coef=0.01, micro_batch_size=2)
+    # micro-batches of one: a rank's micro-batch may be text-only while the other rank's has a video
+    group = TrainerGroup(tiny_model_dir, world_size=2, lr=1e-3, kl_coef=0.01, micro_batch_size=1)
     yield group
     group.shutdown()
 
@@ -68,8 +69,8 @@ def test_two_ranks_train_step_then_one_rank_agrees_and_resume_is_exact(group2, b
     assert (ckpt_dir / "tokenizer.json").is_file() and (ckpt_dir / "chat_template.jinja").is_file()
     assert not list(ckpt_dir.rglob("*.bin")) and not list(ckpt_dir.rglob("*.pt"))
 
-    # one rank, micro-batch 1: the same first step as two ranks with micro-batch 2 ...
-    group1 = TrainerGroup(tiny_model_dir, world_size=1, lr=1e-3, kl_coef=0.01, micro_batch_size=1)
+    # one rank, micro-batch 2: the same first step as two ranks with micro-batch 1 ...
+    group1 = TrainerGroup(tiny_model_dir, world_size=1, lr=1e-3, kl_coef=0.01, micro_batch_size=2)
     try:
         m1_single = group1.train_step(trajs1, adv1)
         for key in ("train/loss", "train/pg_loss", "train/grad_norm", "train/clipfrac", "train/entropy"):

@@ -1,0 +1,213 @@
+"""Trajectories -> model inputs, and the log-probabilities the model gives to their response tokens.
+
+A trajectory keeps one placeholder token per video / image; the model needs one per vision feature, so each
+sequence (prompt + response) is expanded with the grids in its `mm_inputs`. Sequences are right-padded to the
+longest one in a micro-batch; the response part of each is gathered back into a (B, Lresp) layout whose mask is
+1 on model tokens and 0 on tool-response tokens and padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rollout.trajectory import Trajectory, expand_placeholders
+
+# Concatenated across samples in this order; each is optional.
+MM_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+PAD_ID = 0  # any non-vision token: padded positions are masked out of attention and of the loss
+
+
+@dataclass
+class Sample:
+    """One expanded sequence: ids, where its response starts, its response mask and rollout log-probs."""
+
+    input_ids: list[int]
+    response_start: int
+    response_mask: list[int]
+    rollout_logprobs: list[float]
+    mm: dict[str, Any]  # torch tensors
+
+
+@dataclass
+class Batch:
+    """Expanded samples plus (B, Lresp) tensors of the response mask and the rollout log-probs."""
+
+    samples: list[Sample]
+    response_mask: Any  # (B, Lresp) float tensor
+    rollout_logprobs: Any  # (B, Lresp) float tensor
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def response_length(self) -> int:
+        return int(self.response_mask.shape[1])
+
+    def select(self, start: int, stop: int) -> Batch:
+        """The samples [start, stop) as a batch (for mini- and micro-batches)."""
+        return Batch(self.samples[start:stop], self.response_mask[start:stop], self.rollout_logprobs[start:stop])
+
+
+def _expand(traj: Trajectory, merge_size: int) -> Sample:
+    import torch
+
+    where = f"trajectory {traj.sample_id!r} (group_index {traj.group_index})"
+    n_resp = len(traj.response_ids)
+    if len(traj.response_mask) != n_resp or len(traj.rollout_logprobs) != n_resp:
+        raise ValueError(
+            f"{where}: response_ids ({n_resp}), response_mask ({len(traj.response_mask)}) and "
+            f"rollout_logprobs ({len(traj.rollout_logprobs)}) must have the same length"
+        )
+    full = list(traj.prompt_ids) + list(traj.response_ids)
+    # Passing positions as the "mask" gives, for every expanded token, the index of the token it came from.
+    try:
+        ids, src = expand_placeholders(
+            full,
+            list(range(len(full))),
+            video_grid_thw=traj.mm_inputs.get("video_grid_thw"),
+            image_grid_thw=traj.mm_inputs.get("image_grid_thw"),
+            merge_size=merge_size,
+        )
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+    n_prompt = len(traj.prompt_ids)
+    start = sum(1 for s in src if s < n_prompt)
+    if start == 0:
+        raise ValueError(f"{where}: empty prompt_ids (the first response token needs a preceding position)")
+    resp_src = [s - n_prompt for s in src[start:]]
+    mm = {k: torch.tensor(traj.mm_inputs[k]) for k in MM_KEYS if traj.mm_inputs.get(k) is not None}
+    n_videos = 0 if "video_grid_thw" not in mm else int(mm["video_grid_thw"].shape[0])
+    if "second_per_grid_ts" in mm and int(mm["second_per_grid_ts"].numel()) != n_videos:
+        raise ValueError(
+            f"{where}: mm_inputs.second_per_grid_ts has {mm['second_per_grid_ts'].numel()} entries "
+            f"for {n_videos} videos"
+        )
+    return Sample(
+        input_ids=ids,
+        response_start=start,
+        response_mask=[int(traj.response_mask[s]) for s in resp_src],
+        rollout_logprobs=[float(traj.rollout_logprobs[s]) for s in resp_src],
+        mm=mm,
+    )
+
+
+def build_batch(trajectories: Sequence[Trajectory], merge_size: int = 2) -> Batch:
+    """Expand every trajectory (placeholders -> one token per vision feature, `merge_size` from the model config's
+    `vision_config.spatial_merge_size`) and lay out the response masks and rollout log-probs as (B, Lresp)."""
+    import torch
+
+    samples = [_expand(t, merge_size) for t in trajectories]
+    width = max((len(s.response_mask) for s in samples), default=0)
+    mask = torch.zeros(len(samples), width)
+    logprobs = torch.zeros(len(samples), width)
+    for i, s in enumerate(samples):
+        mask[i, : len(s.response_mask)] = torch.tensor(s.response_mask, dtype=torch.float32)
+        logprobs[i, : len(s.rollout_logprobs)] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
+    return Batch(samples, mask, logprobs)
+
+
+def model_inputs(samples: Sequence[Sample], device: Any = "cpu") -> dict[str, Any]:
+    """Right-padded input_ids / attention_mask and the samples' vision tensors concatenated in order."""
+    import torch
+
+    length = max(len(s.input_ids) for s in samples)
+    input_ids = torch.full((len(samples), length), PAD_ID, dtype=torch.long)
+    attention = torch.zeros((len(samples), length), dtype=torch.long)
+    for i, s in enumerate(samples):
+        input_ids[i, : len(s.input_ids)] = torch.tensor(s.input_ids, dtype=torch.long)
+        attention[i, : len(s.input_ids)] = 1
+    out: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+    for key in MM_KEYS:
+        parts = [s.mm[key] for s in samples if key in s.mm]
+        if parts:
+            out[key] = torch.cat([p.reshape(-1) if p.dim() == 0 else p for p in parts]).to(device)
+    return out
+
+
+def micro_batches(batch: Batch, size: int | None) -> Iterator[tuple[int, int]]:
+    """[start, stop) ranges of at most `size` samples (all of them when size is None)."""
+    size = len(batch) if not size else size
+    for start in range(0, len(batch), size):
+        yield start, min(start + size, len(batch))
+
+
+def add_dummy_image(inputs: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Give a micro-batch without vision inputs one blank image, after the end of its first sequence.
+
+    With FSDP the vision tower's gradients are reduced across ranks: a rank whose micro-batch never ran the tower
+    would leave them unset and reduce fewer tensors than the others (a collective mismatch). The blank image sits
+    on a masked position after the last real token, so causal attention keeps it out of every real token's
+    logits: the log-probs are unchanged and the tower's gradients are exact zeros instead of missing.
+    """
+    import torch
+
+    vision = getattr(config, "vision_config", None)
+    if vision is None or "pixel_values" in inputs or "pixel_values_videos" in inputs:
+        return inputs
+    merge = int(vision.spatial_merge_size)
+    patch_dim = int(vision.in_channels) * int(vision.temporal_patch_size) * int(vision.patch_size) ** 2
+    ids, attention = inputs["input_ids"], inputs["attention_mask"]
+    extra = torch.full((ids.shape[0], 1), PAD_ID, dtype=ids.dtype, device=ids.device)
+    ids, attention = torch.cat([ids, extra], 1), torch.cat([attention, torch.zeros_like(extra)], 1)
+    ids[0, int(inputs["attention_mask"][0].sum())] = int(config.image_token_id)
+    return {
+        **inputs,
+        "input_ids": ids,
+        "attention_mask": attention,
+        "pixel_values": torch.zeros(merge * merge, patch_dim, device=ids.device),
+        "image_grid_thw": torch.tensor([[1, merge, merge]], device=ids.device),
+    }
+
+
+def _forward_logprobs(model, samples: Sequence[Sample], width: int, temperature: float, with_entropy: bool):
+    import torch
+
+    device = next(model.parameters()).device
+    inputs = model_inputs(samples, device)
+    if torch.is_grad_enabled():
+        inputs = add_dummy_image(inputs, model.config)
+    length = inputs["input_ids"].shape[1]
+    # Only the positions that predict response tokens need logits (the prompt, with its video tokens, is the
+    # bulk of a sequence): keep the last `keep` positions, from the earliest response start - 1.
+    first = min(s.response_start for s in samples) - 1
+    keep = length - first
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    out = torch.zeros(len(samples), width, device=device)
+    ent = torch.zeros(len(samples), width, device=device) if with_entropy else None
+    for i, s in enumerate(samples):
+        n = len(s.response_mask)
+        pos = torch.arange(s.response_start - 1, s.response_start - 1 + n, device=device) - first
+        targets = torch.tensor(s.input_ids[s.response_start :], device=device)
+        rows = logp_all[i, pos]
+        out[i, :n] = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if ent is not None:
+            with torch.no_grad():
+                ent[i, :n] = -(rows.exp() * rows).sum(-1)
+    return out, ent
+
+
+def token_logprobs(
+    model, batch: Batch, temperature: float = 1.0, micro_batch_size: int | None = None, with_entropy: bool = False
+):
+    """log p(token) of every response token under `model`: a (B, Lresp) tensor (0 on padding).
+
+    The logit at position t-1 scores the token at t. Runs `micro_batch_size` samples per forward; gradients
+    flow unless called under `torch.no_grad()`. With `with_entropy` returns (logprobs, entropy) where the
+    per-token entropy of the sampling distribution is computed without gradient.
+    """
+    import torch
+
+    parts, ents = [], []
+    for start, stop in micro_batches(batch, micro_batch_size):
+        lp, ent = _forward_logprobs(model, batch.samples[start:stop], batch.response_length, temperature, with_entropy)
+        parts.append(lp)
+        ents.append(ent)
+    logprobs = torch.cat(parts) if parts else torch.zeros(0, batch.response_length)
+    if with_entropy:
+        return logprobs, (torch.cat(ents) if ents else torch.zeros_like(logprobs))
+    return logprobs

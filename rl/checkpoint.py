@@ -1,0 +1,144 @@
+"""Checkpoint files without pickle: optimizer state and RNG states as safetensors + JSON, processor files copied.
+
+Layout written by `TrainerRank.save_checkpoint`:
+
+    dir/                       loads with AutoModelForImageTextToText.from_pretrained / vLLM as is
+      config.json, model*.safetensors, generation_config.json, tokenizer / processor / chat template files
+      trainer_state/
+        optimizer.safetensors  every tensor of the (full, flattened) optimizer state
+        optimizer.json         every other entry (param groups, scalar steps), with the tensor keys
+        rng_rank{r}.safetensors, rng_rank{r}.json   torch / CUDA / numpy / python RNG of each rank
+        extra_state.json       the caller's state (data cursor, step, ...)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = "trainer_state"
+# Files a model directory needs besides the weights and config.json (which save_pretrained writes).
+PROCESSOR_FILES = (
+    "tokenizer*",
+    "*processor_config.json",
+    "preprocessor_config.json",
+    "chat_template*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "*.tiktoken",
+)
+
+
+def copy_processor_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy the tokenizer / processor / chat-template files of model directory `src` into `dst`."""
+    copied = []
+    for path in sorted(Path(src).iterdir()):
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pat) for pat in PROCESSOR_FILES):
+            shutil.copy2(path, Path(dst) / path.name)
+            copied.append(path.name)
+    return copied
+
+
+def save_flat_state(flat: dict[str, Any], folder: Path, name: str) -> None:
+    """Write a flat {key: tensor | JSON value} dict as `name.safetensors` (tensors) + `name.json` (the rest)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in flat.items() if torch.is_tensor(v)}
+    others = {k: v for k, v in flat.items() if not torch.is_tensor(v)}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps({"values": others, "tensor_keys": sorted(tensors)}, indent=1))
+
+
+def load_flat_state(folder: Path, name: str) -> dict[str, Any]:
+    """Inverse of `save_flat_state`."""
+    from safetensors.torch import load_file
+
+    meta_path, tensor_path = folder / f"{name}.json", folder / f"{name}.safetensors"
+    for path in (meta_path, tensor_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file missing: {path}")
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(tensor_path))
+    missing = set(meta["tensor_keys"]) - set(tensors)
+    if missing:
+        raise ValueError(f"{tensor_path}: missing tensors {sorted(missing)[:5]}")
+    return {**meta["values"], **tensors}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def optimizer_to_flat(osd: dict[str, Any]) -> dict[str, Any]:
+    """A full optimizer state dict ({"state": {fqn: {name: value}}, "param_groups": [...]}) as one flat dict:
+    "state/<fqn>/<name>" -> tensor or number, "param_groups" -> JSON list (tuples as lists)."""
+    flat: dict[str, Any] = {"param_groups": _json_safe(list(osd["param_groups"]))}
+    for fqn, entries in osd["state"].items():
+        for name, value in entries.items():
+            flat[f"state/{fqn}/{name}"] = value
+    return flat
+
+
+def optimizer_from_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `optimizer_to_flat` (betas back to tuples, as torch's optimizers keep them)."""
+    state: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if key.startswith("state/"):
+            fqn, _, name = key[len("state/") :].rpartition("/")
+            state.setdefault(fqn, {})[name] = value
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in flat["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy and python RNG states as a flat tensor / JSON dict."""
+    import numpy as np
+    import torch
+
+    flat: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            flat[f"torch_cuda_{i}"] = state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    flat.update({"numpy_keys": torch.from_numpy(keys.astype(np.int64)), "numpy_meta": [kind, pos, has_gauss, cached]})
+    version, internal, gauss_next = random.getstate()
+    flat.update({"python_state": torch.tensor(internal, dtype=torch.int64), "python_meta": [version, gauss_next]})
+    return flat
+
+
+def set_rng_state(flat: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(flat["torch_cpu"])
+    cuda = [flat[k] for k in sorted(k for k in flat if k.startswith("torch_cuda_"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, cached = flat["numpy_meta"]
+    np.random.set_state((kind, flat["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, gauss_next = flat["python_meta"]
+    random.setstate((version, tuple(int(x) for x in flat["python_state"].tolist()), gauss_next))
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1, sort_keys=True))
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file missing: {path}")
+    return json.loads(path.read_text())

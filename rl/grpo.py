@@ -1,0 +1,114 @@
+"""GRPO maths: group-normalised advantages and the clipped policy loss with a KL penalty to the reference policy.
+
+All formulas come from `verl.trainer.ppo.core_algos` (advantage estimator, vanilla PPO-clip loss, KL estimators,
+loss aggregation); this module only adapts our plain inputs (a list of scores, (B, L) tensors) to verl's calling
+conventions, so the maths is verl's and is not re-derived here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PolicyLossConfig:
+    """The few fields of verl's `ActorConfig` that `compute_policy_loss_vanilla` reads.
+
+    verl's `ActorConfig` drags in its whole trainer configuration; the loss only needs the clip ratios and
+    `global_batch_info` (the keyword arguments it forwards to `agg_loss`), plus a dict-like `get`.
+    """
+
+    clip_ratio: float = 0.2
+    clip_ratio_low: float | None = None
+    clip_ratio_high: float | None = None
+    clip_ratio_c: float = 3.0  # dual-clip lower bound for negative advantages; verl's default
+    # Forwarded to agg_loss: dp_size, batch_num_tokens, global_batch_size (normalise over the global batch).
+    global_batch_info: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+def compute_advantages(scores: list[float], group_ids: list[str], norm_by_std: bool = True) -> list[float]:
+    """One advantage per trajectory: its score minus its group's mean, divided by the group's std (unbiased).
+
+    Trajectories with the same `group_ids` entry are the G rollouts of one sample. A group of one gets its raw
+    score (verl's convention: mean 0, std 1). Uses verl's `compute_grpo_outcome_advantage` (epsilon 1e-6).
+
+    >>> [round(a, 4) for a in compute_advantages([1.0, 0.0, 0.0, 1.0], ["a", "a", "a", "a"])]
+    [0.866, -0.866, -0.866, 0.866]
+    """
+    import numpy as np
+    import torch
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+    if len(scores) != len(group_ids):
+        raise ValueError(f"{len(scores)} scores but {len(group_ids)} group ids")
+    if not scores:
+        return []
+    rewards = torch.tensor([[float(s)] for s in scores], dtype=torch.float32)
+    mask = torch.ones_like(rewards)
+    index = np.array([str(g) for g in group_ids], dtype=object)
+    adv, _ = compute_grpo_outcome_advantage(rewards, mask, index, norm_adv_by_std_in_grpo=norm_by_std)
+    return [float(a) for a in adv[:, 0]]
+
+
+def grpo_loss(
+    log_prob,
+    old_log_prob,
+    ref_log_prob,
+    advantages,
+    response_mask,
+    clip_ratio: float = 0.2,
+    kl_coef: float = 0.01,
+    kl_type: str = "low_var_kl",
+    loss_agg_mode: str = "token-mean",
+    batch_num_tokens: int | None = None,
+    global_batch_size: int | None = None,
+    dp_size: int = 1,
+):
+    """The GRPO objective on (B, L) tensors: PPO-clip policy loss + kl_coef * KL(policy || reference).
+
+    `advantages` is (B,) (one per trajectory, broadcast over its tokens) or (B, L). `ref_log_prob` may be None
+    when kl_coef == 0. For data-parallel or micro-batched training pass the *global* `batch_num_tokens` (or
+    `global_batch_size` for the seq-mean modes) and `dp_size`, so that summing the gradients of every
+    micro-batch and averaging over ranks gives the gradient of the whole-batch loss (verl's `agg_loss`).
+
+    Returns (loss, metrics) with metrics pg_loss, kl, clipfrac, clipfrac_lower, ppo_kl (floats, this call's
+    values).
+    """
+    from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
+
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1).expand_as(log_prob)
+    mask = response_mask.to(log_prob.dtype)
+    info = {"dp_size": dp_size, "batch_num_tokens": batch_num_tokens, "global_batch_size": global_batch_size}
+    config = PolicyLossConfig(clip_ratio=clip_ratio, global_batch_info=info)
+    policy_loss_fn = get_policy_loss_fn("vanilla")
+    pg_loss, pg_metrics = policy_loss_fn(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=mask,
+        loss_agg_mode=loss_agg_mode,
+        config=config,
+    )
+    loss = pg_loss
+    kl_value = 0.0
+    kl_loss = None
+    if kl_coef != 0.0:
+        if ref_log_prob is None:
+            raise ValueError("grpo_loss: kl_coef != 0 needs ref_log_prob")
+        kld = kl_penalty(log_prob, ref_log_prob, kl_type)
+        kl_loss = agg_loss(loss_mat=kld, loss_mask=mask, loss_agg_mode=loss_agg_mode, **info)
+        loss = pg_loss + kl_coef * kl_loss
+        kl_value = float(kl_loss.detach())
+    metrics = {
+        "pg_loss": float(pg_loss.detach()),
+        "kl": kl_value,
+        "clipfrac": pg_metrics["actor/pg_clipfrac"],
+        "clipfrac_lower": pg_metrics["actor/pg_clipfrac_lower"],
+        "ppo_kl": pg_metrics["actor/ppo_kl"],
+    }
+    return loss, metrics

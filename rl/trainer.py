@@ -1,0 +1,418 @@
+"""The policy trainer: data-parallel rank actors (FSDP2) with a frozen reference policy, weight export and sync
+to rollout workers, and checkpoints in Hugging Face format plus an exactly resumable `trainer_state/`.
+
+    group = TrainerGroup(model_path, world_size=2)          # one Ray actor per rank, in a placement group
+    metrics = group.train_step(trajectories, advantages)    # the whole batch; each rank takes its shard
+    group.sync_weights(rollout_workers)                     # handles with `update_weights.remote(named_tensors)`
+    group.save_checkpoint(run_dir / "step_10", {"step": 10, "cursor": 640})
+    extra = TrainerGroup(model_path, world_size=2).load_checkpoint(run_dir / "step_10")
+
+On CPU the ranks talk over gloo (float32 weights); with CUDA over NCCL (bfloat16 weights), one GPU per rank.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rl import checkpoint as ckpt
+
+
+@dataclass
+class TrainerConfig:
+    """What every rank needs to know; set through `TrainerGroup`'s keyword arguments."""
+
+    model_path: str
+    world_size: int = 2
+    strategy: str = "fsdp2"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    clip_ratio: float = 0.2
+    kl_coef: float = 0.01
+    kl_type: str = "low_var_kl"
+    loss_agg_mode: str = "token-mean"
+    micro_batch_size: int = 2
+    mini_batches: int = 1  # optimizer steps per train_step (the local shard is split this many ways)
+    temperature: float = 1.0  # the rollout's sampling temperature, so log-probs match the rollout's
+    seed: int = 0
+    backend: str | None = None  # "gloo" | "nccl"; None: nccl when the rank sees a GPU, else gloo
+
+
+def _shard_fsdp2(model, mesh) -> None:
+    """FSDP2: one shard group per text decoder layer (from the model's `_no_split_modules`), then the root.
+
+    The vision tower stays in the root group on purpose: it runs a data-dependent number of times per forward
+    (0 for a text-only micro-batch, once for videos, once more for tool images), and a shard group per vision
+    block would then issue a different number of all-gathers on different ranks and deadlock the collective.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
+    in_visual = {id(m) for m in visual.modules()} if visual is not None else set()
+    for module in model.modules():
+        if type(module).__name__ in names and id(module) not in in_visual:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _shard_deepspeed(model, mesh) -> None:
+    raise NotImplementedError("strategy='deepspeed' is not built yet; use strategy='fsdp2'")
+
+
+# The one switch point between training strategies: how a loaded model is wrapped for data parallelism.
+STRATEGIES = {"fsdp2": _shard_fsdp2, "deepspeed": _shard_deepspeed}
+
+
+class TrainerRank:
+    """One data-parallel rank. A plain class; `TrainerGroup` makes it a Ray actor."""
+
+    def __init__(self, rank: int, config: dict[str, Any]):
+        self.rank = rank
+        self.cfg = TrainerConfig(**config)
+        self.model = self.ref = self.optimizer = None
+
+    def address(self) -> tuple[str, int]:
+        """This node's IP and a free TCP port, for the process group rendezvous (called on rank 0)."""
+        import ray
+
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            return ray.util.get_node_ip_address(), sock.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the process group, load and shard the policy (and the frozen reference), build the optimizer."""
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+
+        backend = self.cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = backend == "nccl"
+        if not cuda:
+            torch.set_num_threads(1)  # CPU cores are shared by every rank on the node
+        torch.manual_seed(self.cfg.seed + self.rank)
+        dist.init_process_group(
+            backend=backend,
+            init_method=f"tcp://{master_addr}:{master_port}",
+            world_size=self.cfg.world_size,
+            rank=self.rank,
+        )
+        self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+        self.mesh = init_device_mesh(self.device.type, (self.cfg.world_size,))
+        self.model = self._load(self.cfg.model_path)
+        self.model.train()
+        if self.cfg.kl_coef != 0.0:
+            self.ref = self._load(self.cfg.model_path)
+            self.ref.eval()
+            self.ref.requires_grad_(False)
+        self.merge_size = int(self.model.config.vision_config.spatial_merge_size)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
+        )
+
+    def _load(self, path: str):
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(self.device)
+        STRATEGIES[self.cfg.strategy](model, self.mesh)
+        return model
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
+        """One GRPO update on this rank's contiguous shard of the batch; returns metrics averaged over ranks."""
+        import torch
+
+        from rl.batch import build_batch, token_logprobs
+
+        world, cfg = self.cfg.world_size, self.cfg
+        n = len(trajectories)
+        if len(advantages) != n:
+            raise ValueError(f"train_step: {n} trajectories but {len(advantages)} advantages")
+        if n == 0 or n % world:
+            raise ValueError(f"train_step: batch size {n} must be a positive multiple of world_size {world}")
+        local = n // world
+        if local % cfg.mini_batches:
+            raise ValueError(f"train_step: per-rank batch {local} is not divisible by mini_batches {cfg.mini_batches}")
+        shard = slice(self.rank * local, (self.rank + 1) * local)
+        batch = build_batch(trajectories[shard], self.merge_size)
+        adv = torch.tensor([float(a) for a in advantages[shard]], device=self.device)
+        mask = batch.response_mask.to(self.device)
+        with torch.no_grad():
+            old = token_logprobs(self.model, batch, cfg.temperature, cfg.micro_batch_size)
+            ref = token_logprobs(self.ref, batch, cfg.temperature, cfg.micro_batch_size) if self.ref else None
+        diff = ((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum()
+        sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
+        skipped = 0
+        size = local // cfg.mini_batches
+        for start in range(0, local, size):
+            stats = self._mini_batch(batch.select(start, start + size), old, ref, adv, mask, start)
+            for key in sums:
+                sums[key] += stats[key]
+            skipped += stats["skipped"]
+        totals = self._all_reduce([sums["clipfrac"], sums["entropy"], float(diff), float(mask.sum())])
+        tokens = max(totals[3], 1.0)
+        steps = cfg.mini_batches
+        return {
+            "train/loss": self._all_reduce([sums["loss"]])[0] / steps,
+            "train/pg_loss": self._all_reduce([sums["pg_loss"]])[0] / steps,
+            "train/kl": self._all_reduce([sums["kl"]])[0] / steps,
+            "train/clipfrac": totals[0] / tokens,
+            "train/entropy": totals[1] / tokens,
+            "train/grad_norm": sums["grad_norm"] / steps,
+            "train/lr": float(self.optimizer.param_groups[0]["lr"]),
+            "train/num_tokens": totals[3],
+            "train/rollout_logprob_diff": totals[2] / tokens,
+            "train/skipped_steps": float(skipped),
+        }
+
+    def _mini_batch(self, mini, old, ref, adv, mask, offset: int) -> dict[str, float]:
+        """Micro-batched forward/backward over one mini-batch, then clip and step. Sums are this rank's shares."""
+        import torch
+
+        from rl.batch import micro_batches, token_logprobs
+        from rl.grpo import grpo_loss
+
+        cfg, world = self.cfg, self.cfg.world_size
+        rows = slice(offset, offset + len(mini))
+        # Global normalisers, so the gradient does not depend on micro_batch_size or world_size.
+        num_tokens, num_seqs = self._all_reduce([float(mask[rows].sum()), float((mask[rows].sum(-1) > 0).sum())])
+        out = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        for start, stop in micro_batches(mini, cfg.micro_batch_size):
+            r = slice(offset + start, offset + stop)
+            logp, entropy = token_logprobs(self.model, mini.select(start, stop), cfg.temperature, with_entropy=True)
+            loss, metrics = grpo_loss(
+                logp,
+                old[r],
+                None if ref is None else ref[r],
+                adv[r],
+                mask[r],
+                clip_ratio=cfg.clip_ratio,
+                kl_coef=cfg.kl_coef,
+                kl_type=cfg.kl_type,
+                loss_agg_mode=cfg.loss_agg_mode,
+                batch_num_tokens=max(num_tokens, 1.0),
+                global_batch_size=max(num_seqs, 1.0),
+                dp_size=world,
+            )
+            loss.backward()
+            # agg_loss scales each rank's share by dp_size (gradients are averaged over ranks): undo it for logging.
+            out["loss"] += float(loss.detach()) / world
+            out["pg_loss"] += metrics["pg_loss"] / world
+            out["kl"] += metrics["kl"] / world
+            micro_tokens = float(mask[r].sum())
+            out["clipfrac"] += metrics["clipfrac"] * micro_tokens
+            out["entropy"] += float((entropy * mask[r]).sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        out["skipped"] = 0
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        else:  # a non-finite gradient would poison the weights: drop this update (every rank sees the same norm)
+            out["skipped"] = 1
+        self.optimizer.zero_grad(set_to_none=True)
+        out["grad_norm"] = grad_norm
+        return out
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    # ---- weights and checkpoints ----------------------------------------------------------------------------
+
+    def export_weights(self) -> dict[str, Any]:
+        """The full state dict on CPU (rank 0; the other ranks return {}). Every rank must call it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.model, options=options)
+        return state if self.rank == 0 else {}
+
+    def sync_weights(self, rollout_handles: list) -> float:
+        """Gather the weights; rank 0 puts them in the object store once and updates every rollout handle."""
+        import ray
+
+        start = time.perf_counter()
+        state = self.export_weights()
+        if self.rank == 0 and rollout_handles:
+            ref = ray.put(state)
+            ray.get([h.update_weights.remote(ref) for h in rollout_handles])
+        return time.perf_counter() - start
+
+    def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> str:
+        """Write a from_pretrained-loadable model directory plus trainer_state/ (see `rl.checkpoint`)."""
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        out = Path(directory)
+        state_dir = out / ckpt.STATE_DIR
+        state = self.export_weights()
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        if self.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(str(out), state_dict=state, safe_serialization=True)
+            ckpt.copy_processor_files(self.cfg.model_path, out)
+            ckpt.save_flat_state(ckpt.optimizer_to_flat(optim), state_dir, "optimizer")
+            ckpt.write_json(state_dir / "extra_state.json", extra_state)
+            ckpt.write_json(
+                state_dir / "trainer.json", {"world_size": self.cfg.world_size, "config": asdict(self.cfg)}
+            )
+        dist.barrier()  # the folder exists before the other ranks write their RNG files
+        ckpt.save_flat_state(ckpt.rng_state(), state_dir, f"rng_rank{self.rank}")
+        dist.barrier()
+        return str(out)
+
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
+        """Restore weights, optimizer state and this rank's RNG from `directory`; return its extra_state."""
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+        from transformers import AutoModelForImageTextToText
+
+        src = Path(directory)
+        state_dir = src / ckpt.STATE_DIR
+        extra = ckpt.read_json(state_dir / "extra_state.json")
+        # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
+        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=next(self.model.parameters()).dtype)
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, loaded.state_dict(), options=full)
+        del loaded
+        optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
+        set_optimizer_state_dict(self.model, self.optimizer, optim, options=full)
+        rng_name = f"rng_rank{self.rank}"
+        if (state_dir / f"{rng_name}.json").is_file():
+            ckpt.set_rng_state(ckpt.load_flat_state(state_dir, rng_name))
+        dist.barrier()
+        return extra
+
+    def shutdown(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class TrainerGroup:
+    """`world_size` TrainerRank actors in one placement group, driven together. See the module docstring."""
+
+    def __init__(
+        self,
+        model_path: str,
+        world_size: int = 2,
+        strategy: str = "fsdp2",
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        grad_clip: float = 1.0,
+        clip_ratio: float = 0.2,
+        kl_coef: float = 0.01,
+        kl_type: str = "low_var_kl",
+        loss_agg_mode: str = "token-mean",
+        micro_batch_size: int = 2,
+        mini_batches: int = 1,
+        seed: int = 0,
+        actor_options: dict[str, Any] | None = None,
+        backend: str | None = None,
+        temperature: float = 1.0,
+    ):
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        if backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"unknown backend {backend!r}; use 'gloo', 'nccl' or None (automatic)")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(STRATEGIES))}")
+        if strategy == "deepspeed":
+            _shard_deepspeed(None, None)
+        if not os.path.isdir(model_path):
+            raise FileNotFoundError(f"model directory not found: {model_path}")
+        config = TrainerConfig(
+            str(model_path), world_size, strategy, lr, weight_decay, tuple(betas), grad_clip, clip_ratio, kl_coef,
+            kl_type, loss_agg_mode, micro_batch_size, mini_batches, temperature, seed, backend,
+        )  # fmt: skip
+        self.world_size = world_size
+        use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())
+        options = {"num_cpus": 1, "num_gpus": 1 if use_gpu else 0, **(actor_options or {})}
+        bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
+        ray.get(self.pg.ready())
+        cls = ray.remote(TrainerRank)
+        self.ranks = [
+            cls.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
+                **options,
+            ).remote(i, asdict(config))
+            for i in range(world_size)
+        ]
+        addr, port = ray.get(self.ranks[0].address.remote())
+        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+
+    def _all(self, method: str, *args) -> list:
+        import ray
+
+        return ray.get([getattr(r, method).remote(*args) for r in self.ranks])
+
+    def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
+        """One GRPO update on the whole batch (each rank takes its contiguous 1/world_size). Returns metrics."""
+        import ray
+
+        if len(trajectories) % self.world_size:
+            raise ValueError(
+                f"batch size {len(trajectories)} is not divisible by world_size {self.world_size}; "
+                "choose rollouts_per_sample * samples_per_step as a multiple of it"
+            )
+        return self._all("train_step", ray.put(list(trajectories)), ray.put([float(a) for a in advantages]))[0]
+
+    def export_weights(self) -> dict[str, Any]:
+        """The full CPU state dict (in-memory parameter names, e.g. model.language_model.layers.0...)."""
+        return self._all("export_weights")[0]
+
+    def sync_weights(self, rollout_handles: list) -> float:
+        """Push the current weights to every rollout worker handle (`update_weights`); returns seconds spent."""
+        return self._all("sync_weights", list(rollout_handles))[0]
+
+    def save_checkpoint(self, directory: str | Path, extra_state: dict[str, Any]) -> str:
+        return self._all("save_checkpoint", str(directory), dict(extra_state))[0]
+
+    def load_checkpoint(self, directory: str | Path) -> dict[str, Any]:
+        if not (Path(directory) / ckpt.STATE_DIR).is_dir():
+            raise FileNotFoundError(f"not a trainer checkpoint (no {ckpt.STATE_DIR}/): {directory}")
+        return self._all("load_checkpoint", str(directory))[0]
+
+    def shutdown(self) -> None:
+        """Close the process group, end the rank actors and free the placement group."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            self._all("shutdown")
+        finally:
+            for r in self.ranks:
+                ray.kill(r)
+            remove_placement_group(self.pg)
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0

@@ -1,0 +1,137 @@
+"""Batching trajectories: placeholder expansion, padding, and log-probs equal to a per-sample unpadded forward."""
+
+from __future__ import annotations
+
+import pytest
+from rl_test_data import make_trajectories
+
+from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID
+
+
+@pytest.fixture(scope="module")
+def trajectories(tiny_model_dir):
+    return make_trajectories(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(0)
+    return AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_build_batch_layout(trajectories):
+    from rl.batch import build_batch, model_inputs
+
+    batch = build_batch(trajectories, merge_size=2)
+    # video grid (4, 8, 8) -> 4*8*8/4 = 64 tokens; image grid (1, 8, 8) -> 16 tokens
+    video = batch.samples[1]
+    assert video.input_ids.count(VIDEO_PAD_ID) == 64
+    assert video.response_start == len(trajectories[1].prompt_ids) + 63
+    tool_traj, tool = trajectories[2], batch.samples[2]
+    assert tool.input_ids.count(IMAGE_PAD_ID) == 16
+    n_tool = len(tool_traj.response_ids) - 7  # 4 model tokens, the tool segment, 3 model tokens
+    assert tool.response_mask == [1] * 4 + [0] * (n_tool + 15) + [1] * 3
+    assert tool.rollout_logprobs[:4] == tool_traj.rollout_logprobs[:4]
+    assert tool.rollout_logprobs[-3:] == tool_traj.rollout_logprobs[-3:]
+    # (B, Lresp): the widest response is the tool one (7 + n_tool + 15); others padded with mask 0
+    assert tuple(batch.response_mask.shape) == (4, 7 + n_tool + 15)
+    assert batch.response_mask[0].tolist() == [1.0] * 7 + [0.0] * (batch.response_length - 7)
+    inputs = model_inputs(batch.samples)
+    assert tuple(inputs["video_grid_thw"].shape) == (2, 3)  # two videos, in sample order
+    assert tuple(inputs["pixel_values_videos"].shape) == (512, 1176)
+    assert tuple(inputs["image_grid_thw"].shape) == (1, 3)
+    assert inputs["second_per_grid_ts"].tolist() == [1.0, 1.0]
+    assert inputs["attention_mask"].sum(1).tolist() == [len(s.input_ids) for s in batch.samples]
+
+
+def test_bad_trajectory_is_named(trajectories):
+    from dataclasses import replace
+
+    from rl.batch import build_batch
+
+    bad = replace(trajectories[1], mm_inputs={})  # a video placeholder but no grid
+    with pytest.raises(ValueError, match="trajectory 's0' .*video placeholders"):
+        build_batch([bad])
+    short = replace(trajectories[0], response_mask=[1])
+    with pytest.raises(ValueError, match="response_mask"):
+        build_batch([short])
+
+
+def _unpadded_logprobs(model, traj):
+    """Second method: one sequence, no padding, full logits, positions worked out from the raw lengths."""
+    import torch
+
+    from rollout.trajectory import expand_placeholders
+
+    mm = {k: torch.as_tensor(v) for k, v in traj.mm_inputs.items()}
+    ids, _ = expand_placeholders(
+        traj.prompt_ids + traj.response_ids, None, mm.get("video_grid_thw"), mm.get("image_grid_thw")
+    )
+    n_resp = len(ids) - (len(traj.prompt_ids) + sum(1 for t in traj.prompt_ids if t == VIDEO_PAD_ID) * 63)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), **mm).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    start = len(ids) - n_resp
+    return torch.stack([logp[start + j - 1, ids[start + j]] for j in range(n_resp)])
+
+
+@pytest.mark.parametrize("micro_batch_size", [None, 3])
+def test_batched_logprobs_equal_unpadded(model, trajectories, micro_batch_size):
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+
+    batch = build_batch(trajectories)
+    with torch.no_grad():
+        got, entropy = token_logprobs(model, batch, micro_batch_size=micro_batch_size, with_entropy=True)
+    assert tuple(got.shape) == (4, batch.response_length)
+    for i, traj in enumerate(trajectories):
+        want = _unpadded_logprobs(model, traj)
+        n = len(want)
+        torch.testing.assert_close(got[i, :n], want, atol=1e-5, rtol=0)
+        assert torch.all(got[i, n:] == 0)
+        assert torch.all(entropy[i, :n] > 0)
+
+
+def test_logprobs_temperature_and_gradient(model, trajectories):
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+
+    batch = build_batch(trajectories[:1])
+    logp = token_logprobs(model, batch, temperature=2.0)
+    logp.sum().backward()  # gradients flow outside no_grad
+    assert model.lm_head.weight.grad is not None
+    # a text-only micro-batch still runs the vision tower on a blank image (FSDP reduces its gradients on every
+    # rank): its gradients exist and are exactly zero, and the log-probs are those of the plain forward below
+    vision_grads = [p.grad for p in model.model.visual.parameters()]
+    assert all(g is not None and float(g.abs().max()) == 0.0 for g in vision_grads)
+    model.zero_grad()
+    # at temperature T the distribution is softmax(logits / T): check one token directly
+    traj = trajectories[0]
+    ids = traj.prompt_ids + traj.response_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, len(traj.prompt_ids) - 1].float()
+    want = torch.log_softmax(logits / 2.0, -1)[traj.response_ids[0]]
+    assert float(logp[0, 0].detach()) == pytest.approx(float(want), abs=1e-5)
+
+
+def test_kl_only_step_on_identical_policy_has_zero_kl_and_zero_gradient(model, trajectories):
+    """Zero advantages and reference == policy: the loss is the KL term alone, its value and gradient are 0."""
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+    from rl.grpo import grpo_loss
+
+    batch = build_batch(trajectories[1:3])  # the video and the tool-image trajectories
+    logp = token_logprobs(model, batch)
+    frozen = logp.detach()
+    loss, metrics = grpo_loss(logp, frozen, frozen, torch.zeros(2), batch.response_mask, kl_coef=0.5)
+    loss.backward()
+    assert metrics["kl"] == 0.0 and float(loss.detach()) == 0.0
+    # d/dlogp [exp(ref - logp) - (ref - logp) - 1] = 1 - exp(ref - logp) = 0 at logp == ref
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.parameters())
+    model.zero_grad()

@@ -1,0 +1,108 @@
+"""GRPO advantages and loss against values worked out by hand (plain `math`, not verl)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+
+def test_advantages_single_group_by_hand():
+    from rl.grpo import compute_advantages
+
+    # mean 0.5; unbiased std = sqrt(4 * 0.25 / 3) = sqrt(1/3)
+    std = math.sqrt(1 / 3)
+    adv = compute_advantages([1.0, 0.0, 0.0, 1.0], ["s", "s", "s", "s"])
+    expected = [0.5 / (std + 1e-6), -0.5 / (std + 1e-6), -0.5 / (std + 1e-6), 0.5 / (std + 1e-6)]
+    assert adv == pytest.approx(expected, abs=1e-6)
+
+
+def test_advantages_two_groups_interleaved_and_no_std():
+    from rl.grpo import compute_advantages
+
+    # group a: [2, 4] -> mean 3, std sqrt(2); group b: [1, 1, 4] -> mean 2, std sqrt((1+1+4)/2) = sqrt(3)
+    scores = [2.0, 1.0, 4.0, 1.0, 4.0]
+    groups = ["a", "b", "a", "b", "b"]
+    adv = compute_advantages(scores, groups)
+    s2, s3 = math.sqrt(2) + 1e-6, math.sqrt(3) + 1e-6
+    assert adv == pytest.approx([-1 / s2, -1 / s3, 1 / s2, -1 / s3, 2 / s3], abs=1e-6)
+    assert compute_advantages(scores, groups, norm_by_std=False) == pytest.approx([-1, -1, 1, -1, 2])
+
+
+def test_advantages_equal_scores_and_singletons():
+    from rl.grpo import compute_advantages
+
+    assert compute_advantages([1.0, 1.0], ["x", "x"]) == pytest.approx([0.0, 0.0])
+    assert compute_advantages([0.7], ["only"]) == pytest.approx([0.7])  # verl: a group of one keeps its score
+    with pytest.raises(ValueError, match="2 scores but 1 group"):
+        compute_advantages([1.0, 2.0], ["a"])
+
+
+def _hand_loss(lp, old, ref, adv, mask, eps=0.2, c=3.0, kl_coef=0.1):
+    pg_sum, kl_sum, clipped, n = 0.0, 0.0, 0, 0
+    for i in range(len(lp)):
+        a = adv[i]
+        for j in range(len(lp[i])):
+            if not mask[i][j]:
+                continue
+            r = math.exp(lp[i][j] - old[i][j])
+            unclipped, clip = -a * r, -a * min(max(r, 1 - eps), 1 + eps)
+            loss = max(unclipped, clip)
+            clipped += clip > unclipped
+            if a < 0:
+                loss = min(loss, -a * c)
+            k = ref[i][j] - lp[i][j]
+            pg_sum += loss
+            kl_sum += math.exp(k) - k - 1
+            n += 1
+    return pg_sum / n + kl_coef * kl_sum / n, pg_sum / n, kl_sum / n, clipped / n
+
+
+def test_grpo_loss_matches_hand_computation():
+    import torch
+
+    from rl.grpo import grpo_loss
+
+    lp = [[-1.0, -0.5, -2.0], [-0.3, -1.2, -0.1]]
+    old = [[-1.1, -0.9, -0.4], [-0.3, -0.7, -2.0]]  # ratios exp(.1), exp(.4) (clipped at A>0), ...
+    ref = [[-1.0, -0.4, -0.2], [-0.5, -1.0, -0.1]]
+    mask = [[1, 1, 0], [1, 1, 1]]
+    adv = [1.0, -0.5]
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    loss, metrics = grpo_loss(t(lp), t(old), t(ref), t(adv), t(mask), clip_ratio=0.2, kl_coef=0.1)
+    want, pg, kl, clipfrac = _hand_loss(lp, old, ref, adv, mask)
+    assert float(loss) == pytest.approx(want, abs=1e-9)
+    assert metrics["pg_loss"] == pytest.approx(pg, abs=1e-9)
+    assert metrics["kl"] == pytest.approx(kl, abs=1e-9)
+    assert metrics["clipfrac"] == pytest.approx(clipfrac, abs=1e-9)
+    assert 0 < clipfrac < 1  # the example exercises both branches
+
+
+def test_grpo_loss_global_token_normalisation_sums_over_micro_batches():
+    import torch
+
+    from rl.grpo import grpo_loss
+
+    torch.manual_seed(0)
+    lp, old, ref = (torch.randn(4, 5, dtype=torch.float64) for _ in range(3))
+    mask = (torch.rand(4, 5) > 0.3).double()
+    adv = torch.randn(4, dtype=torch.float64)
+    whole, _ = grpo_loss(lp, old, ref, adv, mask)
+    n = int(mask.sum())
+    part = lambda s, **kw: grpo_loss(lp[s], old[s], ref[s], adv[s], mask[s], batch_num_tokens=n, **kw)[0]  # noqa: E731
+    parts = [part(slice(0, 1)), part(slice(1, 4))]
+    assert float(sum(parts)) == pytest.approx(float(whole), abs=1e-12)
+    # dp_size=2: each rank's loss is scaled by 2 because data-parallel gradients are averaged over ranks
+    halves = [part(slice(0, 2), dp_size=2), part(slice(2, 4), dp_size=2)]
+    assert float(sum(halves)) / 2 == pytest.approx(float(whole), abs=1e-12)
+
+
+def test_grpo_loss_without_kl_ignores_reference():
+    import torch
+
+    from rl.grpo import grpo_loss
+
+    lp = torch.zeros(1, 2)
+    loss, metrics = grpo_loss(lp, lp, None, torch.tensor([2.0]), torch.ones(1, 2), kl_coef=0.0)
+    assert float(loss) == pytest.approx(-2.0)  # ratio 1: loss = -A
+    assert metrics["kl"] == 0.0

@@ -38,7 +38,7 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     for row in rows:
         for component in ("accuracy", "format", "tool_usage"):
             assert f"reward/{component}_mean" in row
-        assert math.isfinite(row["actor/loss"]) and math.isfinite(row["actor/grad_norm"])
+        assert math.isfinite(row["train/loss"]) and math.isfinite(row["train/grad_norm"])
         assert row["rollout/trajectories"] == 2 * 4  # batch 2 x group 4
         for phase in ("rollout", "tools", "rewards", "train", "sync"):
             assert row[f"time/{phase}"] >= 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from rl_test_data import make_trajectories
 
 from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID
+from tests.rl.rl_test_data import make_trajectories
 
 
 @pytest.fixture(scope="module")

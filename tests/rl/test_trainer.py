@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rl_test_data import make_trajectories
+
+from tests.rl.rl_test_data import make_trajectories
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,7 @@ def step_metrics(step, trajs, skipped, dropped, scored, advs, train_metrics, too
 class MetricsLogger:
     """Appends one JSON line per step to metrics.jsonl and prints a one-line summary."""
 
-    KEYS = ("reward/total_mean", "actor/pg_loss", "actor/kl", "train/grad_norm", "tools/calls", "time/step")
+    KEYS = ("reward/total_mean", "train/pg_loss", "train/kl", "train/grad_norm", "tools/calls", "time/step")
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "metrics.jsonl"

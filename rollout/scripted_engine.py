@@ -24,6 +24,7 @@ class ScriptedEngine:
         self.cue = tokenizer.encode("<|im_start|>assistant", add_special_tokens=False)
         self.requests: list[GenerationRequest] = []  # every request seen, for tests to inspect
         self.weight_updates = 0
+        self.calls = 0  # generate() calls
 
     def turn_index(self, prompt_ids: list[int]) -> int:
         k = len(self.cue)
@@ -47,6 +48,7 @@ class ScriptedEngine:
         return ids[: sampling.max_new_tokens], "length" if len(ids) > sampling.max_new_tokens else "stop"
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        self.calls += 1
         out = []
         for req in requests:
             self.requests.append(req)

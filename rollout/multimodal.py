@@ -1,5 +1,9 @@
 """Turn raw frames and images into the model's vision inputs, shared by the `hf` engine and the rollout worker.
 
+The trainer rebuilds a trajectory's model inputs with the same helpers: `expand_placeholders(prompt_ids +
+response_ids, mask, video_grid_thw=..., image_grid_thw=...)` and `mm_token_type_ids(expanded_ids)`, which
+Qwen2.5-VL's 3D rope needs (without it transformers silently falls back to 1D positions and log-probs drift).
+
 Both must produce the same tensors: the engine samples with them and the trainer recomputes log-probs with the
 `mm_inputs` the worker stores in the trajectory, so any difference would show up as a log-prob mismatch.
 """
@@ -10,7 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID
+from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID, expand_placeholders
+
+__all__ = [
+    "DEFAULT_SECONDS_PER_FRAME",
+    "VISION_TOKEN_IDS",
+    "concat_inputs",
+    "expand_placeholders",
+    "mm_token_type_ids",
+    "process_images",
+    "process_video",
+    "seconds_per_frame",
+]
 
 VISION_TOKEN_IDS = (151652, 151653, 151654, 151655, 151656)  # vision_start/end, vision/image/video pad
 DEFAULT_SECONDS_PER_FRAME = 0.5  # the Qwen2.5-VL processor's default of 2 sampled frames per second

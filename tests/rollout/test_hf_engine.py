@@ -126,3 +126,76 @@ def test_update_weights_changes_outputs_and_round_trips(engine, frames):
     bad["not.a.weight"] = torch.zeros(1)
     with pytest.raises(KeyError, match="norm.weight"):
         engine.update_weights(bad)
+
+
+class _ScriptThenModel:
+    """Turn 0 from a scripted fake (a tool call the random tiny model would never write), later turns sampled."""
+
+    def __init__(self, scripted, real):
+        self.scripted, self.real = scripted, real
+
+    def generate(self, requests, sampling):
+        first = self.scripted.turn_index(requests[0].prompt_ids) == 0
+        return (self.scripted if first else self.real).generate(requests, sampling)
+
+
+class _CropTool:
+    def schemas(self):
+        return []
+
+    def call_many(self, calls):
+        from envs.base import ToolResult
+
+        return [ToolResult(text="a crop", images=[video.frames[2, 40:96, 100:184].copy()]) for _, _, video in calls]
+
+
+def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
+    """What the trainer does with a multi-turn trajectory (prompt + response ids expanded with the grids in
+    mm_inputs, one forward pass) gives back the engine's log-probs, tool image included."""
+    import torch
+
+    from envs.base import Video
+    from rollout.multimodal import mm_token_type_ids, process_video
+    from rollout.scripted_engine import ScriptedEngine
+    from rollout.tool_loop import run_episodes
+    from rollout.trajectory import expand_placeholders
+
+    tok = engine.tokenizer
+    video = Video(frames=frames, timestamps=[float(i) for i in range(len(frames))], key="bikes-1s")
+    call = '<tool_call>\n{"name": "crop", "arguments": {}}\n</tool_call>'
+    looped = _ScriptThenModel(ScriptedEngine(tok, [call]), engine)
+    prompt_ids = tok.encode(PROMPT, add_special_tokens=False)
+    [traj] = run_episodes(
+        looped,
+        _CropTool(),
+        [prompt_ids],
+        [video],
+        SamplingParams(max_new_tokens=24, seed=2),
+        tok,
+        max_turns=2,
+        video_inputs=[process_video(engine.processor, frames, 1.0)],
+        processor=engine.processor,
+    )
+    mm = traj.mm_inputs
+    assert mm["image_grid_thw"].shape == (1, 3) and len(traj.turns) == 2
+    ids, mask = expand_placeholders(
+        traj.prompt_ids + traj.response_ids,
+        [0] * len(traj.prompt_ids) + traj.response_mask,
+        video_grid_thw=mm["video_grid_thw"],
+        image_grid_thw=mm["image_grid_thw"],
+    )
+    tensors = {k: torch.from_numpy(v) for k, v in mm.items()}
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        logits = engine.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            mm_token_type_ids=torch.tensor([mm_token_type_ids(ids)]),
+            **tensors,
+        ).logits[0]
+    logp = torch.log_softmax(logits[:-1].float(), dim=-1).gather(-1, input_ids[0, 1:, None])[:, 0]
+    forward = [logp[i - 1].item() for i in range(1, len(ids)) if mask[i]]
+    rollout = [lp for lp, m in zip(traj.rollout_logprobs, traj.response_mask) if m]
+    sampled = len(rollout) - len(tok.encode(call))  # the second turn's tokens; the scripted first has log-prob 0
+    assert sampled > 0 and len(forward) == len(rollout)
+    np.testing.assert_allclose(rollout[-sampled:], forward[-sampled:], atol=1e-4, rtol=0)

@@ -236,16 +236,13 @@ def run_episodes(
     """
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     n = len(prompts)
+    if len(videos) != n:
+        raise ValueError(f"run_episodes: {n} prompts but {len(videos)} videos (use None for a sample without video)")
+    sample_ids, group_indices = sample_ids or [str(i) for i in range(n)], group_indices or [0] * n
+    mm_keys = mm_keys or [getattr(v, "key", "") or "" for v in videos]
     convs = [
-        _Conversation(
-            sample_id=(sample_ids or [str(i) for i in range(n)])[i],
-            group_index=(group_indices or [0] * n)[i],
-            prompt_ids=list(prompts[i]),
-            video=videos[i],
-            mm_key=(mm_keys or [getattr(v, "key", "") or "" for v in videos])[i],
-            seconds_per_frame=_seconds_per_frame(videos[i]),
-        )
-        for i in range(n)
+        _Conversation(sample_ids[i], group_indices[i], list(prompts[i]), videos[i], mm_keys[i], _seconds_per_frame(v))
+        for i, v in enumerate(videos)
     ]
     for turn in range(max_turns):
         active = [c for c in convs if not c.finish_reason]
@@ -270,16 +267,7 @@ def run_episodes(
         for (conv, _), (records, replies) in zip(pending, dispatched):
             conv.turns[-1].tool_calls = records
             _append_tool_reply(conv, replies, tokenizer, im_end_id, max_response_tokens)
-    for conv in convs:
-        conv.finish_reason = conv.finish_reason or "max_turns"
-    trajectories = [_trajectory(c) for c in convs]
-    for i, (traj, conv) in enumerate(zip(trajectories, convs)):
-        traj.mm_inputs = dict(video_inputs[i]) if video_inputs else {}
-        if conv.images and processor is not None:
-            from rollout.multimodal import process_images
-
-            traj.mm_inputs.update(process_images(processor, conv.images))
-    return trajectories
+    return [_trajectory(c, video_inputs[i] if video_inputs else {}, processor) for i, c in enumerate(convs)]
 
 
 def _clip(completion: Any, budget: int, tokenizer: Any) -> Any:
@@ -299,7 +287,12 @@ def _seconds_per_frame(video: Any) -> float:
     return seconds_per_frame(getattr(video, "timestamps", None))
 
 
-def _trajectory(conv: _Conversation) -> Trajectory:
+def _trajectory(conv: _Conversation, video_inputs: dict[str, np.ndarray], processor: Any) -> Trajectory:
+    mm_inputs = dict(video_inputs)
+    if conv.images and processor is not None:
+        from rollout.multimodal import process_images
+
+        mm_inputs.update(process_images(processor, conv.images))
     return Trajectory(
         sample_id=conv.sample_id,
         group_index=conv.group_index,
@@ -309,6 +302,7 @@ def _trajectory(conv: _Conversation) -> Trajectory:
         rollout_logprobs=conv.logprobs,
         turns=conv.turns,
         final_text=conv.turns[-1].text if conv.turns else "",
-        finish_reason=conv.finish_reason,
+        finish_reason=conv.finish_reason or "max_turns",
+        mm_inputs=mm_inputs,
         timings=dict(conv.timings),
     )

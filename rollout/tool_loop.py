@@ -270,6 +270,13 @@ def run_episodes(
     return [_trajectory(c, video_inputs[i] if video_inputs else {}, processor) for i, c in enumerate(convs)]
 
 
+def run_episode(
+    engine: Any, tools: Any, prompt_ids: list[int], video: Any, sampling: SamplingParams, tokenizer: Any, **kwargs: Any
+) -> Trajectory:
+    """One conversation; `run_episodes` with a batch of one (same keyword arguments)."""
+    return run_episodes(engine, tools, [prompt_ids], [video], sampling, tokenizer, **kwargs)[0]
+
+
 def _clip(completion: Any, budget: int, tokenizer: Any) -> Any:
     """Cut a completion to this conversation's remaining budget (turns share one max_new_tokens per call)."""
     if len(completion.token_ids) <= budget:

@@ -73,7 +73,7 @@ class RolloutWorker:
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
         if isinstance(engine, str):
-            self.engine = make_engine(engine, model_path, seed=seed, **(engine_kwargs or {}))
+            self.engine = make_engine(engine, model_path, **{"seed": seed, **(engine_kwargs or {})})
         else:
             self.engine = engine
         if isinstance(tools, dict):

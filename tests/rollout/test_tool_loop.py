@@ -10,7 +10,7 @@ import pytest
 from envs.base import ToolResult, Video
 from rollout.engine import SamplingParams
 from rollout.scripted_engine import ScriptedEngine
-from rollout.tool_loop import run_episodes
+from rollout.tool_loop import run_episode, run_episodes
 
 CALL = '<think>look</think>\n<tool_call>\n{"name": "count_frames", "arguments": {}}\n</tool_call>'
 BAD = '<tool_call>\n{"name": "count_frames", "arguments": {oops}}\n</tool_call>'
@@ -138,8 +138,8 @@ def test_stop_max_turns_and_length(processor, video):
     tok = processor.tokenizer
     _, prompt_ids = _prompt(processor)
     sampling = SamplingParams(max_new_tokens=64)
-    [stop] = run_episodes(
-        ScriptedEngine(tok, ["plain text<|im_end|>"]), CountingTools(), [prompt_ids], [video], sampling, tok
+    stop = run_episode(
+        ScriptedEngine(tok, ["plain text<|im_end|>"]), CountingTools(), prompt_ids, video, sampling, tok
     )
     assert stop.finish_reason == "stop" and stop.final_text == "plain text"
     assert stop.response_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>") and set(stop.response_mask) == {1}

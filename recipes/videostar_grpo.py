@@ -169,7 +169,7 @@ def main(argv: list[str]) -> dict[str, float]:
     tools = common.make_tool_pool(cfg.tools)
     workers = common.make_rollout_workers(cfg, model_path, tools, SYSTEM_PROMPT)
     rewards = common.make_reward_pool(cfg.rewards, specs)
-    trainer = common.make_trainer(cfg.trainer, model_path, seed=cfg.run.seed)
+    trainer = common.make_trainer(cfg.trainer, model_path, seed=cfg.run.seed, temperature=cfg.rollout.temperature)
     sampler = common.Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
     logger = common.MetricsLogger(run_dir)
 
@@ -182,7 +182,7 @@ def main(argv: list[str]) -> dict[str, float]:
 
         # rollout: G episodes per sample, with tool calls
         t0 = time.perf_counter()
-        trajs, skipped = common.rollout(workers, batch, cfg.rollout, seed=cfg.run.seed * 100003 + step)
+        trajs, skipped, tool_stats = common.rollout(workers, batch, cfg.rollout, seed=cfg.run.seed * 100003 + step)
         trajs, dropped = common.fit_world_size(trajs, cfg.trainer.world_size)
         t_rollout = time.perf_counter() - t0
 
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> dict[str, float]:
         t_sync = trainer.sync_weights(workers)
 
         metrics = common.step_metrics(
-            step, trajs, skipped, dropped, scored, advantages, train_metrics, tools,
+            step, trajs, skipped, dropped, scored, advantages, train_metrics, tool_stats,
             {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync,
              "step": time.perf_counter() - t_step},
         )  # fmt: skip

@@ -15,6 +15,7 @@ no mm_inputs, so the group structure stays intact; the driver counts them (and s
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ from rollout.engine import SamplingParams, make_engine
 from rollout.multimodal import process_video, seconds_per_frame
 from rollout.tool_loop import run_episodes
 from rollout.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
@@ -112,7 +115,8 @@ class RolloutWorker:
                 raise
         try:
             return reader(record["video"], num_frames=self.num_frames, clip=record.get("clip"), max_side=self.max_side)
-        except errors:
+        except errors as err:
+            log.warning("record %r skipped: %s", record.get("id", "?"), err)
             return None
 
     # ----- rollout -----
@@ -182,6 +186,11 @@ class RolloutWorker:
 
     def stats(self) -> dict[str, float]:
         return dict(self._stats)
+
+    def tool_stats(self, reset: bool = True) -> dict[str, dict[str, int]]:
+        """Per-tool counts since the last reset: calls, errors, timeouts, cache_hits (empty without a tool pool)."""
+        stats = getattr(self.tools, "stats", None)
+        return stats(reset=reset) if stats else {}
 
 
 def _with_seed(sampling: SamplingParams, seed: int) -> SamplingParams:

@@ -233,6 +233,44 @@ def rollout(workers: list, batch: list[dict], rcfg: Any, seed: int) -> tuple[lis
     return ok, skipped, tool_stats
 
 
+def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_dir: Path) -> list[dict]:
+    """Supervised cold start on template-teacher chains replayed through the real tools (see
+    data_builders.template_teacher). Logs one line per step to <run_dir>/warmup.jsonl."""
+    import ray
+    from tqdm import tqdm
+
+    from data_builders.template_teacher import template_chain
+    from rollout.engine import SamplingParams
+
+    wcfg, world = cfg.warmup, cfg.trainer.world_size
+    if wcfg.batch_size % world:
+        raise ConfigError(f"warmup.batch_size {wcfg.batch_size} must be a multiple of trainer.world_size {world}")
+    usable = [r for r in records if r.get("task") == "ovar"]
+    scripts = [template_chain(r, cfg.data.num_frames) for r in usable]
+    chunks = [(usable[i :: len(workers)], scripts[i :: len(workers)]) for i in range(len(workers))]
+    sampling = SamplingParams(max_new_tokens=256)
+    futures = [w.replay.remote(recs, scr, sampling) for w, (recs, scr) in zip(workers, chunks) if recs]
+    chains = [t for part in ray.get(futures) for t in part if t.finish_reason == "answer"]
+    ray.get([w.tool_stats.remote() for w in workers])  # the warm-up's tool calls are not the first step's
+    if not chains:
+        raise RuntimeError(
+            "warm-up: no teacher chain completed (check the tool replies fit rollout.max_response_tokens)"
+        )
+    calls = [c for t in chains for c in t.tool_calls]
+    print(f"[warmup] {len(chains)}/{len(usable)} chains, {sum(c.ok for c in calls)}/{len(calls)} tool calls ok")
+    rows = []
+    with (run_dir / "warmup.jsonl").open("a") as log:
+        for i in tqdm(range(wcfg.steps), desc="warm-up SFT", unit="step"):
+            batch = [chains[(i * wcfg.batch_size + j) % len(chains)] for j in range(wcfg.batch_size)]
+            row = {"warmup_step": i + 1, **trainer.sft_step(batch, wcfg.lr)}
+            log.write(json.dumps(row) + "\n")
+            rows.append(row)
+    trainer.reset_optimizer()
+    trainer.sync_weights(workers)
+    print(f"[warmup] loss {rows[0]['sft/loss']:.3f} -> {rows[-1]['sft/loss']:.3f}")
+    return rows
+
+
 def advantages(totals: list[float], trajs: list) -> list[float]:
     from rl.grpo import compute_advantages
 

@@ -57,6 +57,17 @@ class DataConfig:
 
 
 @dataclass
+class WarmupConfig:
+    steps: int = 40
+    """Supervised steps on template-teacher chains (run through the real tools) before GRPO: a short cold start so
+    the embedded tiny model calls tools and closes its answers. 0 skips it (a real model with its own SFT cold
+    start)."""
+    lr: float = 2e-3
+    batch_size: int = 8
+    """Chains per supervised step (a multiple of trainer.world_size)."""
+
+
+@dataclass
 class RolloutConfig:
     engine: str = "hf"
     """"hf" (transformers generate, CPU or GPU) or "vllm" (GPU, the `gpu` extra)."""
@@ -68,8 +79,8 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 32
     """Tokens per assistant turn."""
-    max_response_tokens: int = 96
-    """Tokens of the whole response (all turns and tool replies)."""
+    max_response_tokens: int = 640
+    """Tokens of the whole response (all turns and tool replies; a pose reply is ~180 tokens per person-frame)."""
     max_turns: int = 3
     """Assistant turns per episode (a turn that calls tools is followed by another)."""
     num_cpus: float = 0.5
@@ -143,6 +154,7 @@ class RunConfig:
 class VideoStarConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
@@ -176,6 +188,8 @@ def main(argv: list[str]) -> dict[str, float]:
     start_step = common.maybe_resume(cfg, run_dir, trainer, sampler)
     if start_step > 0:
         trainer.sync_weights(workers)  # the rollout engines start from the resumed policy
+    elif cfg.warmup.steps > 0:  # cold start: supervised steps on teacher chains, then sync the rollout engines
+        common.warmup_sft(cfg, workers, trainer, records, run_dir)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t_step = time.perf_counter()
         batch = sampler.next_batch()

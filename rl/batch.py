@@ -179,33 +179,37 @@ def _forward_logprobs(model, samples: Sequence[Sample], width: int, temperature:
     inputs = model_inputs(samples, device)
     if torch.is_grad_enabled():
         inputs = add_dummy_image(inputs, model.config)
-    length = inputs["input_ids"].shape[1]
-    # Only the positions that predict response tokens need logits (the prompt, with its video tokens, is the
-    # bulk of a sequence): keep the last `keep` positions, from the earliest response start - 1.
-    first = min(s.response_start for s in samples) - 1
-    keep = length - first
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits.float()
+    # Logits only where a model token is predicted (position t-1 scores token t, mask 1): the prompt with its video
+    # tokens and the tool replies are the bulk of a sequence, and each logit row is vocabulary-sized.
+    wanted = [[s.response_start - 1 + j for j, m in enumerate(s.response_mask) if m] for s in samples]
+    keep = sorted({p for rows in wanted for p in rows} | {samples[0].response_start - 1})
+    column = {p: k for k, p in enumerate(keep)}
+    index = torch.tensor(keep, device=device)
+    logits = model(**inputs, use_cache=False, logits_to_keep=index).logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     out = torch.zeros(len(samples), width, device=device)
     ent = torch.zeros(len(samples), width, device=device) if with_entropy else None
     for i, s in enumerate(samples):
-        n = len(s.response_mask)
-        pos = torch.arange(s.response_start - 1, s.response_start - 1 + n, device=device) - first
-        targets = torch.tensor(s.input_ids[s.response_start :], device=device)
-        rows = logp_all[i, pos]
-        out[i, :n] = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if not wanted[i]:
+            continue
+        cols = torch.tensor([column[p] for p in wanted[i]], device=device)
+        where = torch.tensor([p - (s.response_start - 1) for p in wanted[i]], device=device)
+        targets = torch.tensor([s.input_ids[p + 1] for p in wanted[i]], device=device)
+        rows = logp_all[i, cols]
+        out[i, where] = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         if ent is not None:
             with torch.no_grad():
-                ent[i, :n] = -(rows.exp() * rows).sum(-1)
+                ent[i, where] = -(rows.exp() * rows).sum(-1)
     return out, ent
 
 
 def token_logprobs(
     model, batch: Batch, temperature: float = 1.0, micro_batch_size: int | None = None, with_entropy: bool = False
 ):
-    """log p(token) of every response token under `model`: a (B, Lresp) tensor (0 on padding).
+    """log p(token) of every model token (response mask 1) under `model`: a (B, Lresp) tensor, 0 on tool-reply
+    tokens and padding, which are never trained on and so get no (vocabulary-sized) logits.
 
     The logit at position t-1 scores the token at t. Runs `micro_batch_size` samples per forward; gradients
     flow unless called under `torch.no_grad()`. With `with_entropy` returns (logprobs, entropy) where the

@@ -176,6 +176,49 @@ class TrainerRank:
             "train/skipped_steps": float(skipped),
         }
 
+    def sft_step(self, trajectories: list, lr: float) -> dict[str, float]:
+        """One supervised step: cross-entropy on the response tokens whose mask is 1 (the assistant's own tokens;
+        prompt and tool-response tokens are not trained on), token-mean over the whole batch across ranks."""
+        import torch
+
+        from rl.batch import build_batch, micro_batches, token_logprobs
+
+        world, cfg = self.cfg.world_size, self.cfg
+        n = len(trajectories)
+        if n == 0 or n % world:
+            raise ValueError(f"sft_step: batch size {n} must be a positive multiple of world_size {world}")
+        local = n // world
+        batch = build_batch(trajectories[self.rank * local : (self.rank + 1) * local], self.merge_size)
+        mask = batch.response_mask.to(self.device)
+        (num_tokens,) = self._all_reduce([float(mask.sum())])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for start, stop in micro_batches(batch, cfg.micro_batch_size):
+            logp = token_logprobs(self.model, batch.select(start, stop))
+            # gradients are averaged over ranks, so each rank's share is scaled by world / global token count
+            loss = -(logp * mask[start:stop]).sum() * world / max(num_tokens, 1.0)
+            loss.backward()
+            loss_sum += float(loss.detach()) / world
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr
+        (loss_total,) = self._all_reduce([loss_sum])
+        return {"sft/loss": loss_total, "sft/grad_norm": grad_norm, "sft/num_tokens": num_tokens, "sft/lr": lr}
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase)."""
+        import torch
+
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
+        )
+
     def _mini_batch(self, mini, old, ref, adv, mask, offset: int) -> dict[str, float]:
         """Micro-batched forward/backward over one mini-batch, then clip and step. Sums are this rank's shares."""
         import torch
@@ -382,6 +425,15 @@ class TrainerGroup:
                 "choose rollouts_per_sample * samples_per_step as a multiple of it"
             )
         return self._all("train_step", ray.put(list(trajectories)), ray.put([float(a) for a in advantages]))[0]
+
+    def sft_step(self, trajectories: list, lr: float) -> dict[str, float]:
+        """One supervised step on the assistant tokens of the whole batch (see `TrainerRank.sft_step`)."""
+        import ray
+
+        return self._all("sft_step", ray.put(list(trajectories)), float(lr))[0]
+
+    def reset_optimizer(self) -> None:
+        self._all("reset_optimizer")
 
     def export_weights(self) -> dict[str, Any]:
         """The full CPU state dict (in-memory parameter names, e.g. model.language_model.layers.0...)."""

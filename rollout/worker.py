@@ -177,6 +177,20 @@ class RolloutWorker:
         self._stats["rollout_s"] += time.perf_counter() - start
         return out  # type: ignore[return-value]
 
+    def replay(self, records: list[dict[str, Any]], scripts: list[list[str]], sampling: SamplingParams) -> list:
+        """One trajectory per record whose assistant turns are `scripts[i]` (e.g. a teacher's chain), with the real
+        tools answering its calls: supervised data in exactly the format that `rollout` samples."""
+        from rollout.scripted_engine import ScriptedEngine
+
+        engine, out = self.engine, []
+        try:
+            for record, script in zip(records, scripts, strict=True):
+                self.engine = ScriptedEngine(self.tokenizer, list(script))
+                out.extend(self.rollout([record], 1, sampling))
+        finally:
+            self.engine = engine
+        return out
+
     def update_weights(self, state_dict_or_ref: Any) -> None:
         """Load new policy weights: a full state dict, or a Ray object ref to one."""
         from rollout.hf_engine import resolve_refs

@@ -257,7 +257,6 @@ def semantic_entailment(
     judge: Mapping[str, Any] | None = None,
     prompt_file: str | None = None,
     max_points: int = 32,
-    **_: Any,
 ) -> list[float | None]:
     """GPS's semantic entailment score of each trajectory's description against its record's `gold_points`.
 

@@ -78,7 +78,7 @@ def is_sar_format(text: Any, strict: bool = False) -> bool:
 
 
 @register("sar_format")
-def sar_format(traj: Trajectory, record: dict, strict: bool = False, **_: Any) -> float:
+def sar_format(traj: Trajectory, record: dict, strict: bool = False) -> float:
     """1.0 when `traj.final_text` has the four SAR blocks in order (see `is_sar_format`), else 0.0.
 
     >>> from rollout.trajectory import Trajectory
@@ -156,7 +156,7 @@ def _record_sub_actions(record: Any) -> list[dict] | None:
 
 
 @register("temporal_iou")
-def temporal_iou_reward(traj: Trajectory, record: dict, normalize: str = "matched", **_: Any) -> float | None:
+def temporal_iou_reward(traj: Trajectory, record: dict, normalize: str = "matched") -> float | None:
     """Mean IoU between the predicted and the record's sub-action segments under the optimal one-to-one matching
     (`rewards.temporal_iou`); `normalize` is "matched" (the paper: mean over the matched pairs) or "max"
     (divided by max(#pred, #gt): missing and extra segments cost).
@@ -187,9 +187,7 @@ def _name_key(name: Any) -> str:
 
 
 @register("hier_action")
-def hier_action(
-    traj: Trajectory, record: dict, alpha: float = 0.5, label_field: str = "label", **_: Any
-) -> float | None:
+def hier_action(traj: Trajectory, record: dict, alpha: float = 0.5, label_field: str = "label") -> float | None:
     """HieroAction's hierarchical action reward: alpha * [action == label] + (1 - alpha) * edit similarity of the
     sub-action name sequences (`rewards.edit_similarity`: 1 - edit distance / max length).
 
@@ -247,7 +245,6 @@ def aqa_score(
     normalize: str = "range",
     difficulty_range: list | None = None,
     use_difficulty: bool = True,
-    **_: Any,
 ) -> float | None:
     """HieroAction's assessment reward, exp(-lam_q (q - q*)^2 - lam_d (d - d*)^2) (`rewards.score_reward`).
 

@@ -34,7 +34,7 @@ def reply_letter(text: Any) -> str:
 
 
 @register("mcq")
-def mcq(traj: Trajectory, record: dict, **_: Any) -> float | None:
+def mcq(traj: Trajectory, record: dict) -> float | None:
     """1.0 when the reply's option letter (see `reply_letter`) is `record["answer"]`, else 0.0 (a blank reply,
     one with no letter A-D, scores 0.0). None when the record's `answer` is not one of A, B, C, D.
 

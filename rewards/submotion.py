@@ -111,7 +111,6 @@ def submotion(
     scheme: str = "linear",
     match: str = "text",
     threshold: float = 0.7,
-    **_: Any,
 ) -> float | None:
     """Video-STAR's sub-motion reward: the sum of the rank weights of the listed sub-motions that match a true
     sub-motion, when the answer is right; 0.0 when it is wrong. In [0, 1].

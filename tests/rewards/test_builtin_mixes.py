@@ -124,3 +124,21 @@ def test_new_rewards_in_ray_workers(ray_local):
     assert out.components["submotion"][:3] == [None, None, None]
     assert out.components["submotion"][3] == pytest.approx(2 / 3)
     assert out.errors["submotion"] == 0
+
+
+def test_docs_list_every_builtin_and_its_args():
+    import doctest
+    import inspect
+    from pathlib import Path
+
+    from rewards.registry import get_reward
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rewards.md").read_text()
+    for name in BUILTINS:
+        assert f"| `{name}` |" in text, name
+        params = list(inspect.signature(get_reward(name).fn).parameters)[2:]
+        assert all(f"`{p}" in text for p in params), (name, params)
+    # the helpers' example in the docs runs (a blank line before each fence ends an expected output)
+    text = text.replace("\n```", "\n\n```")
+    examples = doctest.DocTestParser().get_doctest(text, {}, "rewards.md", "docs/rewards.md", 0)
+    assert examples.examples and doctest.DocTestRunner().run(examples).failed == 0

@@ -226,7 +226,8 @@ def _normalizer(record: dict, normalize: str, difficulty_range: Any) -> tuple[An
         raise ValueError(f"aqa_score: normalize must be 'range' or 'none', got {normalize!r}")
 
     def span(lo_hi: Any, what: str) -> tuple[float, float]:
-        lo, hi = (to_float(v) for v in lo_hi) if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 else (0, 0)
+        pair = lo_hi if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 else (None, None)
+        lo, hi = to_float(pair[0]), to_float(pair[1])
         if lo is None or hi is None or not lo < hi:
             raise ValueError(f"aqa_score: record {record.get('id', '?')!r}: {what} must be [lo, hi], lo < hi")
         return lo, hi - lo

@@ -315,3 +315,9 @@ def test_adversarial_input_is_fast(text):
 
 def test_docstring_examples():
     assert doctest.testmod(hiero).failed == 0
+
+
+@pytest.mark.parametrize("difficulty_range", [[4, 1], [1], "1-4", [1, math.nan]])
+def test_aqa_score_rejects_a_bad_difficulty_range(difficulty_range):
+    with pytest.raises(ValueError, match=r"record 'a1': args.difficulty_range must be \[lo, hi\]"):
+        aqa_score(traj(answer(score=1, difficulty=1)), RECORD, difficulty_range=difficulty_range)

@@ -21,7 +21,9 @@ strings, the sub-motions of its action; see data_builders/schema.py).
 from __future__ import annotations
 
 import functools
+import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewards.helpers import submotion_weights
@@ -104,6 +106,34 @@ def similarity_matrix(listed: list[str], truth: list[str], match: str) -> list[l
     return (vectors[: len(listed)] @ vectors[len(listed) :].T).tolist()
 
 
+@functools.lru_cache(maxsize=8)
+def load_definitions(path: str) -> dict[str, list[str]]:
+    """A JSON file {action label: [ranked sub-motions]}, keyed by normalised label (spaces removed); read once per
+    process. Raises ValueError naming the file and the bad entry."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"submotion: cannot read definitions file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"submotion: definitions file {path} must hold an object {{label: [sub-motions]}}")
+    for label, motions in data.items():
+        if not isinstance(motions, list) or not all(isinstance(m, str) for m in motions):
+            raise ValueError(f"submotion: definitions file {path}: {label!r} must map to a list of strings")
+    return {normalize_label(label).replace(" ", ""): motions for label, motions in data.items()}
+
+
+def _truth(record: Any, definitions: str | None) -> list[str] | None:
+    """The record's `sub_motions`, else its answer's entry in the definitions file, else None."""
+    if not isinstance(record, dict):
+        return None
+    truth = record.get("sub_motions")
+    if truth is None and definitions and isinstance(record.get("answer"), str):
+        truth = load_definitions(str(definitions)).get(normalize_label(record["answer"]).replace(" ", ""))
+    if not isinstance(truth, list) or not truth or not all(isinstance(t, str) for t in truth):
+        return None
+    return truth
+
+
 @register("submotion")
 def submotion(
     traj: Trajectory,
@@ -111,6 +141,7 @@ def submotion(
     scheme: str = "linear",
     match: str = "text",
     threshold: float = 0.7,
+    definitions: str | None = None,
 ) -> float | None:
     """Video-STAR's sub-motion reward: the sum of the rank weights of the listed sub-motions that match a true
     sub-motion, when the answer is right; 0.0 when it is wrong. In [0, 1].
@@ -120,8 +151,11 @@ def submotion(
     normalised, the paper's prose. Matching (`match`) is one-to-one, in rank order: each listed sub-motion takes
     the most similar true one not yet taken, if the similarity is >= `threshold`; "text" compares normalised
     text (case, spacing, punctuation do not matter), "embedding" the cosine similarity of all-MiniLM-L6-v2
-    embeddings (loaded once per worker). Listing nothing scores 0.0. None when `accuracy` is None or the
-    record has no non-empty `sub_motions` list of strings.
+    embeddings (loaded once per worker). Listing nothing scores 0.0.
+
+    The true sub-motions are the record's `sub_motions`; for a record without them, `definitions` may name a
+    JSON file {action label: [sub-motions]} (the action's definition), looked up by the record's answer. None
+    when `accuracy` is None or there are no true sub-motions.
 
     >>> from rollout.trajectory import Trajectory
     >>> text = "<think>Sub-motions: leg bending → wave → arm extending</think><answer>shoot ball</answer>"
@@ -131,8 +165,8 @@ def submotion(
     """
     if match not in MATCH_MODES:
         raise ValueError(f"submotion: match must be one of {MATCH_MODES}, got {match!r}")
-    truth = record.get("sub_motions") if isinstance(record, dict) else None
-    if not isinstance(truth, list) or not truth or not all(isinstance(t, str) for t in truth):
+    truth = _truth(record, definitions)
+    if truth is None:
         return None
     right = accuracy(traj, record)
     if right is None:

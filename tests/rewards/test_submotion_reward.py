@@ -4,6 +4,7 @@ matching with the real all-MiniLM-L6-v2, and never-raise properties."""
 from __future__ import annotations
 
 import doctest
+import json
 import math
 import time
 
@@ -166,3 +167,24 @@ def test_adversarial_input_is_fast(text):
 
 def test_docstring_examples():
     assert doctest.testmod(sm).failed == 0
+
+
+def test_definitions_file_for_records_without_sub_motions(tmp_path):
+    path = tmp_path / "definitions.json"
+    path.write_text(json.dumps({"Shoot Ball": ["leg bending", "arm extending"], "dribble": ["hand bouncing"]}))
+    record = {"answer": "shoot_ball"}
+    listing = "Sub-motions: arm extending → wave"
+    # ranks 1 of 2 matches: linear 2/3
+    assert submotion(traj(reply(listing)), record, definitions=str(path)) == pytest.approx(2 / 3)
+    assert submotion(traj(reply(listing)), record) is None  # no definitions: not applicable
+    assert submotion(traj(reply(listing)), {"answer": "run"}, definitions=str(path)) is None  # not defined
+    # the record's own sub_motions win over the file: "wave" at rank 2 -> 1/3
+    assert submotion(traj(reply(listing)), record | {"sub_motions": ["wave"]}, definitions=str(path)) == (
+        pytest.approx(1 / 3)
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"shoot ball": "leg bending"}))
+    with pytest.raises(ValueError, match=r"bad\.json: 'shoot ball' must map to a list of strings"):
+        submotion(traj(reply(listing)), record, definitions=str(bad))
+    with pytest.raises(ValueError, match="cannot read definitions file"):
+        submotion(traj(reply(listing)), record, definitions=str(tmp_path / "missing.json"))

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # Modules whose import registers the built-in rewards (imported on first lookup, and by `import rewards`).
-BUILTIN_MODULES = ("rewards.videostar",)
+BUILTIN_MODULES = (
+    "rewards.videostar",
+    "rewards.submotion",
+    "rewards.hieroaction",
+    "rewards.mcq",
+    "rewards.entailment",
+)
 
 
 class RewardNotFoundError(LookupError, ValueError):

@@ -1,0 +1,226 @@
+"""Pure helpers shared by the built-in rewards and the eval metrics: segment IoU with optimal matching, sequence
+edit similarity, the HieroAction score term, the GPS entailment score, Video-STAR's sub-motion weights and
+FineBench's option-letter reader.
+
+All are exported from `rewards` under these names. They take plain Python values, import nothing heavy, and
+validate their arguments (ValueError naming the argument); the rewards built on them never raise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+NORMALIZATIONS = ("matched", "max")
+SCHEMES = ("linear", "exponential")
+# FineBench's evaluator (the VideoMME-style reader): these prefixes are removed before looking for a letter.
+MCQ_ANSWER_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option is",
+    "The correct option is",
+    "Best answer:",
+    "Best option:",
+)
+_LETTER = re.compile(r"[ABCD]")
+
+
+def to_float(x: Any) -> float | None:
+    """`x` as a finite float, or None (bools, non-numbers, NaN, infinities and ints too large for a float).
+
+    >>> to_float(3), to_float("2.5"), to_float(float("nan")), to_float(True), to_float(10**400)
+    (3.0, 2.5, None, None, None)
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, float, str, np.integer, np.floating)):
+        return None
+    try:
+        value = float(x)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def segment_iou(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """IoU of two time segments (start, end). A segment that is not two finite numbers with start <= end (reversed,
+    NaN, missing) has IoU 0 with everything. Two zero-length segments have IoU 1 when equal, else 0.
+
+    >>> segment_iou((0, 2), (1, 3))  # overlap 1, union 3
+    0.3333333333333333
+    """
+    sa, sb = _segment(a), _segment(b)
+    if sa is None or sb is None:
+        return 0.0
+    inter = min(sa[1], sb[1]) - max(sa[0], sb[0])
+    union = max(sa[1], sb[1]) - min(sa[0], sb[0])
+    if union <= 0.0:  # both are the same point, or two points
+        return 1.0 if sa == sb else 0.0
+    iou = max(0.0, inter) / union
+    return iou if math.isfinite(iou) else 0.0  # inf - inf on segments near the float limit
+
+
+def _segment(seg: Any) -> tuple[float, float] | None:
+    try:
+        if isinstance(seg, (str, bytes)) or len(seg) != 2:
+            return None
+        start, end = to_float(seg[0]), to_float(seg[1])
+    except TypeError:
+        return None
+    if start is None or end is None or start > end:
+        return None
+    return start, end
+
+
+def temporal_iou(pred: Sequence[Any], gt: Sequence[Any], normalize: str = "matched") -> float:
+    """Mean temporal IoU between predicted and ground-truth segments under the optimal one-to-one matching.
+
+    Segments are (start, end) pairs; the matching maximises the total IoU (Hungarian, scipy's
+    `linear_sum_assignment`). `normalize="matched"` divides the total by the number of matched pairs,
+    min(#pred, #gt) (HieroAction's formula); `normalize="max"` by max(#pred, #gt), so missing and extra segments
+    cost. 1.0 when both lists are empty, 0.0 when exactly one is. Malformed segments (see `segment_iou`) take
+    part in the matching with IoU 0. In [0, 1]; symmetric in (pred, gt); independent of the order of segments.
+
+    >>> temporal_iou([(0, 2), (4, 6)], [(4, 5), (0, 2)])  # pairs: (0,2)-(0,2) IoU 1, (4,6)-(4,5) IoU 1/2
+    0.75
+    >>> temporal_iou([(0, 2)], [(0, 2), (4, 6)], normalize="max")  # one pair of IoU 1, divided by 2
+    0.5
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"temporal_iou: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    pred, gt = list(pred), list(gt)
+    if not pred and not gt:
+        return 1.0
+    if not pred or not gt:
+        return 0.0
+    from scipy.optimize import linear_sum_assignment
+
+    ious = np.array([[segment_iou(p, g) for g in gt] for p in pred], dtype=np.float64)
+    rows, cols = linear_sum_assignment(ious, maximize=True)
+    total = float(ious[rows, cols].sum())
+    denom = len(rows) if normalize == "matched" else max(len(pred), len(gt))
+    return min(1.0, max(0.0, total / denom))
+
+
+def edit_similarity(pred_seq: Sequence[str], gt_seq: Sequence[str]) -> float:
+    """1 - Levenshtein distance / max length, over sequences of strings (each string is one symbol, compared
+    exactly; normalise them first if needed). 1.0 when both are empty. In [0, 1].
+
+    >>> edit_similarity(["take off", "twist", "entry"], ["take off", "somersault", "entry"])  # 1 substitution
+    0.6666666666666667
+    >>> edit_similarity([], [])
+    1.0
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    pred_seq, gt_seq = [str(s) for s in pred_seq], [str(s) for s in gt_seq]
+    longest = max(len(pred_seq), len(gt_seq))
+    if longest == 0:
+        return 1.0
+    return 1.0 - Levenshtein.distance(pred_seq, gt_seq) / longest
+
+
+def score_reward(
+    q: Any,
+    q_star: Any,
+    d: Any = None,
+    d_star: Any = None,
+    lam_q: float = 1.0,
+    lam_d: float = 1.0,
+) -> float:
+    """HieroAction's assessment reward, exp(-lam_q (q - q*)^2 - lam_d (d - d*)^2), in [0, 1].
+
+    The difficulty term is left out when `d` or `d_star` is None. Values are used as given (normalise them
+    before calling if wanted). A prediction that is not a finite number (`q`, or `d` when `d_star` is given)
+    scores 0.0; a non-finite reference or a negative lam raises ValueError.
+
+    >>> round(score_reward(0.8, 0.6), 6)  # exp(-0.04)
+    0.960789
+    >>> round(score_reward(0.8, 0.6, d=3.0, d_star=3.5, lam_q=10, lam_d=2), 6)  # exp(-0.4 - 0.5)
+    0.40657
+    """
+    for name, lam in (("lam_q", lam_q), ("lam_d", lam_d)):
+        if to_float(lam) is None or lam < 0:
+            raise ValueError(f"score_reward: {name} must be a finite number >= 0, got {lam!r}")
+    if to_float(q_star) is None or (d_star is not None and to_float(d_star) is None):
+        raise ValueError(f"score_reward: the references must be finite numbers, got q*={q_star!r}, d*={d_star!r}")
+    qf = to_float(q)
+    if qf is None:
+        return 0.0
+    dq = qf - float(q_star)
+    exponent = lam_q * (dq * dq)  # x * x, not x ** 2: a huge x gives inf instead of OverflowError
+    if d is not None and d_star is not None:
+        df = to_float(d)
+        if df is None:
+            return 0.0
+        dd = df - float(d_star)
+        exponent += lam_d * (dd * dd)
+    if math.isnan(exponent):  # 0 * inf
+        return 0.0
+    return min(1.0, math.exp(-exponent))
+
+
+def entailment_score(labels: Sequence[int]) -> float:
+    """GPS's semantic entailment score of K labels (2 entail, 1 neutral, 0 contradict): ((Ne - Nc)/K + 1)/2.
+
+    In [0, 1]: all entailed 1.0, all neutral 0.5, all contradicted 0.0. Raises ValueError on an empty list or a
+    label outside {0, 1, 2}.
+
+    >>> entailment_score([2, 2, 1, 0])  # Ne=2, Nc=1, K=4: (1/4 + 1)/2
+    0.625
+    """
+    labels = list(labels)
+    if not labels:
+        raise ValueError("entailment_score: needs at least one label")
+    bad = [x for x in labels if isinstance(x, bool) or x not in (0, 1, 2)]
+    if bad:
+        raise ValueError(f"entailment_score: labels must be 0, 1 or 2, got {bad[0]!r}")
+    entailed, contradicted = labels.count(2), labels.count(0)
+    return ((entailed - contradicted) / len(labels) + 1.0) / 2.0
+
+
+def submotion_weights(n: int, scheme: str = "linear") -> list[float]:
+    """Weights of n ranked sub-motions (rank 1 first), summing to 1 (an empty list for n = 0).
+
+    `linear` (Video-STAR's released code): the k-th weighs (n - k + 1) / (1 + 2 + ... + n).
+    `exponential` (the paper's prose): the k-th weighs 2^-(k-1), divided by the sum over k = 1..n.
+
+    >>> submotion_weights(3)  # 3/6, 2/6, 1/6
+    [0.5, 0.3333333333333333, 0.16666666666666666]
+    >>> submotion_weights(3, "exponential")  # 1, 1/2, 1/4 over 7/4
+    [0.5714285714285714, 0.2857142857142857, 0.14285714285714285]
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"submotion_weights: n must be an int >= 0, got {n!r}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"submotion_weights: scheme must be one of {SCHEMES}, got {scheme!r}")
+    if scheme == "linear":
+        total = n * (n + 1) / 2
+        return [(n - k + 1) / total for k in range(1, n + 1)]
+    raw = [math.ldexp(1.0, -(k - 1)) for k in range(1, n + 1)]  # 2^-(k-1), exact; underflows to 0 far down
+    total = math.fsum(raw)
+    return [w / total for w in raw]
+
+
+def parse_mcq_letter(text: Any) -> str:
+    """The option letter of a multiple-choice reply, read as FineBench's evaluator reads it: remove the answer
+    prefixes (`MCQ_ANSWER_PREFIXES`), then take the first capital A, B, C or D anywhere in the rest. A reply of
+    more than 10 words with no such letter, any reply with none, and a non-string, are blank: "".
+
+    Faithful to the evaluator, so "A man runs" reads as "A"; ask for a bare letter in the prompt.
+
+    >>> parse_mcq_letter("The best answer is (C) walk"), parse_mcq_letter("b"), parse_mcq_letter("I think B.")
+    ('C', '', 'B')
+    """
+    if not isinstance(text, str):
+        return ""
+    s = text.strip()
+    for prefix in MCQ_ANSWER_PREFIXES:
+        s = s.replace(prefix, "")
+    match = _LETTER.search(s)
+    # (the evaluator's "over 10 words and no letter: blank" rule gives the same "" as "no letter")
+    return match[0] if match else ""

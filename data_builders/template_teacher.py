@@ -28,7 +28,7 @@ def template_chain(record: dict[str, Any], num_frames: int = 8) -> list[str]:
     motions = record.get("sub_motions") or [label]
     frames = sorted({num_frames // 4, (3 * num_frames) // 4})
     call = json.dumps({"name": "pose_estimation", "arguments": {"frames": frames, "person": 0}})
-    first = f"<think>I will look at the body pose to see which limbs move.</think>\n<tool_call>\n{call}\n</tool_call>"
+    first = f"<think>Check the pose.</think>\n<tool_call>\n{call}\n</tool_call>"
     decomposition = " ".join(f"{i}. {m}." for i, m in enumerate(motions, 1))
     scores = " ".join(f"{c}: {'high' if c == label else 'low'}." for c in sorted(candidates))
     second = (

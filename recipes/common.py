@@ -5,6 +5,7 @@ Recipes keep the training loop itself in view; what is here is the plumbing arou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -258,6 +259,11 @@ def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_d
         )
     calls = [c for t in chains for c in t.tool_calls]
     print(f"[warmup] {len(chains)}/{len(usable)} chains, {sum(c.ok for c in calls)}/{len(calls)} tool calls ok")
+    with (run_dir / "warmup_chains.jsonl").open("w") as f:  # the cold-start data, to inspect
+        for t in chains:
+            turns = [{"text": turn.text, "tool_calls": [dataclasses.asdict(c) for c in turn.tool_calls]}
+                     for turn in t.turns]  # fmt: skip
+            f.write(json.dumps({"id": t.sample_id, "video": t.record.get("video"), "turns": turns}) + "\n")
     rows = []
     with (run_dir / "warmup.jsonl").open("a") as log:
         for i in tqdm(range(wcfg.steps), desc="warm-up SFT", unit="step"):

@@ -58,11 +58,11 @@ class DataConfig:
 
 @dataclass
 class WarmupConfig:
-    steps: int = 40
+    steps: int = 60
     """Supervised steps on template-teacher chains (run through the real tools) before GRPO: a short cold start so
     the embedded tiny model calls tools and closes its answers. 0 skips it (a real model with its own SFT cold
     start)."""
-    lr: float = 2e-3
+    lr: float = 5e-3
     batch_size: int = 8
     """Chains per supervised step (a multiple of trainer.world_size)."""
 
@@ -75,9 +75,10 @@ class RolloutConfig:
     """RolloutWorker actors; a batch is split across them."""
     n: int = 4
     """Group size G: rollouts per sample."""
-    temperature: float = 1.0
+    temperature: float = 0.7
+    """Sampling temperature (the trainer scores tokens at the same temperature)."""
     top_p: float = 1.0
-    max_new_tokens: int = 32
+    max_new_tokens: int = 96
     """Tokens per assistant turn."""
     max_response_tokens: int = 640
     """Tokens of the whole response (all turns and tool replies; a pose reply is ~180 tokens per person-frame)."""

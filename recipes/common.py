@@ -218,7 +218,11 @@ def rollout(workers: list, batch: list[dict], rcfg: Any, seed: int) -> tuple[lis
     from rollout.engine import SamplingParams
 
     sampling = SamplingParams(
-        max_new_tokens=rcfg.max_new_tokens, temperature=rcfg.temperature, top_p=rcfg.top_p, seed=seed
+        max_new_tokens=rcfg.max_new_tokens,
+        temperature=rcfg.temperature,
+        top_p=rcfg.top_p,
+        top_k=rcfg.top_k,
+        seed=seed,
     )
     chunks = [batch[i :: len(workers)] for i in range(len(workers))]
     futures = [w.rollout.remote(chunk, rcfg.n, sampling) for w, chunk in zip(workers, chunks) if chunk]

@@ -78,6 +78,9 @@ class RolloutConfig:
     temperature: float = 0.7
     """Sampling temperature (the trainer scores tokens at the same temperature)."""
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample among the k most likely tokens (0: the whole vocabulary). Log-probs stay those of the full
+    distribution, as the engines report them."""
     max_new_tokens: int = 96
     """Tokens per assistant turn."""
     max_response_tokens: int = 640

@@ -60,7 +60,7 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
 
     # the policy moved away from the initial weights
     before, after = _weights(Path(tiny_model_dir)), _weights(run_dir / "checkpoint-2")
-    assert set(before) == set(after)
+    assert set(before) <= set(after)  # the checkpoint may also write the tied lm_head
     changed = [k for k in before if not (before[k] == after[k]).all()]
     assert changed, "no parameter changed in two GRPO steps"
 

@@ -1,4 +1,4 @@
-"""Build the bundled sample data of the embedded default: small `ovar` train/eval sets that run on a laptop CPU.
+"""Build the bundled sample data of the embedded default: small `ovar` and `aqa` train/eval sets for a laptop CPU.
 
 Two kinds of videos, both real mp4 files that decode with decord:
   - procedurally rendered stick figures (H.264, 112x112, 8 fps, 16-24 frames) doing actions whose motion is
@@ -11,6 +11,12 @@ Two kinds of videos, both real mp4 files that decode with decord:
 not even as a candidate, for the base-to-novel open-vocabulary protocol.
 
 Segment times are seconds from the start of what the model sees (the clip window, or the whole video).
+
+The `aqa` sets (action quality assessment, the HieroAction task) reuse the stick-figure videos: `label` is the
+action class, `sub_actions` its phase segments, and `score` / `difficulty` are SYNTHETIC, worked out from how the
+clip was rendered, not judged by anyone (see `aqa_targets`): the score rises with the frames drawn per phase
+(a slower, more fully drawn motion) and falls with the render noise; the difficulty rises with the number of
+phases. They give the AQA rewards a deterministic, learnable ground truth, not a model of real judging.
 
     python -m data_builders.sample_data --out ~/.cache/actionrl/data/sample --seed 0
 """
@@ -33,7 +39,7 @@ from data_builders.schema import write_records
 from data_builders.stick_figure import action_spec, random_look, render_action, segments
 from data_builders.tiny_model import default_home
 
-SAMPLE_VERSION = "1"  # bump when the built data changes, so cached copies are rebuilt
+SAMPLE_VERSION = "2"  # bump when the built data changes, so cached copies are rebuilt
 STAMP = "actionrl_sample.json"
 FPS = 8
 FRAME_RANGE = (16, 24)  # inclusive
@@ -42,6 +48,15 @@ BASE = ("wave", "squat", "jumping jack", "punch", "ride bike", "walk", "talk")
 NOVEL = ("kick", "clap")
 # Names never shown as videos: they widen the candidate lists so a guess among few labels is not enough.
 DISTRACTORS = ("run", "sit down", "throw", "push up", "climb stairs", "dance", "stretch arms", "jump rope")
+SCORE_RANGE = [0.0, 100.0]
+DIFFICULTY_RANGE = (1.0, 4.0)
+AQA_PROMPT = (
+    "Assess the action in the video. Reply with four blocks, in this order: <look> what you see </look> "
+    "<recognition> the action's phases, each with its time span </recognition> <assessment> how well and how hard "
+    'it is performed </assessment> <answer> one JSON object: {{"action": the action, "sub_actions": '
+    '[{{"name": phase, "start": seconds, "end": seconds}}, ...], "difficulty": {d_lo} to {d_hi}, '
+    '"score": {q_lo} to {q_hi}}} </answer>. The action is one of: {candidates}.'
+)
 REAL_SUB_MOTIONS = {
     "ride bike": ("legs pedal in circles", "hands hold the handlebars", "body rolls forward on the bike"),
     "walk": ("legs step forward in turn", "arms swing beside the body", "body moves across the scene"),
@@ -137,11 +152,13 @@ def _make_record(item: Item, index: int, seed: int, root: Path) -> dict:
     if item.real is None:
         spec = action_spec(item.label, cycles=int(rng.integers(2, 4)))
         n = int(rng.integers(FRAME_RANGE[0], FRAME_RANGE[1] + 1))
-        frames = render_action(spec, random_look(rng, SIZE), n, rng)
+        look = random_look(rng, SIZE)
+        frames = render_action(spec, look, n, rng)
         rel = f"videos/{item.split}_{index:03d}_{slug}.mp4"
         write_mp4(root / rel, frames)
         sub_motions, segs = list(spec.sub_motions), segments(spec, n / FPS)
         meta |= {"source": "synthetic stick figure", "num_frames": n, "fps": FPS, "width": SIZE, "height": SIZE}
+        meta["noise_std"] = round(look.noise_std, 3)
     else:
         rel = f"videos/{item.real}"
         if not (root / rel).exists():
@@ -156,6 +173,46 @@ def _make_record(item: Item, index: int, seed: int, root: Path) -> dict:
     return rec | {"sub_motions": sub_motions, "segments": segs, "meta": meta}
 
 
+def aqa_targets(num_frames: int, num_phases: int, noise_std: float) -> tuple[float, float]:
+    """The synthetic (score, difficulty) of a rendered stick-figure clip.
+
+    score = 100 * clip(0.4 + 0.08 * frames per phase - 0.04 * noise_std, 0, 1), rounded to 0.1: more frames per
+    phase draw the motion more fully, more noise blurs it. difficulty = clip(1 + 0.35 * (phases - 3), 1, 4),
+    rounded to 0.01: more phases, more to get right. With 16-24 frames, 3-8 phases and noise 2-5 the scores
+    fall between about 40 and 95, the difficulties between 1.0 and 2.75.
+    """
+    quality = 0.4 + 0.08 * (num_frames / num_phases) - 0.04 * noise_std
+    score = round(SCORE_RANGE[1] * min(1.0, max(0.0, quality)), 1)
+    lo, hi = DIFFICULTY_RANGE
+    difficulty = round(min(hi, max(lo, 1.0 + 0.35 * (num_phases - 3))), 2)
+    return score, difficulty
+
+
+def _aqa_record(rec: dict) -> dict:
+    """The `aqa` record on the same stick-figure video as an `ovar` record: phases, synthetic score, difficulty."""
+    meta, segs = rec["meta"], rec["segments"]
+    score, difficulty = aqa_targets(meta["num_frames"], len(segs), meta["noise_std"])
+    sub_actions = [dict(s) for s in segs]
+    truth = {"action": rec["label"], "sub_actions": sub_actions, "difficulty": difficulty, "score": score}
+    prompt = AQA_PROMPT.format(
+        d_lo=DIFFICULTY_RANGE[0], d_hi=DIFFICULTY_RANGE[1], q_lo=SCORE_RANGE[0], q_hi=SCORE_RANGE[1],
+        candidates=", ".join(rec["candidates"]),
+    )  # fmt: skip
+    return {
+        "id": rec["id"].replace("sample-", "sample-aqa-", 1),
+        "task": "aqa",
+        "video": rec["video"],
+        "prompt": prompt,
+        "answer": json.dumps(truth),
+        "label": rec["label"],
+        "sub_actions": sub_actions,
+        "score": score,
+        "difficulty": difficulty,
+        "score_range": list(SCORE_RANGE),
+        "meta": meta | {"score_source": "synthetic: frames per phase and render noise (aqa_targets)"},
+    }
+
+
 def _summary(records: dict[str, list[dict]], seed: int) -> dict:
     splits = {}
     for split, recs in records.items():
@@ -164,14 +221,23 @@ def _summary(records: dict[str, list[dict]], seed: int) -> dict:
             "labels": dict(sorted(Counter(r["label"] for r in recs).items())),
             "base_or_novel": dict(sorted(Counter(r["meta"]["base_or_novel"] for r in recs).items())),
         }
+    aqa = {}
+    for split, recs in records.items():
+        scores = [r["score"] for r in _aqa_records(recs)]
+        aqa[split] = {"records": len(scores), "score_min": min(scores), "score_max": max(scores)}
     return {
         "version": SAMPLE_VERSION,
         "seed": seed,
         "task": "ovar",
+        "aqa": aqa,
         "base": list(BASE),
         "novel": list(NOVEL),
         "splits": splits,
     }
+
+
+def _aqa_records(ovar_records: list[dict]) -> list[dict]:
+    return [_aqa_record(r) for r in ovar_records if r["meta"]["source"] == "synthetic stick figure"]
 
 
 def _paths(root: Path) -> dict[str, Path]:
@@ -179,6 +245,8 @@ def _paths(root: Path) -> dict[str, Path]:
         "root": root,
         "train": root / "train.jsonl",
         "eval": root / "eval.jsonl",
+        "aqa_train": root / "aqa_train.jsonl",
+        "aqa_eval": root / "aqa_eval.jsonl",
         "summary": root / "summary.json",
         "videos": root / "videos",
     }
@@ -194,7 +262,8 @@ def _stamp_of(root: Path) -> dict | None:
 def build_sample_data(
     out_dir: str | Path, seed: int = 0, force: bool = False, progress: bool = False
 ) -> dict[str, Path]:
-    """Build the sample data into `out_dir` (atomically) and return its paths: root, train, eval, summary, videos.
+    """Build the sample data into `out_dir` (atomically) and return its paths: root, train, eval (ovar), aqa_train,
+    aqa_eval, summary, videos.
 
     A complete build with the same version and seed is reused unless `force`; `progress` shows a tqdm bar.
     An existing folder is replaced only if it is a sample-data build (it has the stamp file) or empty.
@@ -217,6 +286,7 @@ def build_sample_data(
             records[item.split].append(_make_record(item, i, seed, tmp))
         for split, recs in records.items():
             write_records(tmp / f"{split}.jsonl", recs)
+            write_records(tmp / f"aqa_{split}.jsonl", _aqa_records(recs))
         (tmp / "summary.json").write_text(json.dumps(_summary(records, seed), indent=2) + "\n")
         (tmp / STAMP).write_text(json.dumps(wanted))  # written last: its presence means the build is complete
         if root.exists():
@@ -246,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         labels = ", ".join(f"{k}: {v}" for k, v in info["labels"].items())
         print(f"  {split:5s} {info['records']:3d} records ({labels})")
     print(f"  novel classes (eval only): {', '.join(summary['novel'])}")
+    for split, info in summary["aqa"].items():
+        scores = f"synthetic scores {info['score_min']}-{info['score_max']}"
+        print(f"  aqa {split:5s} {info['records']:3d} records ({scores})")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def check_config(cfg: Any) -> list:
     return specs
 
 
-def resolve_embedded(model_path: str, train_path: str) -> tuple[str, str]:
-    """Build (or reuse) the tiny model and the sample data where the config says "embedded"."""
+def resolve_embedded(model_path: str, train_path: str, split: str = "train") -> tuple[str, str]:
+    """Build (or reuse) the tiny model and the sample data where the config says "embedded"; `split` names the
+    sample records file to train on (a key of `build_sample_data`'s paths: "train", "aqa_train", ...)."""
     _offline_env()
     if model_path == "embedded":
         from data_builders.tiny_model import build_tiny_model, default_model_dir
@@ -72,7 +73,7 @@ def resolve_embedded(model_path: str, train_path: str) -> tuple[str, str]:
     if train_path == "embedded":
         from data_builders.sample_data import build_sample_data, default_sample_dir
 
-        train_path = str(build_sample_data(default_sample_dir())["train"])
+        train_path = str(build_sample_data(default_sample_dir())[split])
     return model_path, train_path
 
 
@@ -251,6 +252,8 @@ def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_d
     if wcfg.batch_size % world:
         raise ConfigError(f"warmup.batch_size {wcfg.batch_size} must be a multiple of trainer.world_size {world}")
     usable = [r for r in records if r.get("task") == "ovar"]
+    if not usable:  # the template teacher writes Video-STAR chains, which only ovar records have
+        raise ConfigError("warmup.steps > 0 needs ovar records (the template teacher's); set warmup.steps=0")
     scripts = [template_chain(r, cfg.data.num_frames) for r in usable]
     chunks = [(usable[i :: len(workers)], scripts[i :: len(workers)]) for i in range(len(workers))]
     sampling = SamplingParams(max_new_tokens=256)

@@ -105,7 +105,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(built, tmp_pat
     paths, _, _ = built
     again = build_sample_data(tmp_path / "again", seed=0)
     other = build_sample_data(tmp_path / "other", seed=1)
-    for split in ("train", "eval"):
+    for split in ("train", "eval", "aqa_train", "aqa_eval"):
         assert again[split].read_bytes() == paths[split].read_bytes()
         assert other[split].read_bytes() != paths[split].read_bytes()
     names = sorted(p.name for p in paths["videos"].iterdir())
@@ -191,3 +191,47 @@ def test_jumping_jack_spreads_and_closes(built):
     for r in [x for x in train if x["label"] == "jumping jack"]:
         widths = [np.ptp(np.nonzero(m)[1]) for m in _figure_masks(_frames(r["video"]))]
         assert max(widths) > 2 * widths[0] and widths[-1] < 0.7 * max(widths)
+
+
+# ------------------------------------------------------------------------------------- aqa (HieroAction) records
+def test_aqa_targets_by_hand():
+    from data_builders.sample_data import aqa_targets
+
+    # 24 frames over 3 phases, noise 2: 100 * (0.4 + 0.08 * 8 - 0.08) = 96.0; 1 + 0.35 * 0 = 1.0
+    assert aqa_targets(24, 3, 2.0) == (96.0, 1.0)
+    # 16 frames over 8 phases, noise 5: 100 * (0.4 + 0.16 - 0.2) = 36.0; 1 + 0.35 * 5 = 2.75
+    assert aqa_targets(16, 8, 5.0) == (36.0, 2.75)
+    assert aqa_targets(100, 1, 0.0) == (100.0, 1.0)  # clipped to the score range and the difficulty floor
+
+
+def test_aqa_records_follow_the_stick_figure_videos(built):
+    from data_builders.sample_data import aqa_targets
+    from rewards.hieroaction import parse_sar_answer
+
+    paths, train, evals = built
+    for split, ovar in (("train", train), ("eval", evals)):
+        aqa = load_records(paths[f"aqa_{split}"])
+        synthetic = {r["video"]: r for r in ovar if r["meta"]["source"] == "synthetic stick figure"}
+        assert len(aqa) == len(synthetic) and {r["video"] for r in aqa} == set(synthetic)
+        for r in aqa:
+            src = synthetic[r["video"]]
+            assert r["task"] == "aqa" and r["label"] == src["label"] and r["meta"]["split"] == split
+            assert r["sub_actions"] == src["segments"] and r["score_range"] == [0.0, 100.0]
+            # segments inside the clip, in order, covering its whole length
+            length = src["meta"]["num_frames"] / src["meta"]["fps"]
+            subs = r["sub_actions"]
+            assert subs[0]["start"] == 0.0 and subs[-1]["end"] == pytest.approx(length, abs=1e-3)
+            assert all(0.0 <= s["start"] < s["end"] <= length + 1e-9 for s in subs)
+            assert 0.0 <= r["score"] <= 100.0 and 1.0 <= r["difficulty"] <= 4.0
+            assert (r["score"], r["difficulty"]) == aqa_targets(
+                src["meta"]["num_frames"], len(subs), src["meta"]["noise_std"]
+            )
+            for tag in ("<look>", "<recognition>", "<assessment>", "<answer>", '"sub_actions"', '"score"'):
+                assert tag in r["prompt"]
+            # the answer is the ground truth, in exactly the form the HieroAction rewards parse
+            parsed = parse_sar_answer(f"<answer>{r['answer']}</answer>")
+            assert parsed.action == r["label"] and (parsed.score, parsed.difficulty) == (r["score"], r["difficulty"])
+            assert [(s.name, s.start, s.end) for s in parsed.sub_actions] == [
+                (s["name"], s["start"], s["end"]) for s in subs
+            ]
+    assert not {r["label"] for r in load_records(paths["aqa_train"])} & NOVEL

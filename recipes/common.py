@@ -279,6 +279,7 @@ def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_d
             log.write(json.dumps(row) + "\n")
             rows.append(row)
     trainer.reset_optimizer()
+    trainer.reset_reference()  # the KL term holds GRPO near the cold-start policy, as an SFT checkpoint would
     trainer.sync_weights(workers)
     print(f"[warmup] loss {rows[0]['sft/loss']:.3f} -> {rows[-1]['sft/loss']:.3f}")
     return rows

@@ -219,6 +219,20 @@ class TrainerRank:
             self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
         )
 
+    def reset_reference(self) -> None:
+        """Make the reference policy a copy of the current policy (after a cold start, the KL should hold the
+        policy near the supervised model, not near the weights it started from). Both are sharded alike."""
+        import torch
+
+        if self.ref is None:
+            return
+        for module in (self.ref, self.model):  # FSDP2 may leave the root's parameters unsharded after a forward
+            if hasattr(module, "reshard"):
+                module.reshard()
+        with torch.no_grad():
+            for ref_param, param in zip(self.ref.parameters(), self.model.parameters(), strict=True):
+                ref_param.copy_(param.detach())
+
     def _mini_batch(self, mini, old, ref, adv, mask, offset: int) -> dict[str, float]:
         """Micro-batched forward/backward over one mini-batch, then clip and step. Sums are this rank's shares."""
         import torch
@@ -434,6 +448,10 @@ class TrainerGroup:
 
     def reset_optimizer(self) -> None:
         self._all("reset_optimizer")
+
+    def reset_reference(self) -> None:
+        """The reference policy becomes a copy of the current policy (e.g. after a cold start)."""
+        self._all("reset_reference")
 
     def export_weights(self) -> dict[str, Any]:
         """The full CPU state dict (in-memory parameter names, e.g. model.language_model.layers.0...)."""

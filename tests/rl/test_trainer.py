@@ -158,3 +158,21 @@ def test_optimizer_and_rng_state_round_trip_without_pickle(tmp_path):
     ckpt.set_rng_state(ckpt.load_flat_state(tmp_path, "rng"))
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+
+def test_sft_step_trains_on_model_tokens_only_and_reference_can_be_reset(group2, batches):
+    trajs, advantages = batches[0]
+    # tool-response tokens (mask 0) are not trained on: the loss counts exactly the mask-1 tokens
+    expected_tokens = sum(sum(t.response_mask) for t in trajs)
+    assert expected_tokens < sum(len(t.response_ids) for t in trajs)  # the fixture has a masked tool segment
+    losses = []
+    for _ in range(4):
+        metrics = group2.sft_step(trajs, lr=1e-2)
+        assert metrics["sft/num_tokens"] == expected_tokens and metrics["sft/lr"] == 1e-2
+        losses.append(metrics["sft/loss"])
+    assert losses[-1] < losses[0] - 0.5, losses  # memorising a fixed batch: the cross-entropy falls
+
+    moved = group2.train_step(trajs, advantages)  # the policy is now far from the reference it started with
+    assert moved["train/kl"] > 1e-3 and moved["train/lr"] == pytest.approx(1e-3)  # back to the RL learning rate
+    group2.reset_reference()
+    assert group2.train_step(trajs, advantages)["train/kl"] == pytest.approx(0.0, abs=1e-7)

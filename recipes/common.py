@@ -377,12 +377,14 @@ def plot_rewards(rows: list[dict], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     keys = sorted({k for r in rows for k in r if k.startswith("reward/") and k.endswith("_mean")})
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
     for key in keys:
         ax.plot(steps, [r.get(key, float("nan")) for r in rows], marker="o", label=key[len("reward/") : -5])
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("mean reward")
     ax.set_title("Rewards per step")

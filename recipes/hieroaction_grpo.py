@@ -28,14 +28,12 @@ written to `<run_dir>/config.yaml`.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
-from recipes import common  # noqa: E402
 from recipes.config import load_config  # noqa: E402
 from recipes.videostar_grpo import (  # noqa: E402
     DataConfig,
@@ -46,6 +44,7 @@ from recipes.videostar_grpo import (  # noqa: E402
     ToolsConfig,
     TrainerConfig,
     WarmupConfig,
+    train,
 )
 
 DEFAULT_YAML = Path(__file__).with_name("configs") / "hieroaction_grpo.yaml"
@@ -117,64 +116,10 @@ SYSTEM_PROMPT = (
 
 
 def main(argv: list[str]) -> dict[str, float]:
+    # The same loop as Video-STAR (rollout -> rewards -> advantages -> train -> sync -> log -> checkpoint), read it
+    # in recipes/videostar_grpo.py:train; only the config, the prompt and the training records differ.
     cfg = load_config(HieroActionConfig, argv, DEFAULT_YAML)
-    specs = common.check_config(cfg)  # fails here, before Ray starts, on a bad path or name
-    model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train, split=EMBEDDED_SPLIT)
-    run_dir = common.prepare_run_dir(cfg)
-    records = common.load_train_records(train_path)
-    print(f"[hieroaction_grpo] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
-
-    common.init_ray(cfg.run)
-    tools = common.make_tool_pool(cfg.tools)  # an empty pool when tools.enabled is empty
-    workers = common.make_rollout_workers(cfg, model_path, tools, SYSTEM_PROMPT)
-    rewards = common.make_reward_pool(cfg.rewards, specs)
-    trainer = common.make_trainer(cfg.trainer, model_path, seed=cfg.run.seed, temperature=cfg.rollout.temperature)
-    sampler = common.Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
-    logger = common.MetricsLogger(run_dir)
-
-    start_step = common.maybe_resume(cfg, run_dir, trainer, sampler)
-    if start_step > 0:
-        trainer.sync_weights(workers)  # the rollout engines start from the resumed policy
-    elif cfg.warmup.steps > 0:  # only for ovar records (the template teacher's); it says so otherwise
-        common.warmup_sft(cfg, workers, trainer, records, run_dir)
-    for step in range(start_step + 1, cfg.run.steps + 1):
-        t_step = time.perf_counter()
-        batch = sampler.next_batch()
-
-        # rollout: G episodes per sample (one SAR turn each, unless tools are enabled)
-        t0 = time.perf_counter()
-        trajs, skipped, tool_stats = common.rollout(workers, batch, cfg.rollout, seed=cfg.run.seed * 100003 + step)
-        trajs, dropped = common.fit_world_size(trajs, cfg.trainer.world_size)
-        t_rollout = time.perf_counter() - t0
-
-        # rewards: format, temporal IoU, hierarchical action, score -- each separately, then the weighted total
-        t0 = time.perf_counter()
-        scored = rewards.score(trajs)
-        t_rewards = time.perf_counter() - t0
-
-        # advantages: group-normalised GRPO (verl's core_algos)
-        advantages = common.advantages(scored.totals, trajs)
-
-        # train: clipped policy loss + KL to the reference, on the FSDP2 ranks
-        t0 = time.perf_counter()
-        train_metrics = trainer.train_step(trajs, advantages)
-        t_train = time.perf_counter() - t0
-
-        # sync: the rollout engines get the new weights
-        t_sync = trainer.sync_weights(workers)
-
-        metrics = common.step_metrics(
-            step, trajs, skipped, dropped, scored, advantages, train_metrics, tool_stats,
-            {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync,
-             "step": time.perf_counter() - t_step},
-        )  # fmt: skip
-        logger.log(metrics)
-        if step % cfg.run.save_every == 0 or step == cfg.run.steps:
-            common.save_checkpoint(trainer, run_dir, step, sampler)
-
-    logger.plot(run_dir / "rewards.png")
-    print(f"[hieroaction_grpo] done: {cfg.run.steps} steps; run dir: {run_dir}")
-    return logger.last
+    return train(cfg, SYSTEM_PROMPT, name="hieroaction_grpo", split=EMBEDDED_SPLIT)
 
 
 if __name__ == "__main__":

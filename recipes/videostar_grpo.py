@@ -174,16 +174,21 @@ SYSTEM_PROMPT = (
 
 
 def main(argv: list[str]) -> dict[str, float]:
-    cfg = load_config(VideoStarConfig, argv, DEFAULT_YAML)
+    return train(load_config(VideoStarConfig, argv, DEFAULT_YAML), SYSTEM_PROMPT)
+
+
+def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str = "train") -> dict[str, float]:
+    """The GRPO loop, for any config shaped like VideoStarConfig (the HieroAction recipe runs it too).
+    `split` names the sample-data records that data.train=embedded trains on."""
     specs = common.check_config(cfg)  # fails here, before Ray starts, on a bad path or name
-    model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train)
+    model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train, split=split)
     run_dir = common.prepare_run_dir(cfg)
     records = common.load_train_records(train_path)
-    print(f"[videostar_grpo] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
+    print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
     common.init_ray(cfg.run)
     tools = common.make_tool_pool(cfg.tools)
-    workers = common.make_rollout_workers(cfg, model_path, tools, SYSTEM_PROMPT)
+    workers = common.make_rollout_workers(cfg, model_path, tools, system_prompt)
     rewards = common.make_reward_pool(cfg.rewards, specs)
     trainer = common.make_trainer(cfg.trainer, model_path, seed=cfg.run.seed, temperature=cfg.rollout.temperature)
     sampler = common.Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
@@ -230,7 +235,7 @@ def main(argv: list[str]) -> dict[str, float]:
             common.save_checkpoint(trainer, run_dir, step, sampler)
 
     logger.plot(run_dir / "rewards.png")
-    print(f"[videostar_grpo] done: {cfg.run.steps} steps; run dir: {run_dir}")
+    print(f"[{name}] done: {cfg.run.steps} steps; run dir: {run_dir}")
     return logger.last
 
 

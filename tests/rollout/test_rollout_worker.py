@@ -6,30 +6,16 @@ import math
 import sys
 
 import numpy as np
-import pytest
 
-from envs.base import ToolResult, Video
+from envs.base import ToolResult
 from rollout.engine import SamplingParams
 from rollout.trajectory import VIDEO_PAD_ID, expand_placeholders
 
 
-def read_with_decord(path, num_frames=8, clip=None, max_side=None):
-    """A small stand-in for envs.video.read_video: uniform frames over the whole file, no resizing."""
-    import decord
-
-    reader = decord.VideoReader(path)
-    index = np.linspace(0, len(reader) - 1, num_frames).astype(int).tolist()
-    fps = reader.get_avg_fps()
-    return Video(frames=reader.get_batch(index).asnumpy(), timestamps=[i / fps for i in index], path=path, key=path)
-
-
 def _video_reader():
-    try:  # the real reader once it is there
-        from envs.video import read_video
+    from envs.video import read_video
 
-        return read_video
-    except ImportError:
-        return read_with_decord
+    return read_video
 
 
 class FrameCountTool:
@@ -128,10 +114,6 @@ def test_worker_with_scripted_engine_runs_tools_and_counts_bad_videos(tiny_model
 
 
 def test_bad_video_yields_video_error_trajectories(tiny_model_dir, tmp_path):
-    try:
-        from envs.video import read_video  # noqa: F401
-    except ImportError:
-        pytest.skip("envs.video (the shared reader and its VideoDecodeError) is not in this tree yet")
     from transformers import AutoProcessor
 
     from rollout.scripted_engine import ScriptedEngine

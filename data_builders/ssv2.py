@@ -25,8 +25,16 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, json_at, load_json, progress
-from data_builders.builder import require_file
+from data_builders.builder import (
+    BuildError,
+    Collector,
+    base_parser,
+    cli_main,
+    json_at,
+    load_json,
+    progress,
+    require_file,
+)
 from data_builders.protocols import Clip, add_base_to_novel, add_ovar_arguments, base_novel
 from data_builders.protocols import cross_check_vocabulary as cross_check
 

@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import pickle
 import sys
 import tempfile
 from collections import Counter, defaultdict
@@ -185,7 +186,7 @@ def run_builder(
     col = Collector(dataset, quiet=args.quiet)
     try:
         protocol = build(args, col)
-    except BuildError as e:
+    except (BuildError, pickle.UnpicklingError) as e:  # the restricted unpickler's refusals name file and class
         print(f"error: {e}", file=sys.stderr)
         return 2, None
     out = Path(args.out).expanduser().resolve()

@@ -60,7 +60,8 @@ def read_csv_rows(
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a CSV file. With `header`, the file's first line must name every column in `columns`
     (a renamed or missing column is a BuildError naming the file and the columns found); without, rows are read
-    positionally into `columns`.
+    positionally into `columns`. As in `csv.DictReader`, cells beyond the named columns are kept as a list under
+    the key None and a short row lacks the keys of its missing cells, so callers can tell a malformed row.
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
@@ -75,14 +76,20 @@ def read_csv_rows(
         for row in reader:
             if not row or not any(cell.strip() for cell in row):
                 continue
-            yield reader.line_num, dict(zip(names, (cell.strip() for cell in row)))
+            cells = [cell.strip() for cell in row]
+            out: dict = dict(zip(names, cells))
+            if len(cells) > len(names):
+                out[None] = cells[len(names) :]
+            yield reader.line_num, out
 
 
-def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
-    """A tqdm bar on stderr for long loops."""
+def progress(items: Iterable, desc: str, total: int | None = None, quiet: bool = False) -> Iterable:
+    """A tqdm bar on stderr for long loops (none when `quiet`)."""
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, total=total, unit="item", file=sys.stderr, leave=False, mininterval=0.5)
+    return tqdm(
+        items, desc=desc, total=total, unit="item", file=sys.stderr, leave=False, mininterval=0.5, disable=quiet
+    )
 
 
 def class_key(rec: dict) -> str:
@@ -102,6 +109,10 @@ class Collector:
         self.problems: list[dict] = []
         self._ids: dict[str, dict[str, str]] = defaultdict(dict)
         self._shown: Counter = Counter()
+
+    def progress(self, items: Iterable, desc: str, total: int | None = None) -> Iterable:
+        """A progress bar over `items`, hidden with --quiet."""
+        return progress(items, desc, total, quiet=self.quiet)
 
     def drop(self, reason: str, at: str, detail: str = "") -> None:
         """Count one unusable input and report it (console and stats.json)."""
@@ -175,7 +186,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder to write <output>.jsonl files and stats.json to")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed, same output)")
     parser.add_argument("--strict", action="store_true", help="exit non-zero when any input was dropped")
-    parser.add_argument("--quiet", action="store_true", help="do not print each dropped input")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, and do not print each dropped input")
     return parser
 
 

@@ -106,6 +106,7 @@ class Collector:
         self.quiet = quiet
         self.outputs: dict[str, list[dict]] = defaultdict(list)
         self.dropped: Counter = Counter()
+        self.warnings: Counter = Counter()
         self.problems: list[dict] = []
         self._ids: dict[str, dict[str, str]] = defaultdict(dict)
         self._shown: Counter = Counter()
@@ -122,6 +123,17 @@ class Collector:
         self._shown[reason] += 1
         if not self.quiet and self._shown[reason] <= MAX_PROBLEMS_SHOWN:
             print(f"{at}: {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
+
+    def warn(self, reason: str, at: str, detail: str = "") -> None:
+        """Report something odd that is kept (e.g. a class name another list lacks): counted under `warnings` in
+        stats.json, listed in `problems` with `"kept": true`, printed as `warning:` (even with --quiet, since
+        nothing was dropped and it would otherwise pass unseen); --strict does not fail on it."""
+        self.warnings[reason] += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append({"reason": reason, "where": at, "detail": detail, "kept": True})
+        self._shown[reason] += 1
+        if self._shown[reason] <= MAX_PROBLEMS_SHOWN:
+            print(f"warning: {at}: {reason}" + (f": {detail}" if detail else ""), file=sys.stderr)
 
     def add(self, output: str, rec: dict, at: str) -> bool:
         """Keep a record in `output` if it is valid and its id is new there; otherwise drop it with the reason."""
@@ -152,6 +164,7 @@ class Collector:
             "protocol": protocol,
             "outputs": outputs,
             "dropped": dict(sorted(self.dropped.items())),
+            "warnings": dict(sorted(self.warnings.items())),
             "problems": self.problems,
         }
 
@@ -207,6 +220,8 @@ def run_builder(
         print(f"  {name:28s} {info['records']:7d} records, {len(info['classes'])} classes")
     if col.dropped:
         print("  dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(col.dropped.items())))
+    if col.warnings:
+        print("  warnings (kept): " + ", ".join(f"{k}: {v}" for k, v in sorted(col.warnings.items())))
     print(f"{dataset}: {total} records in {out} (stats in {out / 'stats.json'})")
     if total == 0:
         print("error: nothing usable remains", file=sys.stderr)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from data_builders.aqa_records import AqaItem, add_aqa, segments_from_frame_labels
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, progress, require_file
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, require_file
 from data_builders.safe_pickle import load_pickle
 
 COARSE_FIELDS = ("action_type", "dive_score", "difficulty", "start_frame", "end_frame")
@@ -86,7 +86,7 @@ def build(args, col: Collector) -> dict:
     coarse, fine, splits = load_annotations(root)
     items, seen = [], {}
     for split, entries in splits.items():
-        for path, i, key in progress(entries, f"finediving {split}"):
+        for path, i, key in col.progress(entries, f"finediving {split}"):
             at = f"{path}:#{i}"
             if repr(key) in seen:
                 col.drop("duplicate id", at, f"{key!r} already listed at {seen[repr(key)]}")

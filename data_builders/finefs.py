@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_builders.aqa_records import AqaItem, add_aqa
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, load_json, progress
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, load_json
 
 SHORT_LAST = 728  # files 0-728 are short programs
 TEST_SHARE = {"short program": 146 / 729, "free skating": 88 / 438}
@@ -98,7 +98,7 @@ def build(args, col: Collector) -> dict:
     files = sorted((p for p in annotations.glob("*.json") if re.fullmatch(r"\d+", p.stem)), key=lambda p: int(p.stem))
     splits, source = split_of(data, [int(p.stem) for p in files], args.seed)
     items = []
-    for path in progress(files, "finefs"):
+    for path in col.progress(files, "finefs"):
         split = splits.get(int(path.stem))
         if split is None:
             col.drop("not in a split", str(path), "listed in neither split file")

@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, progress, where
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, where
 from data_builders.protocols import FULL_ROLE, Clip, add_base_to_novel, add_ovar, add_ovar_arguments, base_novel
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
@@ -43,11 +43,14 @@ def split_files(splits_dir: Path) -> dict[str, dict[int, Path]]:
 
 def read_split(
     col: Collector, classes: dict[str, dict[int, Path]], k: int, videos: Path, exists: dict
-) -> dict[str, list[Clip]]:
-    """{"train": clips, "test": clips} of split k; unusable lines are dropped with their file:line."""
+) -> tuple[dict[str, list[Clip]], Counter]:
+    """({"train": clips, "test": clips}, training videos listed per class) of split k. Unusable lines are dropped
+    with their file:line; the counts are of the split file's train lines, on disk or not, so that missing videos
+    cannot move a class between base and novel."""
     out: dict[str, list[Clip]] = {"train": [], "test": []}
+    listed: Counter = Counter()
     seen: dict[str, str] = {}
-    for cls in progress(sorted(classes), f"hmdb51 split {k}"):
+    for cls in col.progress(sorted(classes), f"hmdb51 split {k}"):
         path = classes[cls].get(k)
         if path is None:
             col.drop("missing file", str(next(iter(classes[cls].values())).parent / f"{cls}_test_split{k}.txt"))
@@ -62,19 +65,21 @@ def read_split(
                 continue
             if parts[1] == "0":
                 continue
+            vid = f"hmdb51-{cls}-{Path(parts[0]).stem}"
+            if vid in seen:
+                col.drop("duplicate id", at, f"{parts[0]} already listed at {seen[vid]}")
+                continue
+            seen[vid] = at
+            if parts[1] == "1":
+                listed[cls] += 1
             video = videos / cls / parts[0]
             if video not in exists:
                 exists[video] = video.is_file()
             if not exists[video]:
                 col.drop("video not found", at, str(video))
                 continue
-            vid = f"hmdb51-{cls}-{Path(parts[0]).stem}"
-            if vid in seen:
-                col.drop("duplicate id", at, f"{parts[0]} already listed at {seen[vid]}")
-                continue
-            seen[vid] = at
             out[TAGS[parts[1]]].append(Clip(vid, str(video.resolve()), cls, at, meta={"official_split": k}))
-    return out
+    return out, listed
 
 
 def build(args, col: Collector) -> dict:
@@ -84,9 +89,9 @@ def build(args, col: Collector) -> dict:
     names = sorted(classes)
     cross_check(col, names, "hmdb51", str(root / "testTrainMulti_7030_splits"))
     exists: dict = {}
-    splits = {k: read_split(col, classes, k, videos, exists) for k in (1, 2, 3)}
-    counts = Counter(c.cls for c in splits[1]["train"])
-    base, novel, source = base_novel(args, counts, names)
+    read = {k: read_split(col, classes, k, videos, exists) for k in (1, 2, 3)}
+    splits = {k: parts for k, (parts, _) in read.items()}
+    base, novel, source = base_novel(args, read[1][1], names)
     add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, "hmdb51")
     for k, parts in splits.items():
         for part, clips in parts.items():

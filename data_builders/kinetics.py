@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, progress, read_csv_rows, require_file
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, read_csv_rows, require_file
 from data_builders.class_lists import class_list
 from data_builders.protocols import (
     K600_NOVEL_COUNT,
@@ -53,7 +53,7 @@ def read_annotations(col: Collector, path: Path, videos: Path | None, version: s
     """Clips of one annotation CSV; rows with a bad time, an absent video or a repeated clip are dropped.
     `videos` None: read the labels only (no existence check, for class counts)."""
     clips, seen = [], {}
-    for lineno, row in progress(read_csv_rows(path, COLUMNS), path.name):
+    for lineno, row in col.progress(read_csv_rows(path, COLUMNS), path.name):
         at = f"{path}:{lineno}"
         try:
             start, end = float(row["time_start"]), float(row["time_end"])
@@ -116,7 +116,7 @@ def build_600(args, col: Collector, ann: Path, videos: Path) -> dict:
         k400 = list(class_list("kinetics400"))
     novel = k600_novel_classes(names, k400)
     if len(novel) != K600_NOVEL_COUNT:
-        col.drop("unexpected class count", str(val_csv), f"{len(novel)} classes absent from Kinetics-400, not 220")
+        col.warn("unexpected class count", str(val_csv), f"{len(novel)} classes absent from Kinetics-400, not 220")
     if args.split_files:
         splits = [read_class_list(p, names) for p in args.split_files]
         source = f"user files {args.split_files}"

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from data_builders.aqa_records import AqaItem, add_aqa, segments_from_frame_labels
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, load_json, progress, require_file
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, load_json, require_file
 from data_builders.safe_pickle import load_pickle
 
 ROUTINES = {"tech": "technical routine", "free": "free routine"}
@@ -67,7 +67,7 @@ def build(args, col: Collector) -> dict:
     items, seen = [], {}
     for split in ("train", "test"):
         path = split_file(root, split)
-        for i, key in enumerate(progress(load_pickle(path), f"logo {split}")):
+        for i, key in enumerate(col.progress(load_pickle(path), f"logo {split}")):
             at = f"{path}:#{i}"
             if repr(key) in seen:
                 col.drop("duplicate id", at, f"{key!r} already listed at {seen[repr(key)]}")

@@ -125,11 +125,11 @@ def read_class_list(path: str | Path, classes: Sequence[str]) -> list[str]:
 
 def cross_check_vocabulary(col: Collector, classes: Iterable[str], gluoncv_name: str, source: str) -> list[str]:
     """Names of `classes` that gluoncv's list for the dataset does not have (compared as lower-case words); each
-    is reported as a problem (a likely renamed class or a wrong file), not dropped."""
+    is kept and reported as a warning (a likely renamed class or a wrong file), never counted as dropped."""
     known = {readable(c) for c in class_list(gluoncv_name)}
     odd = [c for c in classes if readable(c) not in known]
     for c in odd:
-        col.drop("class not in the gluoncv list (kept)", source, repr(c))
+        col.warn("class not in the gluoncv list", source, repr(c))
     return odd
 
 

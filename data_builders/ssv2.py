@@ -32,7 +32,6 @@ from data_builders.builder import (
     cli_main,
     json_at,
     load_json,
-    progress,
     require_file,
 )
 from data_builders.protocols import Clip, add_base_to_novel, add_ovar_arguments, base_novel
@@ -71,12 +70,15 @@ def filled_names(clip: Clip, label_set: Sequence[str]) -> tuple[str, list[str]]:
     return fill(clip.cls, objects), [fill(c, objects) for c in label_set]
 
 
-def read_split(col: Collector, path: Path, classes: set[str], videos: Path) -> list[Clip]:
+def read_split(col: Collector, path: Path, classes: set[str], videos: Path) -> tuple[list[Clip], Counter]:
+    """(clips, videos listed per class) of train.json or validation.json; unusable entries are dropped with their
+    position. The counts are of the JSON's entries, on disk or not (the base/novel ranking must not depend on the
+    download)."""
     items = load_json(path)
     if not isinstance(items, list):
         raise BuildError(f"{path}: expected a JSON array of videos")
-    clips, seen = [], {}
-    for i, item in enumerate(progress(items, path.name)):
+    clips, seen, listed = [], {}, Counter()
+    for i, item in enumerate(col.progress(items, path.name)):
         at = json_at(path, i)
         if not isinstance(item, dict) or any(k not in item for k in FIELDS):
             missing = [k for k in FIELDS if not isinstance(item, dict) or k not in item]
@@ -91,13 +93,14 @@ def read_split(col: Collector, path: Path, classes: set[str], videos: Path) -> l
             col.drop("duplicate id", at, f"id {item['id']} already at {seen[vid]}")
             continue
         seen[vid] = at
+        listed[cls] += 1
         video = videos / f"{item['id']}.webm"
         if not video.is_file():
             col.drop("video not found", at, str(video))
             continue
         meta = {"placeholders": [str(p) for p in item["placeholders"]], "caption": str(item.get("label", ""))}
         clips.append(Clip(vid, str(video.resolve()), cls, at, meta=meta))
-    return clips
+    return clips, listed
 
 
 def build(args, col: Collector) -> dict:
@@ -109,9 +112,9 @@ def build(args, col: Collector) -> dict:
         raise BuildError(f"{labels_path}: expected an object {{template: index}}")
     names = sorted(labels, key=lambda c: int(labels[c]))
     cross_check(col, names, "ssv2", str(labels_path))
-    train = read_split(col, require_file(root / "train.json", "train.json"), set(names), videos)
-    evals = read_split(col, require_file(root / "validation.json", "validation.json"), set(names), videos)
-    base, novel, source = base_novel(args, Counter(c.cls for c in train), names)
+    train, train_counts = read_split(col, require_file(root / "train.json", "train.json"), set(names), videos)
+    evals, _ = read_split(col, require_file(root / "validation.json", "validation.json"), set(names), videos)
+    base, novel, source = base_novel(args, train_counts, names)
     add_base_to_novel(col, train, evals, base, novel, args, "ssv2", names=filled_names)
     return {"base_to_novel": {"base": base, "novel": novel, "source": source, "eval": "validation.json"}}
 

@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data_builders.builder import BuildError, Collector, base_parser, cli_main, progress, require_file, where
+from data_builders.builder import BuildError, Collector, base_parser, cli_main, require_file, where
 from data_builders.protocols import FULL_ROLE, Clip, add_base_to_novel, add_ovar, add_ovar_arguments, base_novel
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
@@ -39,11 +39,14 @@ def read_class_index(path: Path) -> dict[int, str]:
     return classes
 
 
-def read_list(col: Collector, path: Path, index: dict[int, str], videos: Path, exists: dict) -> list[Clip]:
-    """Clips of one train or test list; unusable lines are dropped with their file:line."""
+def read_list(
+    col: Collector, path: Path, index: dict[int, str], videos: Path, exists: dict
+) -> tuple[list[Clip], Counter]:
+    """(clips, videos listed per class) of one train or test list; unusable lines are dropped with their file:line.
+    The counts are of the list's lines, on disk or not (the base/novel ranking must not depend on the download)."""
     by_name = {c.lower(): c for c in index.values()}
-    clips, seen = [], {}
-    for lineno, line in enumerate(progress(path.read_text(encoding="utf-8").splitlines(), path.name), 1):
+    clips, seen, listed = [], {}, Counter()
+    for lineno, line in enumerate(col.progress(path.read_text(encoding="utf-8").splitlines(), path.name), 1):
         parts = line.split()
         if not parts:
             continue
@@ -60,19 +63,20 @@ def read_list(col: Collector, path: Path, index: dict[int, str], videos: Path, e
         if cls is None or (folder and folder.lower() != cls.lower()):
             col.drop("unknown class", at, f"{line!r} does not match classInd.txt")
             continue
+        vid = f"ucf101-{Path(rel).stem}"
+        if vid in seen:
+            col.drop("duplicate id", at, f"{rel} already listed at {seen[vid]}")
+            continue
+        seen[vid] = at
+        listed[cls] += 1
         video = videos / rel
         if video not in exists:
             exists[video] = video.is_file()
         if not exists[video]:
             col.drop("video not found", at, str(video))
             continue
-        vid = f"ucf101-{Path(rel).stem}"
-        if vid in seen:
-            col.drop("duplicate id", at, f"{rel} already listed at {seen[vid]}")
-            continue
-        seen[vid] = at
         clips.append(Clip(vid, str(video.resolve()), cls, at))
-    return clips
+    return clips, listed
 
 
 def build(args, col: Collector) -> dict:
@@ -83,7 +87,7 @@ def build(args, col: Collector) -> dict:
     names = [index[i] for i in sorted(index)]
     cross_check(col, names, "ucf101", str(lists / "classInd.txt"))
     exists: dict = {}
-    splits = {}
+    splits, train1_counts = {}, Counter()
     for k in (1, 2, 3):
         splits[k] = {}
         for part, stem in (("train", "trainlist"), ("test", "testlist")):
@@ -92,9 +96,10 @@ def build(args, col: Collector) -> dict:
                 col.drop("missing file", str(path))
                 splits[k][part] = []
                 continue
-            splits[k][part] = read_list(col, path, index, videos, exists)
-    counts = Counter(c.cls for c in splits[1]["train"])
-    base, novel, source = base_novel(args, counts, names)
+            splits[k][part], listed = read_list(col, path, index, videos, exists)
+            if (k, part) == (1, "train"):
+                train1_counts = listed
+    base, novel, source = base_novel(args, train1_counts, names)
     add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, "ucf101")
     for k, parts in splits.items():
         for part, clips in parts.items():

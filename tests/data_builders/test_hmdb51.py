@@ -123,11 +123,15 @@ def test_bad_inputs_are_dropped_with_file_and_line(tmp_path, capsys):
     assert stats["dropped"]["video not found"] == 2  # splits 1 and 2 use it (split 3 marks it unused)
     assert stats["dropped"]["missing file"] == 1
     assert stats["dropped"]["malformed line"] == 1 and stats["dropped"]["duplicate id"] == 1
-    assert stats["dropped"]["class not in the gluoncv list (kept)"] == 1
+    # a class gluoncv lacks is kept (its records are written) and reported as a warning, not as dropped
+    assert stats["warnings"] == {"class not in the gluoncv list": 1}
+    assert "class not in the gluoncv list" not in stats["dropped"]
+    assert any(r["meta"]["class"] == "zz_made_up" for r in load_records(tmp_path / "o" / "split1_train.jsonl"))
     where = {p["reason"]: p["where"] for p in stats["problems"]}
     assert where["malformed line"] == f"{f}:5" and where["duplicate id"] == f"{f}:6"
     err = capsys.readouterr().err
-    assert "video not found" not in err  # --quiet
+    assert "video not found" not in err and "hmdb51 split" not in err  # --quiet: no drops, no progress bars
+    assert "warning:" in err and "zz_made_up" in err  # warnings are shown even then
     assert run(root, tmp_path / "s", "--strict") == 1
     assert "--strict" in capsys.readouterr().err
 
@@ -146,3 +150,22 @@ def test_nothing_usable_or_no_split_folder_exits_non_zero(tmp_path):
         v.unlink()
     assert run(root, tmp_path / "o") == 1
     assert run(tmp_path / "nowhere", tmp_path / "p") == 2
+
+
+def test_missing_videos_do_not_move_a_class_between_base_and_novel(tmp_path):
+    classes = ["brush_hair", "cartwheel", "catch", "chew"]
+    root = make_hmdb(tmp_path / "h", classes, extra_train={"brush_hair": 2})
+    for v in (root / "videos" / "brush_hair").iterdir():  # none of its videos downloaded
+        v.unlink()
+    assert run(root, tmp_path / "o") == 0
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    # the split file still lists 4 training videos of brush_hair (2 for the others): it stays base
+    assert stats["protocol"]["base_to_novel"]["base"] == ["brush_hair", "chew"]
+    # each split lists 5 of brush_hair's 6 videos (2 + 2 extra train, 1 test; 1 unused): 3 x 5 lines find no video
+    assert stats["dropped"] == {"video not found": 15}
+
+
+def test_progress_bars_show_without_quiet(tmp_path, capsys):
+    root = make_hmdb(tmp_path / "h", ["brush_hair", "wave"])
+    assert hmdb51.main(["--root", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert "hmdb51 split 1" in capsys.readouterr().err

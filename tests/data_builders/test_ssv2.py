@@ -73,3 +73,19 @@ def test_unknown_template_missing_field_and_duplicate(tmp_path):
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["dropped"] == {"duplicate id": 1, "missing field": 1, "unknown class": 1}
     assert {p["where"] for p in stats["problems"]} == {f"{root / 'train.json'}:#{i}" for i in (10, 11, 12)}
+
+
+def test_missing_videos_do_not_move_a_class_between_base_and_novel(tmp_path):
+    root = make_ssv2(tmp_path / "ssv2")
+    train = json.loads((root / "train.json").read_text())
+    holding = [it["id"] for it in train if it["template"].startswith("Holding")]
+    for vid in holding:  # none of the 3 training videos of "Holding ..." on disk
+        (root / "20bn-something-something-v2" / f"{vid}.webm").unlink()
+    assert ssv2.main(["--root", str(root), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    # train.json still lists 3 videos of templates 1 and 3, 2 of templates 0 and 2
+    assert stats["protocol"]["base_to_novel"]["base"] == [
+        "Holding something next to something",
+        "Putting something on a surface",
+    ]
+    assert stats["dropped"] == {"video not found": 3}

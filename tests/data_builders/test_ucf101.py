@@ -68,3 +68,14 @@ def test_bad_lines_and_missing_lists(tmp_path):
     assert lines["video not found"] == f"{lists / 'trainlist01.txt'}:7"
     (lists / "classInd.txt").unlink()
     assert run(root, tmp_path / "p") == 2
+
+
+def test_missing_videos_do_not_move_a_class_between_base_and_novel(tmp_path):
+    classes = ["ApplyEyeMakeup", "Archery", "YoYo", "Biking"]
+    root = make_ucf(tmp_path / "ucf", classes, {"Archery": 4})
+    for v in (root / "UCF-101" / "Archery").iterdir():
+        v.unlink()
+    assert run(root, tmp_path / "o") == 0
+    b2n = json.loads((tmp_path / "o" / "stats.json").read_text())["protocol"]["base_to_novel"]
+    # trainlist01 lists 4 Archery videos, 2 of each other class: Archery and the last of the tied (Biking) are base
+    assert b2n["base"] == ["Archery", "Biking"] and b2n["novel"] == ["ApplyEyeMakeup", "YoYo"]

@@ -16,20 +16,19 @@ COMMON = ["--limit", "3", "--max-new-tokens", "8", "--num-cpus", "0.5", "--max-s
 
 
 def save_checkpoint(src: str, dst: Path, step: int, noise: float = 0.0) -> Path:
-    """The recipe's layout (rl/checkpoint.py): from_pretrained files + trainer_state/extra_state.json with the step."""
+    """The recipe's layout (rl/checkpoint.py): the from_pretrained files + trainer_state/extra_state.json with the
+    step; with `noise`, every weight perturbed (read and written with safetensors, no model built)."""
     import torch
-    from transformers import AutoModelForImageTextToText
+    from safetensors.torch import load_file, save_file
 
-    from rl.checkpoint import copy_processor_files
-
-    model = AutoModelForImageTextToText.from_pretrained(src)
+    shutil.copytree(src, dst)
     if noise:
         gen = torch.Generator().manual_seed(step)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * noise)
-    model.save_pretrained(str(dst))
-    copy_processor_files(src, dst)
+        for path in dst.glob("*.safetensors"):
+            state = load_file(str(path))
+            state = {k: v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * noise if v.is_floating_point() else v
+                     for k, v in state.items()}  # fmt: skip
+            save_file(state, str(path), metadata={"format": "pt"})
     (dst / "trainer_state").mkdir()
     (dst / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": step}))
     return dst

@@ -185,3 +185,106 @@ def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
         main(["--checkpoint", str(tmp_path), "--benchmark", "sample-aqa", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "expected a model directory with config.json" in err
+
+
+# ------------------------------------------------------------------------------------------ judges
+class FakeChatEndpoint:
+    """A fake OpenAI-compatible endpoint (POST /v1/chat/completions) on localhost, answering by rule: HieroAction's
+    judge prompt gets yes/4 when the prediction mentions "wave", else no/1; an entailment prompt gets [2] when the
+    description mentions the gold point's first word, else [0]. It records the Authorization headers it saw."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.auth = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append(self.headers.get("Authorization"))
+                prompt = body["messages"][0]["content"]
+                if "Predicted Answer:" in prompt:
+                    pred = prompt.split("Predicted Answer:")[1].split("\n\n")[0]
+                    reply = "{'pred': 'yes', 'score': 4}" if "wave" in pred else "{'pred': 'no', 'score': 1}"
+                else:
+                    description = prompt.split("Description:")[1].split("Fact:")[0]
+                    reply = "[2]" if "seated" in description.lower() else "[0]"
+                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+
+
+def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
+    from eval.runner import _llm_judge
+
+    monkeypatch.setenv("EVAL_JUDGE_KEY", "sk-secret-123")
+    records = [dict(AQA_RECORD, id=f"a{i}", prompt="Assess it.", answer='{"action": "wave"}') for i in range(3)]
+    rows = [{"id": r["id"], "prediction": p, "failed": f} for r, p, f in
+            zip(records, ["<answer>wave</answer>", "<answer>squat</answer>", "<answer>wave</answer>"],
+                [False, False, True])]  # fmt: skip
+    tasks.score_rows("aqa", rows, records)
+    endpoint = FakeChatEndpoint()
+    with endpoint as url:
+        judge = {"kind": "openai", "base_url": url, "model": "fake-judge", "api_key_env": "EVAL_JUDGE_KEY"}
+        _llm_judge(rows, records, judge)
+    assert [r["judge"] for r in rows] == [
+        {"yes": True, "score": 4},
+        {"yes": False, "score": 1},
+        {"yes": False, "score": 1},
+    ]  # fmt: skip  (the failed one is judged as "")
+    m = tasks.aggregate("aqa", rows, records)
+    assert math.isclose(m["judge_accuracy"], 1 / 3) and m["judge_score"] == 2.0 and m["judge_unparsed"] == 0
+    assert endpoint.auth == ["Bearer sk-secret-123"] * 3  # the key went to the endpoint, from the env var
+    assert "sk-secret-123" not in json.dumps(rows) + capsys.readouterr().out
+
+
+def test_describe_entailment_held_in_out_through_a_fake_endpoint():
+    from eval.runner import _entailment
+
+    records = [
+        {"id": "d0", "gold_points": ["seated person", "green bottle"], "meta": {"held": "in"}},
+        {"id": "d1", "gold_points": ["seated person"], "meta": {"base_or_novel": "novel"}},  # held-out
+        {"id": "d2", "gold_points": ["seated person"], "meta": {"held": "out"}},
+    ]
+    replies = ["<answer>A seated man.</answer>", "<answer>A runner.</answer>", "Seated, drinking."]
+    rows = [{"id": r["id"], "prediction": p, "failed": False} for r, p in zip(records, replies)]
+    tasks.score_rows("describe", rows, records)
+    with FakeChatEndpoint() as url:
+        _entailment(rows, records, {"kind": "openai", "base_url": url, "model": "fake-judge"})
+    # d0: both gold points judged against "A seated man." -> [2] [2] -> 1.0; d1: [0] -> 0.0; d2: [2] -> 1.0
+    assert [r["metrics"]["entailment"] for r in rows] == [1.0, 0.0, 1.0]
+    m = tasks.aggregate("describe", rows, records)
+    assert m["held_in"] == 1.0 and m["held_out"] == 0.5 and math.isclose(m["whole"], 2 / 3)
+
+
+def test_training_eval_options_come_from_the_recipe_config(tmp_path):
+    from eval.during_training import TrainingEval
+    from recipes import videostar_grpo as v
+    from recipes.config import load_config
+
+    cfg = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=sample-aqa", "eval.actors=2"],
+                      v.DEFAULT_YAML)  # fmt: skip
+    evals = TrainingEval.from_recipe(cfg, tmp_path, "SYSTEM")
+    assert evals.benchmark.task == "aqa" and evals.due(3) and evals.due(6) and not evals.due(4)
+    o = evals.options
+    assert (o.actors, o.system_prompt, o.temperature, o.num_frames) == (2, "SYSTEM", 0.0, cfg.data.num_frames)
+    bad = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=nope"], v.DEFAULT_YAML)
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
+        TrainingEval.from_recipe(bad, tmp_path, "SYSTEM")

@@ -16,8 +16,19 @@ def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+def _key(line: str) -> tuple:
+    row = json.loads(line)
+    return row.get("checkpoint"), row.get("variant")
+
+
 def append_results(out: Path, result: EvalResult) -> None:
-    with (out / "results.jsonl").open("a", encoding="utf-8") as f:
+    """Append the rows of one evaluation, replacing the rows of an earlier evaluation of the same checkpoint."""
+    path = out / "results.jsonl"
+    if path.is_file():
+        key = (str(result.checkpoint.path), result.variant)
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and _key(line) != key]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    with path.open("a", encoding="utf-8") as f:
         for row in result.rows:
             f.write(json.dumps(row, ensure_ascii=False, default=_json_value) + "\n")
 

@@ -105,6 +105,9 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, max_response_tokens=args.max_response_tokens,
         temperature=args.temperature, skip_failed=args.skip_failed, judge=judge, llm_judge=args.llm_judge,
     )  # fmt: skip
+    previous = Path(args.out).expanduser() / "metrics.json"
+    if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):
+        raise ValueError(f"--out {args.out} holds the results of another benchmark ({previous}); choose another --out")
     variants = [""] + (["+".join(modules)] if modules else [])
     return benchmark, checkpoints, variants, options
 
@@ -115,9 +118,7 @@ class Session:
     def __init__(self, out: Path, benchmark: Benchmark, evaluator: Evaluator):
         self.out, self.benchmark, self.evaluator = out, benchmark, evaluator
         out.mkdir(parents=True, exist_ok=True)
-        self.entries = report.load_entries(out, benchmark)
-        if not self.entries:
-            (out / "results.jsonl").unlink(missing_ok=True)
+        self.entries = report.load_entries(out, benchmark)  # an earlier run on the same benchmark: kept
         self.results: list[EvalResult] = []
 
     def done(self, checkpoint: Checkpoint, variant: str) -> bool:

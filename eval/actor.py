@@ -2,8 +2,7 @@
 actor where it is used:
 
     actor = ray.remote(num_cpus=1)(EvalActor).remote(engine="hf", max_new_tokens=256)
-    ray.get(actor.load.remote("/runs/videostar/checkpoint-40"))
-    rows = ray.get(actor.evaluate.remote(records, "ovar", indices=[0, 1, 2]))
+    rows = ray.get(actor.evaluate.remote(records, "ovar", "/runs/videostar/checkpoint-40"))
 
 Generation is the rollout code itself (`rollout.worker.RolloutWorker`: the prompt, the video, the multi-turn tool
 loop), with greedy decoding by default, so a checkpoint is evaluated exactly as it was trained to answer.
@@ -131,7 +130,7 @@ class EvalActor:
         from rollout.worker import DEFAULT_SYSTEM_PROMPT, RolloutWorker
 
         if checkpoint != self.checkpoint:
-            self.worker = None  # free the previous model first
+            self.worker, self.checkpoint = None, ""  # free the previous model; a failed load leaves none
             self.worker = RolloutWorker(
                 checkpoint,
                 engine=self.engine,
@@ -176,21 +175,24 @@ class EvalActor:
         return out
 
     def evaluate(
-        self, records: list[dict], task: str, indices: list[int] | None = None, fineagent: list[str] | None = None
+        self,
+        records: list[dict],
+        task: str,
+        checkpoint: str,
+        indices: list[int] | None = None,
+        fineagent: list[str] | None = None,
     ) -> list[dict]:
-        """One scored row per record, in order: index, id, prediction (the last turn's text), parsed answer,
-        per-sample metric values, finish reason, tool calls, and `failed` when the video could not be decoded."""
-        from eval.tasks import TASKS, score_rows
+        """One scored row per record of `checkpoint` (loaded first if it is not the one in the engine), in order:
+        index, id, prediction (the last turn's text), parsed answer, per-sample metric values, finish reason, tool
+        calls, and `failed` when the video could not be decoded."""
+        from eval.tasks import score_rows
         from rollout.engine import SamplingParams
 
-        if self.worker is None:
-            raise RuntimeError("EvalActor.evaluate: load a checkpoint first")
+        self.load(checkpoint)
         if not records:
             return []
         prompts = self._fineagent(records, fineagent) if fineagent else records
         sampling = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
-        if not TASKS[task].uses_tools:
-            sampling.stop_strings = ["</answer>"]
         trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []
         for i, (rec, traj) in enumerate(zip(records, trajs, strict=True)):

@@ -93,9 +93,20 @@ class TrainingEval:
             if not wait and not pending.done():
                 continue
             self.pending.remove(pending)
-            result = self.evaluator.collect(pending, progress=False)
+            try:
+                result = self.evaluator.collect(pending, progress=False)
+            except Exception as e:  # a failed evaluation is reported, and training goes on
+                logged.append(self._log_error(pending.checkpoint.step, e))
+                continue
             logged.append(self._log(result))
         return logged
+
+    def _log_error(self, step: int | None, error: Exception) -> dict:
+        line = {"step": step, "eval/benchmark": self.benchmark.name, "eval/error": f"{type(error).__name__}: {error}"}
+        with (self.run_dir / "eval_metrics.jsonl").open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(f"[eval] step {step}: evaluation failed: {line['eval/error'][:500]}", flush=True)
+        return line
 
     def _log(self, result: Any) -> dict:
         from eval import report

@@ -146,18 +146,23 @@ class Session:
 def watch(run_dir: Path, session: Session, variants: list[str], poll_s: float, timeout_s: float) -> None:
     """Evaluate each complete checkpoint of `run_dir` not yet in the session, in step order. Stops when the run's
     last step (config.yaml run.steps) has been evaluated, or after `timeout_s` without a new checkpoint."""
-    last_new = time.monotonic()
+    last_new, failed = time.monotonic(), set()
     print(f"[eval] watching {run_dir} (stops at the run's last step or after {timeout_s:.0f}s without a checkpoint)")
     while True:
         final = run_final_step(run_dir)
-        todo = [(c, v) for c in run_checkpoints(run_dir) for v in variants if not session.done(c, v)]
+        todo = [(c, v) for c in run_checkpoints(run_dir) for v in variants
+                if not session.done(c, v) and (str(c.path), v) not in failed]  # fmt: skip
         for ckpt, variant in todo:
             try:
                 check_checkpoint(ckpt.path)
             except CheckpointError as e:
                 print(f"[eval] skipped: {e}", file=sys.stderr)
                 continue
-            session.run(ckpt, variant)
+            try:
+                session.run(ckpt, variant)
+            except Exception as e:  # e.g. weights that do not load: report it, keep watching the others
+                print(f"[eval] {ckpt.path} failed: {type(e).__name__}: {str(e)[:500]}", file=sys.stderr)
+                failed.add((str(ckpt.path), variant))
             last_new = time.monotonic()
         steps = [e["step"] for e in session.entries if e["step"] is not None]
         if final is not None and steps and max(steps) >= final:

@@ -87,13 +87,11 @@ class Evaluator:
         """Queue the whole benchmark on the actors (chunks dealt round-robin); returns without waiting."""
         recs, task = self.benchmark.records, self.benchmark.task
         modules = [m for m in variant.split("+") if m] if variant else None
-        for actor in self.actors:
-            actor.load.remote(str(checkpoint.path))  # an actor runs its calls in order: load, then its chunks
-        futures = []
+        futures, path = [], str(checkpoint.path)  # each call names its checkpoint: a failed load fails the calls
         for n, start in enumerate(range(0, len(recs), CHUNK)):
             idx = list(range(start, min(start + CHUNK, len(recs))))
             actor = self.actors[n % len(self.actors)]
-            futures.append(actor.evaluate.remote([recs[i] for i in idx], task, idx, modules))
+            futures.append(actor.evaluate.remote([recs[i] for i in idx], task, path, idx, modules))
         return Pending(checkpoint, variant, futures)
 
     def collect(self, pending: Pending, progress: bool = True) -> EvalResult:

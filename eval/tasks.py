@@ -93,8 +93,9 @@ def _aqa_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
     """A missing score is filled with the bottom of the record's score_range, a missing difficulty with the lowest
     true difficulty: a reply without a number counts as the worst guess, not as a left-out sample."""
     labels = [rec.get("label", "") for rec in records]
+    has_labels = all(isinstance(rec.get("label"), str) and rec["label"] for rec in records)
     out = {
-        "action_accuracy": M.action_accuracy([r["parsed"]["action"] for r in rows], labels),
+        "action_accuracy": M.action_accuracy([r["parsed"]["action"] for r in rows], labels) if has_labels else M.NAN,
         "sed": M._mean([r["metrics"]["sed"] for r in rows]),
         "tiou": M._mean([r["metrics"]["tiou"] for r in rows]),
         "answer_rate": M._mean([0.0 if r["parsed"]["score"] is None else 1.0 for r in rows]),

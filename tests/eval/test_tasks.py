@@ -288,3 +288,34 @@ def test_training_eval_options_come_from_the_recipe_config(tmp_path):
     bad = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=nope"], v.DEFAULT_YAML)
     with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
         TrainingEval.from_recipe(bad, tmp_path, "SYSTEM")
+
+
+class FakeCaptionTool:
+    """A fake `video_description` tool (the real one calls a hosted VLM, which cannot run here): it captions the
+    frames it is asked about by their index."""
+
+    name = "video_description"
+    frames = {"type": "array", "items": {"type": "integer"}}
+    schema = {"type": "function", "function": {"name": "video_description", "description": "captions",
+              "parameters": {"type": "object", "properties": {"frames": frames}, "required": ["frames"]}}}  # fmt: skip
+
+    def call(self, args, video):
+        from envs.base import ToolResult
+
+        return ToolResult(text="; ".join(f"frame {i}: a person moves" for i in args["frames"]))
+
+
+def test_fineagent_context_localizer_and_descriptor():
+    import numpy as np
+
+    from envs.base import Video
+    from eval.actor import fineagent_context
+
+    video = Video(frames=np.zeros((8, 16, 16, 3), dtype=np.uint8), timestamps=[i / 8 for i in range(8)])
+    record = {"meta": {"box": [0.25, 0.5, 0.75, 1.0]}}
+    text = fineagent_context(record, video, ["localizer", "descriptor"], {"video_description": FakeCaptionTool()})
+    lines = text.splitlines()
+    assert lines[0].startswith("Localizer: the person asked about is in the box [0.250, 0.500, 0.750, 1.000]")
+    # the first, middle and last of the 8 frames
+    captions = "frame 0: a person moves; frame 4: a person moves; frame 7: a person moves"
+    assert lines[1] == "Descriptor (frame captions): " + captions

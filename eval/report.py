@@ -100,12 +100,15 @@ def plot_metrics(benchmark: Benchmark, entries: list[dict], out: Path) -> Path |
     if not keys or not stepped:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for variant in sorted({e["variant"] for e in stepped}):
             pts = sorted((e["step"], e["metrics"].get(key)) for e in stepped if e["variant"] == variant)
             pts = [(s, v) for s, v in pts if v is not None]
             ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=variant or "plain")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)

@@ -112,7 +112,7 @@ class TrainingEval:
         from eval import report
 
         line = {"step": result.checkpoint.step, "eval/benchmark": self.benchmark.name}
-        line.update({f"eval/{k}": report._json_value(v) for k, v in result.metrics.items()})
+        line.update({f"eval/{k}": report.json_value(v) for k, v in result.metrics.items()})
         with (self.run_dir / "eval_metrics.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
         out = self.run_dir / "eval"

@@ -12,8 +12,20 @@ from eval.benchmarks import Benchmark
 from eval.runner import EvalResult
 
 
-def _json_value(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+def json_value(v: Any) -> Any:
+    """`v` with every NaN or infinity (an undefined metric, e.g. Spearman on constant values) as None, so the
+    files are strict JSON.
+
+    >>> json_value({"rho": float("nan"), "xs": [1.0, float("inf")]})
+    {'rho': None, 'xs': [1.0, None]}
+    """
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    return v
 
 
 def _key(line: str) -> tuple:
@@ -30,13 +42,13 @@ def append_results(out: Path, result: EvalResult) -> None:
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     with path.open("a", encoding="utf-8") as f:
         for row in result.rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=_json_value) + "\n")
+            f.write(json.dumps(json_value(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def entry(result: EvalResult) -> dict:
     c = result.checkpoint
     return {"checkpoint": str(c.path), "label": c.label, "step": c.step, "variant": result.variant,
-            "metrics": {k: _json_value(v) for k, v in result.metrics.items()}}  # fmt: skip
+            "metrics": json_value(result.metrics)}  # fmt: skip
 
 
 def load_entries(out: Path, benchmark: Benchmark) -> list[dict]:
@@ -52,7 +64,7 @@ def write_metrics(out: Path, benchmark: Benchmark, entries: list[dict]) -> Path:
     path = out / "metrics.json"
     data = {"benchmark": benchmark.name, "records": str(benchmark.path), "task": benchmark.task,
             "num_records": len(benchmark.records), "results": entries}  # fmt: skip
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
     return path
 
 

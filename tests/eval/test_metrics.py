@@ -20,9 +20,11 @@ def close(a: float, b: float) -> bool:
 def test_doctests():
     import eval.actor
     import eval.metrics
+    import eval.report
 
     assert doctest.testmod(eval.metrics).failed == 0
     assert doctest.testmod(eval.actor).failed == 0
+    assert doctest.testmod(eval.report).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
+from eval.during_training import EvalConfig  # noqa: E402
 from recipes.config import load_config  # noqa: E402
 from recipes.videostar_grpo import (  # noqa: E402
     DataConfig,
@@ -104,6 +105,8 @@ class HieroActionConfig:
     rewards: HieroRewardsConfig = field(default_factory=HieroRewardsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: HieroRunConfig = field(default_factory=HieroRunConfig)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(benchmark="sample-aqa"))
+    """Evaluation every K steps by eval actors beside training (docs/eval.md); off by default."""
 
 
 SYSTEM_PROMPT = (

@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
+from eval.during_training import EvalConfig, TrainingEval  # noqa: E402
 from recipes import common  # noqa: E402
 from recipes.config import load_config  # noqa: E402
 
@@ -164,6 +165,8 @@ class VideoStarConfig:
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation every K steps by eval actors beside training (docs/eval.md); off by default."""
 
 
 SYSTEM_PROMPT = (
@@ -183,6 +186,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
     specs = common.check_config(cfg)  # fails here, before Ray starts, on a bad path or name
     model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train, split=split)
     run_dir = common.prepare_run_dir(cfg)
+    evals = TrainingEval.from_recipe(cfg, run_dir, system_prompt)  # checks the benchmark before Ray starts
     records = common.load_train_records(train_path)
     print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
@@ -231,9 +235,12 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
              "step": time.perf_counter() - t_step},
         )  # fmt: skip
         logger.log(metrics)
-        if step % cfg.run.save_every == 0 or step == cfg.run.steps:
-            common.save_checkpoint(trainer, run_dir, step, sampler)
+        if step % cfg.run.save_every == 0 or step == cfg.run.steps or evals.due(step):
+            ckpt = common.save_checkpoint(trainer, run_dir, step, sampler)
+            evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
+        evals.poll()  # log the evaluations that have finished, tagged with their step
 
+    evals.close()
     logger.plot(run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {run_dir}")
     return logger.last

@@ -1,0 +1,209 @@
+"""Evaluate checkpoints on a benchmark with N parallel eval actors; or watch a training run and evaluate each new
+checkpoint as it appears.
+
+    python -m eval.run --checkpoint runs/videostar/checkpoint-4 --benchmark sample-ovar
+    python -m eval.run --checkpoint A --checkpoint B --benchmark /data/hmdb51/test.jsonl --actors 4 --out evals/
+    python -m eval.run --watch /shared/runs/videostar --benchmark /data/hmdb51 --watch-timeout 3600
+
+Everything is checked before any actor starts: each checkpoint directory loads, the benchmark resolves and its
+records follow the schema, the options fit the task. Writes to --out: results.jsonl (one line per sample and
+checkpoint, tagged with its step), metrics.json, table.md and PNG plots. See docs/eval.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from eval import report
+from eval.actor import FineAgentError, check_fineagent
+from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
+from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
+from eval.runner import EvalOptions, EvalResult, Evaluator
+
+
+def _offline_env() -> None:
+    # the HF hub and ultralytics look hosts up at import unless told not to; evaluation never needs the network
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("YOLO_OFFLINE", "1"),
+                       ("YOLO_AUTOINSTALL", "False"), ("TOKENIZERS_PARALLELISM", "false"),
+                       ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo"))):  # fmt: skip
+        os.environ.setdefault(key, value)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", action="append", default=[], help="a checkpoint directory (repeatable)")
+    p.add_argument("--benchmark", required=True, help="a benchmark name, records .jsonl, or builder output folder")
+    p.add_argument("--actors", type=int, default=1, help="eval actors splitting the benchmark")
+    p.add_argument("--out", default="eval_out", help="output folder")
+    p.add_argument("--skip-failed", action="store_true", help="leave samples whose video failed out of the metrics")
+    p.add_argument("--watch", metavar="RUN_DIR", help="evaluate each new checkpoint of a training run directory")
+    p.add_argument("--watch-timeout", type=float, default=3600.0, help="stop after this long without a checkpoint")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the run directory")
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--engine-kwargs", default="{}", help='JSON engine arguments, e.g. \'{"dtype": "bfloat16"}\'')
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per eval actor")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per eval actor")
+    p.add_argument("--tools", default='{"pose_estimation": {}}', help="JSON tool configs, for tasks with tools")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--max-side", type=int, default=448)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per assistant turn")
+    p.add_argument("--max-response-tokens", type=int, default=1024, help="tokens of the whole response")
+    p.add_argument("--max-turns", type=int, default=3)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
+    p.add_argument("--system-prompt", default=None, help="the system prompt the model was trained with")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N records only")
+    p.add_argument("--fineagent", default="", help="mcq: 'localizer', 'descriptor' or 'localizer,descriptor'; "
+                   "each checkpoint is then evaluated with and without")  # fmt: skip
+    judge_help = 'JSON judge spec (needed for describe and --llm-judge), e.g. \'{"kind": "openai", "base_url": '
+    judge_help += 'URL, "model": NAME, "api_key_env": "JUDGE_KEY"}\''
+    p.add_argument("--judge", default="", help=judge_help)
+    p.add_argument("--llm-judge", action="store_true", help="HieroAction's yes/no + 0-5 judge on every reply")
+    p.add_argument("--ray-address", default="", help="a Ray cluster to join; empty starts a local one")
+    p.add_argument("--ray-num-cpus", type=int, default=None, help="logical CPUs of a local Ray")
+    return p.parse_args(argv)
+
+
+def _json_arg(text: str, name: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError as e:
+        raise ValueError(f"{name}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {text!r}")
+    return value
+
+
+def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list[str], EvalOptions]:
+    """Every check that can fail, before Ray or an actor starts."""
+    benchmark = load_benchmark(args.benchmark, limit=args.limit)
+    checkpoints = [check_checkpoint(c) for c in args.checkpoint]
+    if args.watch and not Path(args.watch).is_dir():
+        raise CheckpointError(f"--watch {args.watch}: not a directory (expected a training run directory)")
+    if not checkpoints and not args.watch:
+        raise CheckpointError("nothing to evaluate: give --checkpoint DIR (repeatable) or --watch RUN_DIR")
+    if args.actors < 1:
+        raise ValueError(f"--actors must be >= 1, got {args.actors}")
+    modules = [m.strip() for m in args.fineagent.split(",") if m.strip()]
+    if modules and benchmark.task != "mcq":
+        raise FineAgentError(f"--fineagent applies to mcq benchmarks; {benchmark.name} is {benchmark.task}")
+    check_fineagent(modules, benchmark.records)
+    judge = _json_arg(args.judge, "--judge") or None
+    if (benchmark.task == "describe" or args.llm_judge) and judge is None:
+        why = "--llm-judge" if args.llm_judge else f"the describe benchmark {benchmark.name} (semantic entailment)"
+        raise ValueError(f"{why} needs --judge, e.g. '{{\"kind\": \"openai\", \"base_url\": \"http://host:8000/v1\", "
+                         "\"model\": \"NAME\", \"api_key_env\": \"JUDGE_KEY\"}'")  # fmt: skip
+    options = EvalOptions(
+        actors=args.actors, engine=args.engine, engine_kwargs=_json_arg(args.engine_kwargs, "--engine-kwargs"),
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, tools=_json_arg(args.tools, "--tools"),
+        num_frames=args.num_frames, max_side=args.max_side, system_prompt=args.system_prompt,
+        max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, max_response_tokens=args.max_response_tokens,
+        temperature=args.temperature, skip_failed=args.skip_failed, judge=judge, llm_judge=args.llm_judge,
+    )  # fmt: skip
+    previous = Path(args.out).expanduser() / "metrics.json"
+    if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):
+        raise ValueError(f"--out {args.out} holds the results of another benchmark ({previous}); choose another --out")
+    variants = [""] + (["+".join(modules)] if modules else [])
+    return benchmark, checkpoints, variants, options
+
+
+class Session:
+    """The outputs of one evaluation folder, rewritten after each checkpoint so a watcher's partial work is kept."""
+
+    def __init__(self, out: Path, benchmark: Benchmark, evaluator: Evaluator):
+        self.out, self.benchmark, self.evaluator = out, benchmark, evaluator
+        out.mkdir(parents=True, exist_ok=True)
+        self.entries = report.load_entries(out, benchmark)  # an earlier run on the same benchmark: kept
+        self.results: list[EvalResult] = []
+
+    def done(self, checkpoint: Checkpoint, variant: str) -> bool:
+        return any(e["checkpoint"] == str(checkpoint.path) and e["variant"] == variant for e in self.entries)
+
+    def run(self, checkpoint: Checkpoint, variant: str) -> EvalResult:
+        result = self.evaluator.collect(self.evaluator.submit(checkpoint, variant))
+        self.results.append(result)
+        self.entries = [e for e in self.entries if (e["checkpoint"], e["variant"]) != (str(checkpoint.path), variant)]
+        self.entries.append(report.entry(result))
+        report.append_results(self.out, result)
+        self.write()
+        m = result.metrics
+        print(f"[eval] {checkpoint.label} (step {checkpoint.step}){' +' + variant if variant else ''}: n={m['n']} "
+              f"failed={m['failed']}", flush=True)  # fmt: skip
+        return result
+
+    def write(self) -> None:
+        report.write_metrics(self.out, self.benchmark, self.entries)
+        (self.out / "table.md").write_text(report.table(self.benchmark, self.entries))
+        report.plot_metrics(self.benchmark, self.entries, self.out)
+        report.plot_aqa_scatter(self.results, self.benchmark, self.out)
+
+
+def watch(run_dir: Path, session: Session, variants: list[str], poll_s: float, timeout_s: float) -> None:
+    """Evaluate each complete checkpoint of `run_dir` not yet in the session, in step order. Stops when the run's
+    last step (config.yaml run.steps) has been evaluated, or after `timeout_s` without a new checkpoint."""
+    last_new, failed = time.monotonic(), set()
+    print(f"[eval] watching {run_dir} (stops at the run's last step or after {timeout_s:.0f}s without a checkpoint)")
+    while True:
+        final = run_final_step(run_dir)
+        todo = [(c, v) for c in run_checkpoints(run_dir) for v in variants
+                if not session.done(c, v) and (str(c.path), v) not in failed]  # fmt: skip
+        for ckpt, variant in todo:
+            try:
+                check_checkpoint(ckpt.path)
+            except CheckpointError as e:
+                print(f"[eval] skipped: {e}", file=sys.stderr)
+                continue
+            try:
+                session.run(ckpt, variant)
+            except Exception as e:  # e.g. weights that do not load: report it, keep watching the others
+                print(f"[eval] {ckpt.path} failed: {type(e).__name__}: {str(e)[:500]}", file=sys.stderr)
+                failed.add((str(ckpt.path), variant))
+            last_new = time.monotonic()
+        steps = [e["step"] for e in session.entries if e["step"] is not None]
+        if final is not None and steps and max(steps) >= final:
+            print(f"[eval] the run's last step ({final}) is evaluated; done")
+            return
+        if time.monotonic() - last_new > timeout_s:
+            print(f"[eval] no new checkpoint for {timeout_s:.0f}s; done")
+            return
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    _offline_env()
+    try:
+        benchmark, checkpoints, variants, options = prepare(args)
+    except (BenchmarkError, CheckpointError, FineAgentError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    import ray
+
+    if not ray.is_initialized():
+        if args.ray_address:
+            ray.init(address=args.ray_address)
+        else:
+            ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False)
+    out = Path(args.out).expanduser().resolve()
+    evaluator = Evaluator(benchmark, options)
+    try:
+        session = Session(out, benchmark, evaluator)
+        for ckpt in checkpoints:
+            for variant in variants:
+                session.run(ckpt, variant)
+        if args.watch:
+            watch(Path(args.watch), session, variants, args.poll, args.watch_timeout)
+    finally:
+        evaluator.shutdown()
+    print(report.table(benchmark, session.entries))
+    print(f"[eval] outputs in {out}")
+    return {"out": str(out), "entries": session.entries}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""What each task reads from a reply, which metrics it reports, and the table layout of its paper.
+
+`TASKS` maps a record's `task` to a `TaskSpec`; nothing else in eval/ branches on the task or the dataset name.
+A spec's `score(text, record)` reads one reply (pure: parsed answer + per-sample values); `aggregate(rows,
+records)` turns the scored rows of one checkpoint into its metrics (`eval.metrics`).
+
+A sample whose video failed is scored as the empty reply, so it counts wrong (as the papers count it) unless the
+run excludes failed samples (`--skip-failed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eval import metrics as M
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    score: Callable[[str, dict], tuple[dict, dict]]
+    """(reply text, record) -> (parsed answer, per-sample metric values)."""
+    aggregate: Callable[[list[dict], list[dict]], dict[str, float]]
+    """(scored rows, their records) -> flat metrics of one checkpoint."""
+    columns: tuple[tuple[str, str], ...]
+    """The paper's table layout: (header, metric key) in order."""
+    uses_tools: bool = False
+    """Episodes run the multi-turn tool loop (Video-STAR); the others answer in one turn."""
+    dynamic_prefix: str = ""
+    """Metric keys starting with this prefix get a column each before `columns` (e.g. MCQ categories)."""
+    plots: tuple[str, ...] = field(default=())
+    """Metric keys plotted against the checkpoint step."""
+
+
+def _meta(record: dict, key: str, default: Any = None) -> Any:
+    meta = record.get("meta")
+    return meta.get(key, default) if isinstance(meta, dict) else default
+
+
+# ------------------------------------------------------------------------------------------------ ovar
+def _ovar_score(text: str, record: dict) -> tuple[dict, dict]:
+    from rewards.videostar import extract_answer, labels_match
+
+    answer = extract_answer(text)
+    correct = answer is not None and labels_match(answer, record["label"])
+    return {"answer": answer}, {"correct": 1.0 if correct else 0.0}
+
+
+def _ovar_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    correct = [r["metrics"]["correct"] for r in rows]
+    out = {"top1": M.top1_accuracy(correct)}
+    kinds = [_meta(rec, "base_or_novel", "") for rec in records]
+    if any(k in ("base", "novel") for k in kinds):
+        out.update(M.base_novel(correct, kinds))
+    folds = [_meta(rec, "fold") for rec in records]
+    if any(f is not None for f in folds):  # mean and std of top-1 over the folds (splits) of the benchmark
+        names = sorted(set(folds) - {None}, key=str)
+        per_fold = [M.top1_accuracy([c for c, f in zip(correct, folds) if f == k]) for k in names]
+        out["top1_fold_mean"], out["top1_fold_std"] = M.mean_std(per_fold)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- aqa
+def _aqa_score(text: str, record: dict) -> tuple[dict, dict]:
+    from rewards.hieroaction import parse_sar_answer
+
+    answer = parse_sar_answer(text)
+    names = [s.name for s in answer.sub_actions] if answer else []
+    segments = [[s.start, s.end] for s in answer.sub_actions] if answer else []
+    true_names = [s["name"] for s in record["sub_actions"]]
+    true_segments = [(s["start"], s["end"]) for s in record["sub_actions"]]
+    parsed = {
+        "action": answer.action if answer else None,
+        "sub_actions": names,
+        "segments": segments,
+        "score": answer.score if answer else None,
+        "difficulty": answer.difficulty if answer else None,
+    }
+    values = {
+        "action_correct": M.action_accuracy([parsed["action"]], [record["label"]]) if "label" in record else M.NAN,
+        "sed": M.sed([names], [true_names]),
+        "tiou": M.mean_temporal_iou([segments], [true_segments]),
+    }
+    return parsed, values
+
+
+def _filled(predicted: list[float | None], fill: list[float]) -> list[float]:
+    return [p if p is not None else f for p, f in zip(predicted, fill)]
+
+
+def _aqa_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    """A missing score is filled with the bottom of the record's score_range, a missing difficulty with the lowest
+    true difficulty: a reply without a number counts as the worst guess, not as a left-out sample."""
+    labels = [rec.get("label", "") for rec in records]
+    has_labels = all(isinstance(rec.get("label"), str) and rec["label"] for rec in records)
+    out = {
+        "action_accuracy": M.action_accuracy([r["parsed"]["action"] for r in rows], labels) if has_labels else M.NAN,
+        "sed": M._mean([r["metrics"]["sed"] for r in rows]),
+        "tiou": M._mean([r["metrics"]["tiou"] for r in rows]),
+        "answer_rate": M._mean([0.0 if r["parsed"]["score"] is None else 1.0 for r in rows]),
+    }
+    for key, fill in (
+        ("score", [float(rec["score_range"][0]) for rec in records]),
+        ("difficulty", [min(float(rec["difficulty"]) for rec in records)] * len(records)),
+    ):
+        truth = [float(rec[key]) for rec in records]
+        pred = _filled([r["parsed"][key] for r in rows], fill)
+        out[f"{key}_spearman"] = M.spearman(pred, truth)
+        ranges = M.action_ranges(truth, labels)
+        out[f"{key}_rl2"] = M.relative_l2(pred, truth, ranges) if all(hi > lo for lo, hi in ranges) else M.NAN
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- mcq
+def _mcq_score(text: str, record: dict) -> tuple[dict, dict]:
+    from rewards.mcq import reply_letter
+
+    letter = reply_letter(text)
+    return {"letter": letter}, {"correct": 1.0 if letter == record["answer"] else 0.0, "blank": 0.0 if letter else 1.0}
+
+
+def _mcq_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    m = M.mcq_accuracy([r["parsed"]["letter"] for r in rows], [rec["answer"] for rec in records],
+                       [rec["category"] for rec in records])  # fmt: skip
+    out = {"accuracy": m["accuracy"], "blank_rate": m["blank_rate"]}
+    for cat, v in m["per_category"].items():
+        out[f"accuracy/{cat}"] = v["accuracy"]
+        out[f"blank_rate/{cat}"] = v["blank_rate"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- describe
+def _describe_score(text: str, record: dict) -> tuple[dict, dict]:
+    from rewards.videostar import extract_answer
+
+    answer = extract_answer(text)
+    return {"description": answer if answer is not None else text.strip()}, {}
+
+
+def held_tag(record: dict) -> str:
+    """ "in" or "out": `meta.held` when given, else base classes are held-in and novel ones held-out."""
+    held = _meta(record, "held")
+    if held in ("in", "out"):
+        return held
+    return {"base": "in", "novel": "out"}.get(_meta(record, "base_or_novel", ""), "")
+
+
+def _describe_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    scores = [r["metrics"].get("entailment", 0.0) for r in rows]
+    return M.held_in_out(scores, [held_tag(rec) for rec in records])
+
+
+TASKS: dict[str, TaskSpec] = {
+    "ovar": TaskSpec(
+        _ovar_score, _ovar_aggregate, uses_tools=True, plots=("top1", "hm"),
+        columns=(("Base", "base"), ("Novel", "novel"), ("HM", "hm"), ("Top-1", "top1")),
+    ),
+    "aqa": TaskSpec(
+        _aqa_score, _aqa_aggregate, plots=("action_accuracy", "sed", "score_spearman", "score_rl2"),
+        columns=(("Action Acc.", "action_accuracy"), ("SED", "sed"), ("tIoU", "tiou"),
+                 ("Difficulty ρ", "difficulty_spearman"), ("Difficulty R-ℓ2", "difficulty_rl2"),
+                 ("Score ρ", "score_spearman"), ("Score R-ℓ2", "score_rl2"),
+                 ("Judge Acc.", "judge_accuracy"), ("Judge Score", "judge_score")),
+    ),
+    "mcq": TaskSpec(
+        _mcq_score, _mcq_aggregate, dynamic_prefix="accuracy/", plots=("accuracy",),
+        columns=(("Avg.", "accuracy"), ("Blank", "blank_rate")),
+    ),
+    "describe": TaskSpec(
+        _describe_score, _describe_aggregate, plots=("whole",),
+        columns=(("Held-in", "held_in"), ("Held-out", "held_out"), ("Whole", "whole")),
+    ),
+}  # fmt: skip
+
+
+def score_rows(task: str, rows: list[dict], records: list[dict]) -> None:
+    """Fill each row's `parsed` and `metrics` from its `prediction` (a failed sample is scored as "")."""
+    spec = TASKS[task]
+    for row, rec in zip(rows, records, strict=True):
+        row["parsed"], row["metrics"] = spec.score("" if row.get("failed") else row.get("prediction") or "", rec)
+
+
+def aggregate(task: str, rows: list[dict], records: list[dict], skip_failed: bool = False) -> dict[str, float]:
+    """The checkpoint's metrics over `rows`, plus `n` (samples in the denominator) and `failed` (video errors)."""
+    failed = sum(1 for r in rows if r.get("failed"))
+    pairs = [(r, rec) for r, rec in zip(rows, records, strict=True) if not (skip_failed and r.get("failed"))]
+    out: dict[str, float] = {"n": len(pairs), "failed": failed}
+    if pairs:
+        kept_rows, kept_records = [p[0] for p in pairs], [p[1] for p in pairs]
+        out.update(TASKS[task].aggregate(kept_rows, kept_records))
+        judged = [r["judge"] for r in kept_rows if "judge" in r]
+        if judged:
+            out.update(M.judge_summary([(j.get("yes"), j.get("score")) for j in judged]))
+    return out

@@ -1,0 +1,170 @@
+"""End to end on real Ray actors and the real tiny model: two checkpoints (the tiny model as saved by a recipe,
+and a perturbed copy) evaluated by two actors and by one, watch mode, FineAgent on MCQ, evaluation in training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+COMMON = ["--limit", "3", "--max-new-tokens", "8", "--num-cpus", "0.5", "--max-side", "112"]
+
+
+def save_checkpoint(src: str, dst: Path, step: int, noise: float = 0.0) -> Path:
+    """The recipe's layout (rl/checkpoint.py): the from_pretrained files + trainer_state/extra_state.json with the
+    step; with `noise`, every weight perturbed (read and written with safetensors, no model built)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if noise:
+        gen = torch.Generator().manual_seed(step)
+        for path in dst.glob("*.safetensors"):
+            state = load_file(str(path))
+            state = {k: v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * noise if v.is_floating_point() else v
+                     for k, v in state.items()}  # fmt: skip
+            save_file(state, str(path), metadata={"format": "pt"})
+    (dst / "trainer_state").mkdir()
+    (dst / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": step}))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    save_checkpoint(tiny_model_dir, run / "checkpoint-2", 2)
+    save_checkpoint(tiny_model_dir, run / "checkpoint-4", 4, noise=0.05)
+    return run
+
+
+def read_results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def write_later(src: Path, dst: Path, delay: float, when: dict) -> threading.Thread:
+    """Copy a checkpoint into place after `delay` seconds, whole (a rename), as a run saving it would."""
+
+    def run():
+        time.sleep(delay)
+        shutil.copytree(src, dst.with_name("partial"))
+        os.rename(dst.with_name("partial"), dst)
+        when["written"] = time.time()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_two_actors_then_watch_with_one(run_dir, ray_local, tmp_path):
+    """Two actors on two checkpoints; then one actor watching a run directory where the second checkpoint appears
+    only after the watch started: the same metrics and replies, tagged with the same steps."""
+    from eval.run import main
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    ckpts = ["--checkpoint", str(run_dir / "checkpoint-2"), "--checkpoint", str(run_dir / "checkpoint-4")]
+    main([*ckpts, "--benchmark", "sample-aqa", "--actors", "2", "--out", str(two), *COMMON])
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("run:\n  steps: 4\n")  # as a recipe writes it: the run ends at step 4
+    shutil.copytree(run_dir / "checkpoint-2", run / "checkpoint-2")
+    when: dict = {}
+    writer = write_later(run_dir / "checkpoint-4", run / "checkpoint-4", 2.0, when)
+    started = time.time()
+    try:
+        main(["--watch", str(run), "--benchmark", "sample-aqa", "--actors", "1", "--out", str(one), "--poll", "0.5",
+              "--watch-timeout", "120", *COMMON])  # fmt: skip
+    finally:
+        writer.join()
+    assert when["written"] > started  # checkpoint-4 appeared while the watch was running, and it stopped by itself
+
+    m2, m1 = (json.loads((d / "metrics.json").read_text()) for d in (two, one))
+    assert [e["step"] for e in m2["results"]] == [2, 4]
+    strip = [{k: v for k, v in e.items() if k != "checkpoint"} for e in m2["results"]]  # paths differ
+    assert strip == [{k: v for k, v in e.items() if k != "checkpoint"} for e in m1["results"]]
+    rows2, rows1 = read_results(two), read_results(one)
+    assert len(rows2) == 6 and [r["id"] for r in rows2] == [r["id"] for r in rows1]  # record order, per checkpoint
+    assert [r["prediction"] for r in rows2] == [r["prediction"] for r in rows1]
+    assert [r["step"] for r in rows2] == [2, 2, 2, 4, 4, 4] == [r["step"] for r in rows1]
+    # the two checkpoints really differ (the perturbed one answers differently)
+    assert [r["prediction"] for r in rows2[:3]] != [r["prediction"] for r in rows2[3:]]
+    assert all({"parsed", "metrics", "finish_reason"} <= set(r) for r in rows2)
+
+    table = (two / "table.md").read_text()
+    assert "| Checkpoint | Step | Action Acc. | SED | tIoU | Difficulty ρ" in table
+    assert "| checkpoint-2 | 2 |" in table and "| checkpoint-4 | 4 |" in table
+    for png in ("metrics_vs_step.png", "aqa_scatter.png"):
+        assert (two / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def mcq_records(tmp_path: Path) -> Path:
+    from data_builders.sample_data import build_sample_data, default_sample_dir
+
+    videos = sorted((build_sample_data(default_sample_dir())["root"] / "videos").glob("eval_*.mp4"))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    options = {"A": "waving", "B": "squatting", "C": "kicking", "D": "clapping"}
+    recs = [
+        {"id": f"m{i}", "task": "mcq", "video": str(v), "prompt": "What is the person doing? Answer with a letter.",
+         "answer": "A", "options": options, "category": cat,
+         "meta": {"boxes": [{"box": [0.1 * (i + 1), 0.2, 0.6, 0.9], "person_id": 1}]}}
+        for i, (v, cat) in enumerate([(videos[0], "person movement"), (videos[1], "object manipulation"),
+                                      (broken, "person movement")])
+    ]  # fmt: skip
+    path = tmp_path / "mcq.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_fineagent_on_mcq_with_and_without(run_dir, ray_local, tmp_path):
+    from eval.run import main
+
+    out = tmp_path / "out"
+    bench = mcq_records(tmp_path)
+    main(["--checkpoint", str(run_dir / "checkpoint-2"), "--benchmark", str(bench), "--fineagent", "localizer",
+          "--out", str(out), *COMMON])  # fmt: skip
+    entries = json.loads((out / "metrics.json").read_text())["results"]
+    assert [e["variant"] for e in entries] == ["", "localizer"]
+    assert all(e["metrics"]["failed"] == 1 and e["metrics"]["n"] == 3 for e in entries)  # the broken video
+    rows = [r for r in read_results(out) if r["variant"] == "localizer"]
+    assert "in the box [0.100, 0.200, 0.600, 0.900]" in rows[0]["prompt"]
+    assert "in the box [0.200, 0.200, 0.600, 0.900]" in rows[1]["prompt"]
+    assert rows[2]["failed"] and rows[2]["parsed"]["letter"] == ""
+    table = (out / "table.md").read_text()
+    assert "| Checkpoint | Step | object manipulation | person movement | Avg. | Blank |" in table
+    assert "checkpoint-2 + FineAgent (localizer)" in table
+
+
+def test_descriptor_needs_its_tool(monkeypatch, tmp_path):
+    from envs import base
+    from eval.actor import FineAgentError, check_fineagent
+
+    monkeypatch.delitem(base._REGISTRY, "video_description", raising=False)
+    records = [json.loads(line) for line in mcq_records(tmp_path).read_text().splitlines()]
+    check_fineagent(["localizer"], records)  # every record has a box: no tool needed
+    with pytest.raises(FineAgentError, match="'video_description' tool, which is not registered"):
+        check_fineagent(["descriptor"], records)
+    monkeypatch.delitem(base._REGISTRY, "human_detection", raising=False)
+    with pytest.raises(FineAgentError, match="'human_detection'.*no meta.box"):
+        check_fineagent(["localizer"], [dict(records[0], meta={})])
+
+
+def test_training_eval_logs_each_launch_with_its_step(run_dir, ray_local, tmp_path):
+    from eval.during_training import EvalConfig, TrainingEval
+
+    cfg = EvalConfig(every_k=2, benchmark="sample-aqa", limit=1, max_new_tokens=8)
+    evals = TrainingEval(cfg, tmp_path)
+    assert not evals.launch(1, run_dir / "checkpoint-2")  # not a multiple of every_k
+    assert evals.launch(2, run_dir / "checkpoint-2") and evals.launch(4, run_dir / "checkpoint-4")
+    logged = evals.close()
+    lines = [json.loads(x) for x in (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4] == [x["step"] for x in logged]
+    assert all("eval/sed" in x and x["eval/n"] == 1 for x in lines)
+    assert (tmp_path / "eval" / "table.md").is_file()
+    off = TrainingEval(EvalConfig(), tmp_path)
+    assert not off.due(2) and not off.launch(2, run_dir / "checkpoint-2")

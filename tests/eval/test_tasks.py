@@ -1,0 +1,321 @@
+"""Per-task scoring of replies and aggregation (hand-worked values), benchmark and checkpoint resolution, and the
+CLI refusing bad input before any actor starts."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eval import tasks
+from eval.benchmarks import BenchmarkError, load_benchmark, resolve
+from eval.checkpoints import CheckpointError, check_checkpoint, checkpoint_step, run_checkpoints, run_final_step
+
+AQA_RECORD = {
+    "id": "a0", "task": "aqa", "label": "wave", "score": 50.0, "difficulty": 1.0, "score_range": [0, 100],
+    "sub_actions": [{"name": "raise arm", "start": 0.0, "end": 0.4}, {"name": "wave", "start": 0.4, "end": 0.8},
+                    {"name": "lower arm", "start": 0.8, "end": 1.0}],
+}  # fmt: skip
+
+
+def sar(answer: dict | None) -> str:
+    body = json.dumps(answer) if answer is not None else "no json"
+    return f"<look>x</look><recognition>y</recognition><assessment>z</assessment><answer>{body}</answer>"
+
+
+def test_aqa_score_by_hand():
+    text = sar({"action": "Wave", "sub_actions": [{"name": "raise arm", "start": 0.0, "end": 0.5},
+                {"name": "lower arm", "start": 0.5, "end": 1.0}], "score": 60, "difficulty": 2.0})  # fmt: skip
+    parsed, values = tasks.TASKS["aqa"].score(text, AQA_RECORD)
+    assert parsed["score"] == 60 and parsed["difficulty"] == 2.0 and parsed["action"] == "Wave"
+    assert values["action_correct"] == 1.0
+    assert math.isclose(values["sed"], 2 / 3)  # one deletion ("wave") over 3
+    # best matching: (0,.5)-(0,.4) IoU .8 and (.5,1)-(.4,.8) IoU .3/.6 = .5 -> 1.3 / 2 matched pairs
+    assert math.isclose(values["tiou"], 0.65)
+
+
+def aqa_rows(preds: list[tuple]) -> tuple[list[dict], list[dict]]:
+    records = [
+        {**AQA_RECORD, "id": "a0", "label": "wave", "score": 50.0, "difficulty": 1.0},
+        {**AQA_RECORD, "id": "a1", "label": "wave", "score": 70.0, "difficulty": 2.0},
+        {**AQA_RECORD, "id": "a2", "label": "squat", "score": 90.0, "difficulty": 3.0},
+    ]
+    rows = [{"prediction": sar({"score": q, "difficulty": d} if q is not None else None)} for q, d in preds]
+    tasks.score_rows("aqa", rows, records)
+    return rows, records
+
+
+def test_aqa_aggregate_by_hand():
+    rows, records = aqa_rows([(60, 1.5), (None, None), (80, 2.0)])
+    m = tasks.aggregate("aqa", rows, records)
+    # the missing score is filled with the range's bottom (0): pred 60 0 80 vs 50 70 90 -> ranks 2 1 3 vs 1 2 3
+    assert math.isclose(m["score_spearman"], 0.5)  # 1 - 6 * 2 / (3 * 8)
+    # widths: wave 70-50 = 20, squat alone -> the whole set's 90-50 = 40: (.25 + 12.25 + .0625) / 3
+    assert math.isclose(m["score_rl2"], 12.5625 / 3)
+    # the missing difficulty is filled with the lowest true one (1.0): 1.5 1 2 vs 1 2 3 -> rho .5;
+    # widths wave 1, squat -> 2: (.25 + 1 + .25) / 3
+    assert math.isclose(m["difficulty_spearman"], 0.5) and math.isclose(m["difficulty_rl2"], 0.5)
+    assert math.isclose(m["answer_rate"], 2 / 3) and m["n"] == 3 and m["failed"] == 0
+
+
+def test_ovar_failed_samples_count_wrong_unless_skipped():
+    kinds = ["base", "novel", "novel"]
+    records = [{"id": str(i), "label": "squat", "meta": {"base_or_novel": k}} for i, k in enumerate(kinds)]
+    rows = [
+        {"prediction": "<think>knees</think><answer>Squat</answer>"},
+        {"prediction": "<answer>wave</answer>"},
+        {"prediction": "<answer>squat</answer>", "failed": True},  # its text is ignored: the video failed
+    ]
+    tasks.score_rows("ovar", rows, records)
+    m = tasks.aggregate("ovar", rows, records)
+    assert math.isclose(m["top1"], 1 / 3) and m["n"] == 3 and m["failed"] == 1
+    assert m["base"] == 1.0 and m["novel"] == 0.0 and m["hm"] == 0.0
+    skipped = tasks.aggregate("ovar", rows, records, skip_failed=True)
+    assert math.isclose(skipped["top1"], 0.5) and skipped["n"] == 2 and skipped["failed"] == 1
+
+
+def test_ovar_folds_mean_std():
+    records = [{"id": str(i), "label": "run", "meta": {"fold": f}} for i, f in enumerate([1, 1, 2, 2])]
+    rows = [{"prediction": f"<answer>{a}</answer>"} for a in ("run", "run", "run", "walk")]
+    tasks.score_rows("ovar", rows, records)
+    m = tasks.aggregate("ovar", rows, records)
+    assert m["top1_fold_mean"] == 0.75 and math.isclose(m["top1_fold_std"], 0.25)  # folds 1.0 and 0.5
+
+
+def test_mcq_rows():
+    records = [{"answer": a, "category": c} for a, c in (("A", "move"), ("B", "move"), ("C", "object"))]
+    rows = [{"prediction": p} for p in ("The best answer is A", "<answer>(D) run</answer>", "I am not sure")]
+    tasks.score_rows("mcq", rows, records)
+    assert [r["parsed"]["letter"] for r in rows] == ["A", "D", ""]  # "I" is no option letter
+    m = tasks.aggregate("mcq", rows, records)
+    assert math.isclose(m["accuracy"], 1 / 3) and math.isclose(m["blank_rate"], 1 / 3)
+    assert m["accuracy/move"] == 0.5 and m["accuracy/object"] == 0.0 and m["blank_rate/object"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ resolution
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_benchmark_names_and_folders(tmp_path):
+    bench = load_benchmark("sample-aqa")
+    assert bench.task == "aqa" and bench.path.name == "aqa_eval.jsonl" and len(bench.records) == 7
+    good = json.loads(bench.path.read_text().splitlines()[0])
+    good["video"] = str(Path(bench.records[0]["video"]))
+    out = tmp_path / "builder_out"
+    write_jsonl(out / "train.jsonl", [good])
+    write_jsonl(out / "test.jsonl", [good])
+    assert resolve(str(out)) == out / "test.jsonl"  # a builder's folder: its test split
+    assert resolve(f"{out}:train") == out / "train.jsonl"
+    with pytest.raises(BenchmarkError, match="no split 'dev'.*train"):
+        resolve(f"{out}:dev")
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'.*sample-aqa.*sample-ovar"):
+        resolve("nope")
+
+
+def test_user_registry(tmp_path, monkeypatch):
+    table = tmp_path / "benchmarks.json"
+    table.write_text(json.dumps({"my-aqa": str(load_benchmark("sample-aqa").path)}))
+    monkeypatch.setenv("ACTIONRL_BENCHMARKS", str(table))
+    assert load_benchmark("my-aqa").task == "aqa"
+
+
+def test_schema_breaking_records_name_file_and_line(tmp_path):
+    good = load_benchmark("sample-aqa").records[0]
+    bad = dict(good, id="broken")
+    del bad["score"]
+    path = write_jsonl(tmp_path / "b.jsonl", [good, bad])
+    with pytest.raises(BenchmarkError, match=r"b\.jsonl:2: record 'broken': missing field 'score'"):
+        load_benchmark(str(path))
+
+
+def test_checkpoint_checks(tmp_path, tiny_model_dir):
+    ckpt = tmp_path / "checkpoint-7"
+    shutil.copytree(tiny_model_dir, ckpt)
+    assert check_checkpoint(ckpt).step == 7  # from the name
+    (ckpt / "trainer_state").mkdir()
+    (ckpt / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": 9}))
+    assert checkpoint_step(ckpt) == 9  # the recipe's own record wins
+    assert [c.step for c in run_checkpoints(tmp_path)] == [7]  # complete: extra_state.json is there
+    with pytest.raises(CheckpointError, match="not a directory"):
+        check_checkpoint(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="no readable config.json"):
+        check_checkpoint(empty)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    for w in pickled.glob("*.safetensors"):
+        w.rename(w.with_suffix(".bin"))
+    with pytest.raises(CheckpointError, match="only pickle weights"):
+        check_checkpoint(pickled)
+    (tmp_path / "config.yaml").write_text("run:\n  steps: 12\n")
+    assert run_final_step(tmp_path) == 12
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--benchmark", "no-such-bench"], "unknown benchmark 'no-such-bench'"),
+        (["--benchmark", "sample-aqa", "--fineagent", "localizer"], "--fineagent applies to mcq"),
+        (["--benchmark", "sample-aqa", "--llm-judge"], "needs --judge"),
+        (["--benchmark", "sample-aqa", "--actors", "0"], "--actors must be >= 1"),
+    ],
+)
+def test_cli_refuses_bad_input_before_any_actor(tmp_path, tiny_model_dir, capsys, extra, message):
+    from eval.run import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", tiny_model_dir, "--out", str(out), *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()  # nothing was started or written
+
+
+def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
+    from eval.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path), "--benchmark", "sample-aqa", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "expected a model directory with config.json" in err
+
+
+# ------------------------------------------------------------------------------------------ judges
+class FakeChatEndpoint:
+    """A fake OpenAI-compatible endpoint (POST /v1/chat/completions) on localhost, answering by rule: HieroAction's
+    judge prompt gets yes/4 when the prediction mentions "wave", else no/1; an entailment prompt gets [2] when the
+    description mentions the gold point's first word, else [0]. It records the Authorization headers it saw."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.auth = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append(self.headers.get("Authorization"))
+                prompt = body["messages"][0]["content"]
+                if "Predicted Answer:" in prompt:
+                    pred = prompt.split("Predicted Answer:")[1].split("\n\n")[0]
+                    reply = "{'pred': 'yes', 'score': 4}" if "wave" in pred else "{'pred': 'no', 'score': 1}"
+                else:
+                    description = prompt.split("Description:")[1].split("Fact:")[0]
+                    reply = "[2]" if "seated" in description.lower() else "[0]"
+                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+
+
+def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
+    from eval.runner import _llm_judge
+
+    monkeypatch.setenv("EVAL_JUDGE_KEY", "sk-secret-123")
+    records = [dict(AQA_RECORD, id=f"a{i}", prompt="Assess it.", answer='{"action": "wave"}') for i in range(3)]
+    rows = [{"id": r["id"], "prediction": p, "failed": f} for r, p, f in
+            zip(records, ["<answer>wave</answer>", "<answer>squat</answer>", "<answer>wave</answer>"],
+                [False, False, True])]  # fmt: skip
+    tasks.score_rows("aqa", rows, records)
+    endpoint = FakeChatEndpoint()
+    with endpoint as url:
+        judge = {"kind": "openai", "base_url": url, "model": "fake-judge", "api_key_env": "EVAL_JUDGE_KEY"}
+        _llm_judge(rows, records, judge)
+    assert [r["judge"] for r in rows] == [
+        {"yes": True, "score": 4},
+        {"yes": False, "score": 1},
+        {"yes": False, "score": 1},
+    ]  # fmt: skip  (the failed one is judged as "")
+    m = tasks.aggregate("aqa", rows, records)
+    assert math.isclose(m["judge_accuracy"], 1 / 3) and m["judge_score"] == 2.0 and m["judge_unparsed"] == 0
+    assert endpoint.auth == ["Bearer sk-secret-123"] * 3  # the key went to the endpoint, from the env var
+    assert "sk-secret-123" not in json.dumps(rows) + capsys.readouterr().out
+
+
+def test_describe_entailment_held_in_out_through_a_fake_endpoint():
+    from eval.runner import _entailment
+
+    records = [
+        {"id": "d0", "gold_points": ["seated person", "green bottle"], "meta": {"held": "in"}},
+        {"id": "d1", "gold_points": ["seated person"], "meta": {"base_or_novel": "novel"}},  # held-out
+        {"id": "d2", "gold_points": ["seated person"], "meta": {"held": "out"}},
+    ]
+    replies = ["<answer>A seated man.</answer>", "<answer>A runner.</answer>", "Seated, drinking."]
+    rows = [{"id": r["id"], "prediction": p, "failed": False} for r, p in zip(records, replies)]
+    tasks.score_rows("describe", rows, records)
+    with FakeChatEndpoint() as url:
+        _entailment(rows, records, {"kind": "openai", "base_url": url, "model": "fake-judge"})
+    # d0: both gold points judged against "A seated man." -> [2] [2] -> 1.0; d1: [0] -> 0.0; d2: [2] -> 1.0
+    assert [r["metrics"]["entailment"] for r in rows] == [1.0, 0.0, 1.0]
+    m = tasks.aggregate("describe", rows, records)
+    assert m["held_in"] == 1.0 and m["held_out"] == 0.5 and math.isclose(m["whole"], 2 / 3)
+
+
+def test_training_eval_options_come_from_the_recipe_config(tmp_path):
+    from eval.during_training import TrainingEval
+    from recipes import videostar_grpo as v
+    from recipes.config import load_config
+
+    cfg = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=sample-aqa", "eval.actors=2"],
+                      v.DEFAULT_YAML)  # fmt: skip
+    evals = TrainingEval.from_recipe(cfg, tmp_path, "SYSTEM")
+    assert evals.benchmark.task == "aqa" and evals.due(3) and evals.due(6) and not evals.due(4)
+    o = evals.options
+    assert (o.actors, o.system_prompt, o.temperature, o.num_frames) == (2, "SYSTEM", 0.0, cfg.data.num_frames)
+    bad = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=nope"], v.DEFAULT_YAML)
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
+        TrainingEval.from_recipe(bad, tmp_path, "SYSTEM")
+
+
+class FakeCaptionTool:
+    """A fake `video_description` tool (the real one calls a hosted VLM, which cannot run here): it captions the
+    frames it is asked about by their index."""
+
+    name = "video_description"
+    frames = {"type": "array", "items": {"type": "integer"}}
+    schema = {"type": "function", "function": {"name": "video_description", "description": "captions",
+              "parameters": {"type": "object", "properties": {"frames": frames}, "required": ["frames"]}}}  # fmt: skip
+
+    def call(self, args, video):
+        from envs.base import ToolResult
+
+        return ToolResult(text="; ".join(f"frame {i}: a person moves" for i in args["frames"]))
+
+
+def test_fineagent_context_localizer_and_descriptor():
+    import numpy as np
+
+    from envs.base import Video
+    from eval.actor import fineagent_context
+
+    video = Video(frames=np.zeros((8, 16, 16, 3), dtype=np.uint8), timestamps=[i / 8 for i in range(8)])
+    record = {"meta": {"box": [0.25, 0.5, 0.75, 1.0]}}
+    text = fineagent_context(record, video, ["localizer", "descriptor"], {"video_description": FakeCaptionTool()})
+    lines = text.splitlines()
+    assert lines[0].startswith("Localizer: the person asked about is in the box [0.250, 0.500, 0.750, 1.000]")
+    # the first, middle and last of the 8 frames
+    captions = "frame 0: a person moves; frame 4: a person moves; frame 7: a person moves"
+    assert lines[1] == "Descriptor (frame captions): " + captions

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from envs.base import ToolResult, Video, make, register_tool, run_tool_batch, tool_target
+from envs.base import ToolResult, Video, make, register_tool, run_tool, run_tool_batch, tool_target
 
 # Object refs of recent videos kept alive (each pins its frames in the object store): enough for a rollout batch.
 VIDEO_REFS_KEPT = 32

@@ -138,8 +138,7 @@ class VideoDescriptionTool:
             "function": {
                 "name": self.name,
                 "description": (
-                    "Describe the video in words. Picks the key frames where the people move most, returns a short "
-                    "description of them and the key frames as images."
+                    "A short description of the key frames (where people move most), with the frames as images."
                 ),
                 "parameters": {
                     "type": "object",

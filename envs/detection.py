@@ -52,9 +52,8 @@ class HumanDetectionTool(FrameTool):
             "function": {
                 "name": self.name,
                 "description": (
-                    "Find the people in sampled frames of the video. Returns, per frame, how many people there are "
-                    "and each one's box [x1,y1,x2,y2] in pixels, detection confidence and place in the frame "
-                    "(left/center/right); a person keeps the same id across frames."
+                    "Count the people in sampled frames: per frame, each person's id (the same across frames), "
+                    "place (left/center/right) and box [x1,y1,x2,y2]."
                 ),
                 "parameters": {
                     "type": "object",

@@ -53,9 +53,7 @@ class ActionExplanationTool:
             "function": {
                 "name": self.name,
                 "description": (
-                    "Look up definitions of human actions, each broken into its transitional phases (e.g. stand: "
-                    "transit from sitting to standing). Give candidate action names, or describe a movement in "
-                    "words; returns the closest definitions."
+                    "Definitions of actions as phases of movement, for action names or a movement described in words."
                 ),
                 "parameters": {
                     "type": "object",

@@ -59,11 +59,9 @@ class PoseEstimationTool(FrameTool):
             "function": {
                 "name": self.name,
                 "description": (
-                    "Detect the people in sampled frames of the video and estimate their body pose. Returns, per "
-                    "frame, each person's box [x1,y1,x2,y2] in pixels, the visible COCO keypoints (nose, eyes, "
-                    "ears, shoulders, elbows, wrists, hips, knees, ankles) as name:(x,y,confidence) and the elbow, "
-                    "shoulder, hip and knee angles in degrees; then which limbs move most across the frames. People "
-                    "are numbered by decreasing box size; their id stays the same across frames."
+                    "Body pose of the people in sampled frames: per frame and person (0 = largest), the box "
+                    "[x1,y1,x2,y2], visible COCO keypoints as name:(x,y,confidence) and joint angles in degrees; "
+                    "then the limbs that move most across the frames."
                 ),
                 "parameters": {
                     "type": "object",

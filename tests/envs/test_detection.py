@@ -101,3 +101,19 @@ def test_missing_detection_weights_fail_clearly():
 
     with pytest.raises(FileNotFoundError, match="/nonexistent/yolo11n.pt"):
         HumanDetectionTool(weights="/nonexistent/yolo11n.pt")
+
+
+VTEST_PATHS = (
+    "/usr/share/doc/opencv-doc/examples/data/vtest.avi",
+    "/usr/share/opencv4/samples/data/vtest.avi",
+)
+
+
+def test_pedestrians_in_vtest(tool):
+    """Debian's opencv-doc ships vtest.avi, a street with several pedestrians at once (skipped where absent)."""
+    path = next((p for p in VTEST_PATHS if Path(p).is_file()), None)
+    if path is None:
+        pytest.skip("vtest.avi (Debian opencv-doc) is not installed")
+    result = run_tool(tool, {}, read_video(path, num_frames=4))
+    assert result.ok, result.text
+    assert max(f["count"] for f in result.data["frames"]) >= 2 and result.data["num_identities"] >= 2

@@ -4,8 +4,8 @@ It stands in for a real teacher model (a large VLM behind an endpoint) on the em
 runs offline; it is named a template teacher on purpose: it knows the label and writes what a good chain looks
 like, it does not look at the video. Each chain is a list of assistant turns in the exact format the GRPO recipe
 samples: the tool calls (the real tools answer them when the chain is replayed), then the dual-phase reasoning and
-the answer. Only the tools in `tools` are called: first the people (pose or detection), then the knowledge
-(action definitions of two candidates, or a description of the key frame).
+the answer. Only the tools in `tools` are called: first the people (pose, else detection), then a description of
+the key frame (else the definitions of two candidates).
 
 >>> rec = {"label": "squat", "candidates": ["wave", "squat", "kick"], "sub_motions": ["knees bend", "hips drop"]}
 >>> turns = template_chain(rec)
@@ -13,10 +13,11 @@ the answer. Only the tools in `tools` are called: first the people (pose or dete
 '{"name": "pose_estimation", "arguments": {"frames": [2, 6], "person": 0}}'
 >>> turns[1].endswith("<answer>squat</answer>")
 True
->>> [[json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=ALL_TOOLS, variant=v)[:2]]
-...  for v in range(4)]  # doctest: +NORMALIZE_WHITESPACE
-[['pose_estimation', 'action_explanation'], ['human_detection', 'action_explanation'],
- ['pose_estimation', 'video_description'], ['human_detection', 'video_description']]
+>>> [json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=ALL_TOOLS)[:2]]
+['pose_estimation', 'video_description']
+>>> other_tools = ["human_detection", "action_explanation"]
+>>> [json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=other_tools)[:2]]
+['human_detection', 'action_explanation']
 >>> len(template_chain(rec, tools=()))
 1
 """
@@ -31,15 +32,15 @@ ALL_TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_
 
 
 def template_chain(
-    record: dict[str, Any], num_frames: int = 8, tools: Sequence[str] = ("pose_estimation",), variant: int = 0
+    record: dict[str, Any], num_frames: int = 8, tools: Sequence[str] = ("pose_estimation",)
 ) -> list[str]:
     """The assistant turns of one chain for an `ovar` record: up to two tool turns, then reasoning and the answer.
 
     A turn ends at its first `</tool_call>`, so each tool turn makes one call: first a look at the people (pose on
-    two of the `num_frames` sampled frames, main person only, which keeps the reply short; or human detection on
-    the same frames), then knowledge (the definitions of the label and one other candidate; or a one-key-frame
-    description). `variant` (e.g. the record's index) picks which of the enabled tools each turn uses, so a set of
-    chains exercises all of them while each episode stays three turns long."""
+    two of the `num_frames` sampled frames, main person only, which keeps the reply short; human detection where
+    pose is not enabled), then a one-key-frame description (the definitions of the label and one other candidate
+    where description is not enabled). Every chain makes the same calls with the same arguments: a tiny model
+    learns one fixed call string in a short warm-up, while several variants blur into broken JSON."""
     label = record["label"]
     others = [c for c in record.get("candidates", []) if c != label]
     candidates = [label, *others[:2]]
@@ -50,18 +51,15 @@ def template_chain(
         {"name": "human_detection", "arguments": {"frames": frames}},
     ) if c["name"] in tools]  # fmt: skip
     knowledge = [c for c in (
-        {"name": "action_explanation", "arguments": {"actions": sorted(candidates[:2]), "top_k": 1}},
         {"name": "video_description", "arguments": {"num_key_frames": 1}},
+        {"name": "action_explanation", "arguments": {"actions": sorted(candidates[:2]), "top_k": 1}},
     ) if c["name"] in tools]  # fmt: skip
     turns = []
-    if people:
-        call = people[variant % len(people)]
-        think = "Check the pose." if call["name"] == "pose_estimation" else "Find the people."
-        turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(call)}\n</tool_call>")
-    if knowledge:
-        call = knowledge[(variant // max(1, len(people))) % len(knowledge)]
-        think = "Look up the candidates." if call["name"] == "action_explanation" else "Describe the key frame."
-        turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(call)}\n</tool_call>")
+    for calls, thinks in ((people, ("Check the pose.", "Find the people.")),
+                          (knowledge, ("Describe the key frame.", "Look up the candidates."))):  # fmt: skip
+        if calls:
+            think = thinks[0] if calls[0]["name"] in ("pose_estimation", "video_description") else thinks[1]
+            turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(calls[0])}\n</tool_call>")
     decomposition = " ".join(f"{i}. {m}." for i, m in enumerate(motions, 1))
     scores = " ".join(f"{c}: {'high' if c == label else 'low'}." for c in sorted(candidates))
     turns.append(

@@ -260,7 +260,7 @@ def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_d
     if not usable:  # the template teacher writes Video-STAR chains, which only ovar records have
         raise ConfigError("warmup.steps > 0 needs ovar records (the template teacher's); set warmup.steps=0")
     tools = list(enabled_tools(cfg.tools))
-    scripts = [template_chain(r, cfg.data.num_frames, tools=tools, variant=i) for i, r in enumerate(usable)]
+    scripts = [template_chain(r, cfg.data.num_frames, tools=tools) for r in usable]
     chunks = [(usable[i :: len(workers)], scripts[i :: len(workers)]) for i in range(len(workers))]
     sampling = SamplingParams(max_new_tokens=256)
     futures = [w.replay.remote(recs, scr, sampling) for w, (recs, scr) in zip(workers, chunks) if recs]

@@ -20,8 +20,8 @@ def _person(points: dict[str, tuple[float, float]], conf: float = 0.9) -> list[l
 
 def test_angles_of_a_hand_drawn_figure():
     # image coordinates (y down). Left arm: shoulder (0,0), elbow (0,10) straight below, wrist (10,10) to the side:
-    # a right angle at the elbow. Right arm hangs straight: 180. Left leg: hip (0,30), knee (0,50),
-    # ankle (-20*cos60.., ...) chosen so the knee bends to 120 degrees: ankle = knee + 20*(sin60, cos60) rotated.
+    # a right angle at the elbow. Right arm hangs straight: 180. Left leg: hip (0,30), knee (0,50), and the ankle
+    # 20 px from the knee in the direction (sin 60, cos 60), i.e. 60 degrees off the straight-down line.
     ankle = (20 * math.sin(math.radians(60)), 50 + 20 * math.cos(math.radians(60)))
     kp = _person({
         "left_shoulder": (0, 0), "left_elbow": (0, 10), "left_wrist": (10, 10),

@@ -3,7 +3,9 @@
 It stands in for a real teacher model (a large VLM behind an endpoint) on the embedded default, so the cold start
 runs offline; it is named a template teacher on purpose: it knows the label and writes what a good chain looks
 like, it does not look at the video. Each chain is a list of assistant turns in the exact format the GRPO recipe
-samples: first a tool call, then (after the real tool reply) the dual-phase reasoning and the answer.
+samples: the tool calls (the real tools answer them when the chain is replayed), then the dual-phase reasoning and
+the answer. Only the tools in `tools` are called: first the people (pose, else detection), then a description of
+the key frame (else the definitions of two candidates).
 
 >>> rec = {"label": "squat", "candidates": ["wave", "squat", "kick"], "sub_motions": ["knees bend", "hips drop"]}
 >>> turns = template_chain(rec)
@@ -11,28 +13,57 @@ samples: first a tool call, then (after the real tool reply) the dual-phase reas
 '{"name": "pose_estimation", "arguments": {"frames": [2, 6], "person": 0}}'
 >>> turns[1].endswith("<answer>squat</answer>")
 True
+>>> [json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=ALL_TOOLS)[:2]]
+['pose_estimation', 'video_description']
+>>> other_tools = ["human_detection", "action_explanation"]
+>>> [json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=other_tools)[:2]]
+['human_detection', 'action_explanation']
+>>> len(template_chain(rec, tools=()))
+1
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+ALL_TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_description")
 
-def template_chain(record: dict[str, Any], num_frames: int = 8) -> list[str]:
-    """The assistant turns of one chain for an `ovar` record: a pose call on two of the `num_frames` sampled frames
-    (the main person only, which keeps the tool reply short), then reasoning and the answer."""
+
+def template_chain(
+    record: dict[str, Any], num_frames: int = 8, tools: Sequence[str] = ("pose_estimation",)
+) -> list[str]:
+    """The assistant turns of one chain for an `ovar` record: up to two tool turns, then reasoning and the answer.
+
+    A turn ends at its first `</tool_call>`, so each tool turn makes one call: first a look at the people (pose on
+    two of the `num_frames` sampled frames, main person only, which keeps the reply short; human detection where
+    pose is not enabled), then a one-key-frame description (the definitions of the label and one other candidate
+    where description is not enabled). Every chain makes the same calls with the same arguments: a tiny model
+    learns one fixed call string in a short warm-up, while several variants blur into broken JSON."""
     label = record["label"]
     others = [c for c in record.get("candidates", []) if c != label]
     candidates = [label, *others[:2]]
     motions = record.get("sub_motions") or [label]
     frames = sorted({num_frames // 4, (3 * num_frames) // 4})
-    call = json.dumps({"name": "pose_estimation", "arguments": {"frames": frames, "person": 0}})
-    first = f"<think>Check the pose.</think>\n<tool_call>\n{call}\n</tool_call>"
+    people = [c for c in (
+        {"name": "pose_estimation", "arguments": {"frames": frames, "person": 0}},
+        {"name": "human_detection", "arguments": {"frames": frames}},
+    ) if c["name"] in tools]  # fmt: skip
+    knowledge = [c for c in (
+        {"name": "video_description", "arguments": {"num_key_frames": 1}},
+        {"name": "action_explanation", "arguments": {"actions": sorted(candidates[:2]), "top_k": 1}},
+    ) if c["name"] in tools]  # fmt: skip
+    turns = []
+    for calls, thinks in ((people, ("Check the pose.", "Find the people.")),
+                          (knowledge, ("Describe the key frame.", "Look up the candidates."))):  # fmt: skip
+        if calls:
+            think = thinks[0] if calls[0]["name"] in ("pose_estimation", "video_description") else thinks[1]
+            turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(calls[0])}\n</tool_call>")
     decomposition = " ".join(f"{i}. {m}." for i, m in enumerate(motions, 1))
     scores = " ".join(f"{c}: {'high' if c == label else 'low'}." for c in sorted(candidates))
-    second = (
+    turns.append(
         f"<think>Sub-motions: {decomposition} Candidates: {', '.join(sorted(candidates))}. "
         f"Matching: {scores}</think>\n<answer>{label}</answer>"
     )
-    return [first, second]
+    return turns

@@ -1,4 +1,5 @@
-"""Tools the policy can call during rollouts (pose estimation, ...), video decoding, and the pooled tool actors.
+"""Tools the policy can call during rollouts (pose, human detection, action explanation, video description),
+video decoding, and the pooled tool actors.
 
 Importing this package is light: numpy only. ultralytics, torch and ray load when a tool or a pool is used.
 """
@@ -12,6 +13,7 @@ from envs.base import (
     make,
     register_tool,
     run_tool,
+    run_tool_batch,
     validate_args,
 )
 from envs.pool import ToolPool
@@ -29,5 +31,6 @@ __all__ = [
     "read_video",
     "register_tool",
     "run_tool",
+    "run_tool_batch",
     "validate_args",
 ]

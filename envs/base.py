@@ -47,6 +47,9 @@ class Tool(Protocol):
 
 _REGISTRY: dict[str, str] = {
     "pose_estimation": "envs.pose:PoseEstimationTool",
+    "human_detection": "envs.detection:HumanDetectionTool",
+    "action_explanation": "envs.explanation:ActionExplanationTool",
+    "video_description": "envs.description:VideoDescriptionTool",
 }
 
 
@@ -93,11 +96,45 @@ def run_tool(tool: Tool, args: Any, video: Video) -> ToolResult:
         return ToolResult(text=f"error: {problem}", ok=False, error="bad_arguments")
     try:
         return tool.call(args, video)
-    except ToolArgumentError as exc:
-        return ToolResult(text=f"error: {exc}", ok=False, error="bad_arguments")
     except Exception as exc:  # a tool bug or a broken input must reach the model as text, not stop the rollout
-        detail = f"{type(exc).__name__}: {exc}"[:300]
-        return ToolResult(text=f"error: {tool.name} failed: {detail}", ok=False, error="tool_failed")
+        return failure_result(tool.name, exc)
+
+
+def failure_result(name: str, exc: Exception) -> ToolResult:
+    """The error reply for an exception raised inside tool `name` (its own argument checks, or a failure)."""
+    if isinstance(exc, ToolArgumentError):
+        return ToolResult(text=f"error: {exc}", ok=False, error="bad_arguments")
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    return ToolResult(text=f"error: {name} failed: {detail}", ok=False, error="tool_failed")
+
+
+def run_tool_batch(tool: Tool, calls: list[tuple[Any, Video]]) -> list[ToolResult]:
+    """`run_tool` over many (args, video) calls, in order. A tool with `call_batch(calls)` gets all the valid calls
+    at once (one model forward over all their frames); if that raises as a whole, each call runs alone, so one
+    broken input cannot fail the others. Never raises."""
+    batch_fn = getattr(tool, "call_batch", None)
+    if batch_fn is None or len(calls) < 2:
+        return [run_tool(tool, args, video) for args, video in calls]
+    out: list[ToolResult | None] = [None] * len(calls)
+    valid = []
+    for i, (args, _video) in enumerate(calls):
+        problem = validate_args(tool.schema["function"]["parameters"], args)
+        if problem is None:
+            valid.append(i)
+        else:
+            out[i] = ToolResult(text=f"error: {problem}", ok=False, error="bad_arguments")
+    try:
+        results = batch_fn([calls[i] for i in valid]) if valid else []
+    except Exception:
+        results = [None] * len(valid)  # run them one by one below
+    for i, res in zip(valid, results):
+        if res is None:
+            out[i] = run_tool(tool, *calls[i])
+        elif isinstance(res, Exception):
+            out[i] = failure_result(tool.name, res)
+        else:
+            out[i] = res
+    return out  # type: ignore[return-value]
 
 
 def register_tool(name: str, target: str) -> None:

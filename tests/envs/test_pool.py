@@ -63,7 +63,7 @@ def test_repeated_call_is_served_from_the_cache(pool, video):
     second = pool.call(POSE, {"person": 0, "frames": [2]}, video)  # same call, other key order
     assert first.ok and not first.cached and second.cached and second.text == first.text
     stats = pool.stats()[POSE]
-    assert stats == {"calls": 2, "errors": 0, "timeouts": 0, "cache_hits": 1}
+    assert stats == {"calls": 2, "errors": 0, "timeouts": 0, "cache_hits": 1, "batches": 1}
 
 
 def test_identical_calls_in_flight_share_one_call(pool, video):
@@ -72,7 +72,8 @@ def test_identical_calls_in_flight_share_one_call(pool, video):
     results = pool.call_many([(POSE, args, video)] * 3 + [(POSE, {"frames": [6]}, video)])
     assert all(r.ok for r in results)
     assert results[0].text == results[1].text == results[2].text != results[3].text
-    assert pool.stats(reset=True)[POSE]["cache_hits"] == 2
+    stats = pool.stats(reset=True)[POSE]
+    assert stats["cache_hits"] == 2 and stats["batches"] == 1  # the two distinct calls ran as one batch
     assert pool.stats()[POSE]["calls"] == 0
 
 
@@ -114,10 +115,25 @@ def test_timeout_reply_then_recovery(pool, video):
     assert retry.ok and not retry.cached
 
 
+def _wait_gone(pid: int, timeout_s: float = 60.0) -> None:
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)  # signal 0: only checks that the process exists (the actors run on this machine)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"actor process {pid} still alive {timeout_s} s after ray.kill")
+
+
 def test_killed_actor_is_replaced(pool, video, ray_local):
     (actor,) = pool.actors(POSE)
     old_pid = ray_local.get(actor.ping.remote())
     ray_local.kill(actor, no_restart=False)
+    _wait_gone(old_pid)  # ray.kill is asynchronous: without this, fast calls can all finish before it lands
     results = [pool.call(POSE, {"frames": [k], "person": 0}, video) for k in range(3)]
     # the call that meets the dying actor may fail, with its own error kind; a later one must succeed
     assert all(r.ok or r.error == "actor_died" for r in results)
@@ -157,4 +173,17 @@ def test_local_pool_cache_bound_and_uncacheable_calls(video):
     assert not pool.call(POSE, {"frames": [1]}, anonymous).cached
     odd = pool.call(POSE, {"frames": {1, 2}}, video)  # a set is not JSON
     assert odd.error == "bad_arguments" and "JSON" in odd.text
-    assert pool.stats()[POSE] == {"calls": 7, "errors": 1, "timeouts": 0, "cache_hits": 1}
+    assert pool.stats()[POSE] == {"calls": 7, "errors": 1, "timeouts": 0, "cache_hits": 1, "batches": 5}
+
+
+def test_batched_calls_answer_like_single_calls(pool, video):
+    """Distinct calls from many rollouts in one call_many: one actor task, the same answers as one by one."""
+    calls = [(POSE, {"frames": [k], "person": 0, "overlay": False}, video) for k in range(6)]
+    calls.append((POSE, {"frames": [99]}, video))  # a bad call inside the batch gets its own error reply
+    pool.stats(reset=True)
+    batched = pool.call_many(calls)
+    stats = pool.stats(reset=True)[POSE]
+    assert stats["batches"] == 1 and stats["calls"] == 7 and stats["errors"] == 1
+    assert batched[-1].error == "bad_arguments" and "0..7" in batched[-1].text
+    single = [ToolPool({POSE: {"imgsz": 256}}, local=True).call(*c) for c in calls]
+    assert [r.text for r in batched] == [r.text for r in single]

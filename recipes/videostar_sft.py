@@ -182,8 +182,20 @@ def train(cfg: Any, system_prompt: str, embedded_chains: Any, name: str = "video
     if not chains:
         raise RuntimeError(f"no chain fits rollout.max_response_tokens={cfg.rollout.max_response_tokens}: {dropped}")
     sampler = common.Sampler(chains, cfg.data.batch_size, seed=cfg.data.seed)
-    eval_records = records[: cfg.eval.samples]
 
+    try:
+        run_steps(cfg, run_dir, workers, trainer, sampler, logger, records[: cfg.eval.samples], dropped)
+    finally:
+        trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
+    rows = [json.loads(line) for line in logger.path.read_text().splitlines() if line.strip()]
+    sft_common.plot_sft(rows, run_dir / "loss.png")
+    print(f"[{name}] done: {cfg.run.steps} steps; last checkpoint: {common.latest_checkpoint(run_dir)}")
+    return logger.last
+
+
+def run_steps(cfg: Any, run_dir: Path, workers: list, trainer: Any, sampler: Any, logger: Any, eval_records: list,
+              dropped: dict) -> None:  # fmt: skip
+    """resume -> (evaluate) -> SFT step -> log -> checkpoint, ..., evaluate on the last step."""
     start_step = common.maybe_resume(cfg, run_dir, trainer, sampler)
     if start_step == 0 and cfg.eval.before and eval_records:
         logger.log({"step": 0, **sft_common.evaluate(workers, trainer, eval_records, cfg, seed=cfg.run.seed)})
@@ -198,11 +210,6 @@ def train(cfg: Any, system_prompt: str, embedded_chains: Any, name: str = "video
         logger.log(metrics)
         if step % cfg.run.save_every == 0 or step == cfg.run.steps:
             common.save_checkpoint(trainer, run_dir, step, sampler)
-
-    rows = [json.loads(line) for line in logger.path.read_text().splitlines() if line.strip()]
-    sft_common.plot_sft(rows, run_dir / "loss.png")
-    print(f"[{name}] done: {cfg.run.steps} steps; last checkpoint: {common.latest_checkpoint(run_dir)}")
-    return logger.last
 
 
 if __name__ == "__main__":

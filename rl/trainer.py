@@ -25,7 +25,7 @@ from typing import Any
 
 from rl import checkpoint as ckpt
 from rl.schedule import lr_at
-from rl.strategies import make_strategy
+from rl.strategies import STRATEGIES, make_strategy  # how a loaded model is wrapped for data parallelism
 
 
 @dataclass
@@ -55,10 +55,6 @@ class TrainerConfig:
     lr_total_steps: int = 0  # the cosine's length in optimizer steps
     min_lr_ratio: float = 0.0
     group_by_length: bool = False  # SFT: micro-batches of similar lengths (less padding)
-
-
-# The strategies (how a loaded model is wrapped for data parallelism) live in rl.strategies.
-STRATEGIES = ("fsdp2", "deepspeed")
 
 
 class TrainerRank:

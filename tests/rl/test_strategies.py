@@ -1,6 +1,6 @@
 """FSDP2 and DeepSpeed ZeRO-3 on two gloo rank actors: the same SFT loss and update on the same batch (with
-different micro-batching), the cosine schedule's rates, and checkpoints in one Hugging Face format that resume
-exactly."""
+different micro-batching), the cosine schedule's rates, checkpoints in one Hugging Face format that resume
+exactly, and the same GRPO update."""
 
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ def groups(ray_local, tiny_model_dir):
     # FSDP2 forwards one sequence at a time (4 micro-batches per optimizer step on 2 ranks); ZeRO-3 two at a time,
     # longest first. The persistence threshold 0 partitions even the tiny model's small vision parameters, so the
     # ranks' vision-tower gathers must match (a text-only micro-batch beside a video + image one).
-    fsdp = TrainerGroup(tiny_model_dir, world_size=2, kl_coef=0.0, micro_batch_size=1, **SCHEDULE)
+    small = {"actor_options": {"num_cpus": 0.5}, "kl_coef": 0.0, **SCHEDULE}  # 4 ranks on a few logical CPUs
+    fsdp = TrainerGroup(tiny_model_dir, world_size=2, micro_batch_size=1, **small)
     ds = TrainerGroup(
-        tiny_model_dir, world_size=2, kl_coef=0.0, micro_batch_size=2, strategy="deepspeed", zero_stage=3,
-        zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True, **SCHEDULE,
+        tiny_model_dir, world_size=2, micro_batch_size=2, strategy="deepspeed", zero_stage=3,
+        zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True, **small,
     )  # fmt: skip
     yield fsdp, ds
     fsdp.shutdown()
@@ -89,3 +90,11 @@ def test_fsdp2_and_deepspeed_agree_and_checkpoints_round_trip(groups, tiny_model
 
     with pytest.raises(Exception, match="saved by strategy 'fsdp2'"):
         ds.load_checkpoint(paths["fsdp"])
+
+    # a GRPO update agrees too (the clipped policy loss, on the same micro-batching as SFT above)
+    from rl.grpo import compute_advantages
+
+    advantages = compute_advantages([1.0, 0.0, 0.0, 1.0], [t.sample_id for t in trajs])
+    a, b = fsdp.train_step(trajs, advantages), ds.train_step(trajs, advantages)
+    for key in ("train/loss", "train/pg_loss", "train/grad_norm", "train/entropy"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

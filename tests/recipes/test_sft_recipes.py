@@ -61,14 +61,18 @@ def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny
     assert row["rollout/trajectories"] == 2 and row["tools/call_rate"] > 0  # the SFT policy calls the tool
 
 
-@pytest.mark.parametrize("recipe", [hieroaction_sft, gps_sft])
-def test_hieroaction_and_gps_sft_run_and_resume(recipe, ray_local, tiny_model_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    quick = [f"run.run_dir={run_dir}", "run.save_every=1", "data.batch_size=2", "eval.samples=0"]
-    recipe.main([*quick, "run.steps=1"])
-    recipe.main([*quick, "run.steps=2", "run.resume=true"])
+def test_gps_sft_runs_and_resumes_and_hieroaction_sft_runs(ray_local, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "gps"
+    quick = [f"run.run_dir={run_dir}", "run.save_every=1", "data.batch_size=2"]
+    gps_sft.main([*quick, "run.steps=1"])
+    gps_sft.main([*quick, "run.steps=2", "run.resume=true"])
     rows = _rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["sft/loss"] < rows[0]["sft/loss"]
     assert (run_dir / "checkpoint-2" / "model.safetensors").is_file()
-    chains = [json.loads(line) for line in next((run_dir / "chains").glob("*.jsonl")).read_text().splitlines()]
-    assert chains and all("chain" in c for c in chains)
+    roles = [json.loads(line)["meta"]["role"] for line in (run_dir / "chains" / "gps_roles.jsonl").open()]
+    assert sorted(set(roles)) == ["description", "gold_points", "socratic", "validation"]
+
+    hiero_dir = tmp_path / "hiero"  # SAR targets (~500 tokens each): one step
+    hieroaction_sft.main([f"run.run_dir={hiero_dir}", "run.steps=1", "data.batch_size=2", "eval.samples=0"])
+    (row,) = _rows(hiero_dir)
+    assert row["sft/num_tokens"] > 400 and (hiero_dir / "checkpoint-1").is_dir()

@@ -25,10 +25,12 @@ True
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 ALL_TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_description")
+_COUNT = re.compile(r"frame (\d+) \(t=[^)]*\): (\d+) (?:person|people)")
 
 
 def template_chain(
@@ -67,3 +69,21 @@ def template_chain(
         f"Matching: {scores}</think>\n<answer>{label}</answer>"
     )
     return turns
+
+
+def pose_counts(tool_text: str) -> dict[int, int]:
+    """{frame: people} from a pose tool reply ("frame 2 (t=0.25s): 1 person" lines).
+
+    >>> pose_counts("frame 2 (t=0.25s): 1 person\\n  person 0: box [1,2,3,4]\\nframe 6 (t=0.75s): 0 people")
+    {2: 1, 6: 0}
+    """
+    return {int(f): int(n) for f, n in _COUNT.findall(tool_text)}
+
+
+def template_reasoning(record: dict[str, Any], tool_text: str) -> str:
+    """The last turn of `template_chain`, opened by what the real pose reply showed ("frame 2: 1 person."), so
+    the chain's first step rests on the tool output it was given (a judge checks these counts against it)."""
+    seen = " ".join(f"frame {f}: {n} {'person' if n == 1 else 'people'}." for f, n in pose_counts(tool_text).items())
+    turn = template_chain(record)[-1]
+    evidence = f"Pose: {seen} " if seen else "Pose: no frame was read. "
+    return turn.replace("<think>", "<think>" + evidence, 1)

@@ -77,6 +77,17 @@ def resolve_embedded(model_path: str, train_path: str, split: str = "train") -> 
     return model_path, train_path
 
 
+def resolve_init_from(init_from: str, model_path: str) -> str:
+    """The model directory GRPO starts from: an SFT checkpoint when `init_from` names one, else `model_path`."""
+    if not init_from:
+        return model_path
+    path = Path(init_from).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"init_from: no model directory (config.json) at {init_from}")
+    print(f"[init_from] starting from {path} (no warm-up cold start)")
+    return str(path)
+
+
 def prepare_run_dir(cfg: Any) -> Path:
     run_dir = Path(cfg.run.run_dir).expanduser().resolve()
     cfg.run.run_dir = str(run_dir)

@@ -107,6 +107,8 @@ class HieroActionConfig:
     run: HieroRunConfig = field(default_factory=HieroRunConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(benchmark="sample-aqa"))
     """Evaluation every K steps by eval actors beside training (docs/eval.md); off by default."""
+    init_from: str = ""
+    """An SFT checkpoint directory (e.g. from recipes/hieroaction_sft.py) to start GRPO from."""
 
 
 SYSTEM_PROMPT = (

@@ -10,6 +10,7 @@ On one machine (CPU is fine: the embedded default is a tiny model and bundled sa
 
     python recipes/videostar_grpo.py                       # the embedded default, a few minutes on 2 cores
     python recipes/videostar_grpo.py run.steps=20 rollout.n=8 trainer.lr=1e-5
+    python recipes/videostar_grpo.py init_from=runs/videostar_sft/checkpoint-60   # GRPO after recipes/videostar_sft.py
 
 On a Ray cluster (the working directory is shipped to every node; run outputs go to an absolute run_dir):
 
@@ -179,6 +180,9 @@ class VideoStarConfig:
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation every K steps by eval actors beside training (docs/eval.md); off by default."""
+    init_from: str = ""
+    """An SFT checkpoint directory (e.g. from recipes/videostar_sft.py): GRPO starts from it (policy and reference)
+    and the warm-up cold start is skipped. Empty: start from model.path, after the warm-up."""
 
 
 SYSTEM_PROMPT = (
@@ -198,6 +202,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
     `split` names the sample-data records that data.train=embedded trains on."""
     specs = common.check_config(cfg)  # fails here, before Ray starts, on a bad path or name
     model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train, split=split)
+    model_path = common.resolve_init_from(cfg.init_from, model_path)  # an SFT checkpoint replaces the warm-up
     run_dir = common.prepare_run_dir(cfg)
     evals = TrainingEval.from_recipe(cfg, run_dir, system_prompt)  # checks the benchmark before Ray starts
     records = common.load_train_records(train_path)
@@ -214,7 +219,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
     start_step = common.maybe_resume(cfg, run_dir, trainer, sampler)
     if start_step > 0:
         trainer.sync_weights(workers)  # the rollout engines start from the resumed policy
-    elif cfg.warmup.steps > 0:  # cold start: supervised steps on teacher chains, then sync the rollout engines
+    elif cfg.warmup.steps > 0 and not cfg.init_from:  # cold start on teacher chains, then sync the rollout engines
         common.warmup_sft(cfg, workers, trainer, records, run_dir)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t_step = time.perf_counter()
@@ -254,6 +259,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
         evals.poll()  # log the evaluations that have finished, tagged with their step
 
     evals.close()
+    trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
     logger.plot(run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {run_dir}")
     return logger.last

@@ -49,6 +49,35 @@ class Batch:
         """The samples [start, stop) as a batch (for mini- and micro-batches)."""
         return Batch(self.samples[start:stop], self.response_mask[start:stop], self.rollout_logprobs[start:stop])
 
+    def reorder(self, order: Sequence[int]) -> Batch:
+        """The samples in `order` (a permutation of range(len(self)))."""
+        idx = list(order)
+        return Batch([self.samples[i] for i in idx], self.response_mask[idx], self.rollout_logprobs[idx])
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices that sort sequences longest first (ties keep their order): consecutive micro-batches then hold
+    sequences of similar length, so right-padding wastes little compute. A token-mean loss over the whole batch
+    does not depend on the order.
+
+    >>> length_order([5, 90, 7, 88])
+    [1, 3, 2, 0]
+    """
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def padded_tokens(lengths: Sequence[int], micro_batch_size: int) -> int:
+    """Tokens a forward pass computes when `lengths` are cut into consecutive micro-batches, each right-padded
+    to its longest sequence.
+
+    >>> padded_tokens([5, 90, 7, 88], 2), padded_tokens([90, 88, 7, 5], 2)
+    (356, 194)
+    """
+    return sum(
+        max(lengths[i : i + micro_batch_size]) * len(lengths[i : i + micro_batch_size])
+        for i in range(0, len(lengths), micro_batch_size)
+    )
+
 
 def _expand(traj: Trajectory, merge_size: int) -> Sample:
     import torch
@@ -143,42 +172,62 @@ def micro_batches(batch: Batch, size: int | None) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, len(batch))
 
 
-def add_dummy_image(inputs: dict[str, Any], config: Any) -> dict[str, Any]:
+def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = False) -> dict[str, Any]:
     """Give a micro-batch without vision inputs one blank image, after the end of its first sequence.
 
     With FSDP the vision tower's gradients are reduced across ranks: a rank whose micro-batch never ran the tower
     would leave them unset and reduce fewer tensors than the others (a collective mismatch). The blank image sits
     on a masked position after the last real token, so causal attention keeps it out of every real token's
     logits: the log-probs are unchanged and the tower's gradients are exact zeros instead of missing.
+
+    With `every_kind` (DeepSpeed ZeRO-3, which gathers the tower's parameters on every call of it) a blank image is
+    added when there is no image and a blank video when there is no video, so every rank calls the tower exactly
+    twice per forward. A blank of a kind is only added when no real input of that kind is present, so it is the
+    last of its kind in token order and its features go to its own placeholder.
     """
     import torch
 
     vision = getattr(config, "vision_config", None)
-    if vision is None or "pixel_values" in inputs or "pixel_values_videos" in inputs:
+    has_image, has_video = "pixel_values" in inputs, "pixel_values_videos" in inputs
+    if vision is None:
+        return inputs
+    add = ["image"] if not (has_image or has_video) else []
+    if every_kind:
+        add = [k for k, present in (("image", has_image), ("video", has_video)) if not present]
+    if not add:
         return inputs
     merge = int(vision.spatial_merge_size)
     patch_dim = int(vision.in_channels) * int(vision.temporal_patch_size) * int(vision.patch_size) ** 2
     ids, attention = inputs["input_ids"], inputs["attention_mask"]
-    extra = torch.full((ids.shape[0], 1), PAD_ID, dtype=ids.dtype, device=ids.device)
+    extra = torch.full((ids.shape[0], len(add)), PAD_ID, dtype=ids.dtype, device=ids.device)
     ids, attention = torch.cat([ids, extra], 1), torch.cat([attention, torch.zeros_like(extra)], 1)
-    ids[0, int(inputs["attention_mask"][0].sum())] = int(config.image_token_id)
-    return {
-        **inputs,
-        "input_ids": ids,
-        "attention_mask": attention,
-        "mm_token_type_ids": token_types(ids),
-        "pixel_values": torch.zeros(merge * merge, patch_dim, device=ids.device),
-        "image_grid_thw": torch.tensor([[1, merge, merge]], device=ids.device),
-    }
+    end = int(inputs["attention_mask"][0].sum())
+    out = dict(inputs)
+    blank = torch.zeros(merge * merge, patch_dim, device=ids.device)
+    grid = torch.tensor([[1, merge, merge]], device=ids.device)
+    for offset, kind in enumerate(add):
+        if kind == "image":
+            ids[0, end + offset] = int(config.image_token_id)
+            out["pixel_values"], out["image_grid_thw"] = blank, grid
+        else:
+            ids[0, end + offset] = int(config.video_token_id)
+            out["pixel_values_videos"], out["video_grid_thw"] = blank, grid
+            if "second_per_grid_ts" in out:
+                out["second_per_grid_ts"] = torch.cat([out["second_per_grid_ts"], torch.ones(1, device=ids.device)])
+    out.update({"input_ids": ids, "attention_mask": attention, "mm_token_type_ids": token_types(ids)})
+    return out
 
 
-def _forward_logprobs(model, samples: Sequence[Sample], width: int, temperature: float, with_entropy: bool):
+def _forward_logprobs(
+    model, samples: Sequence[Sample], width: int, temperature: float, with_entropy: bool, every_vision_kind: bool
+):
     import torch
 
     device = next(model.parameters()).device
     inputs = model_inputs(samples, device)
-    if torch.is_grad_enabled():
-        inputs = add_dummy_image(inputs, model.config)
+    if torch.is_grad_enabled() or every_vision_kind:
+        # a DeepSpeed engine wraps the model: the config is its module's
+        inputs = add_dummy_image(inputs, getattr(model, "module", model).config, every_kind=every_vision_kind)
     # Logits only where a model token is predicted (position t-1 scores token t, mask 1): the prompt with its video
     # tokens and the tool replies are the bulk of a sequence, and each logit row is vocabulary-sized.
     wanted = [[s.response_start - 1 + j for j, m in enumerate(s.response_mask) if m] for s in samples]
@@ -206,20 +255,29 @@ def _forward_logprobs(model, samples: Sequence[Sample], width: int, temperature:
 
 
 def token_logprobs(
-    model, batch: Batch, temperature: float = 1.0, micro_batch_size: int | None = None, with_entropy: bool = False
+    model,
+    batch: Batch,
+    temperature: float = 1.0,
+    micro_batch_size: int | None = None,
+    with_entropy: bool = False,
+    every_vision_kind: bool = False,
 ):
     """log p(token) of every model token (response mask 1) under `model`: a (B, Lresp) tensor, 0 on tool-reply
     tokens and padding, which are never trained on and so get no (vocabulary-sized) logits.
 
     The logit at position t-1 scores the token at t. Runs `micro_batch_size` samples per forward; gradients
     flow unless called under `torch.no_grad()`. With `with_entropy` returns (logprobs, entropy) where the
-    per-token entropy of the sampling distribution is computed without gradient.
+    per-token entropy of the sampling distribution is computed without gradient. `every_vision_kind`: see
+    `add_dummy_image` (DeepSpeed ZeRO-3 needs the same vision-tower calls on every rank, with or without grad).
     """
     import torch
 
     parts, ents = [], []
     for start, stop in micro_batches(batch, micro_batch_size):
-        lp, ent = _forward_logprobs(model, batch.samples[start:stop], batch.response_length, temperature, with_entropy)
+        samples = batch.samples[start:stop]
+        lp, ent = _forward_logprobs(
+            model, samples, batch.response_length, temperature, with_entropy, every_vision_kind
+        )
         parts.append(lp)
         ents.append(ent)
     logprobs = torch.cat(parts) if parts else torch.zeros(0, batch.response_length)

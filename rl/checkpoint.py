@@ -73,6 +73,55 @@ def load_flat_state(folder: Path, name: str) -> dict[str, Any]:
     return {**meta["values"], **tensors}
 
 
+def nested_to_flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict / list of tensors and JSON scalars as one flat {"a/0/b": leaf} dict, for `save_flat_state`.
+    Leaves of other types (e.g. a DeepSpeed loss-scaler object) are left out: `overlay_tensors` restores onto a
+    live state dict that has them.
+
+    >>> nested_to_flat({"state": {0: {"step": 3}}, "groups": [{"lr": 0.1, "fn": object}]})
+    {'state/0/step': 3, 'groups/0/lr': 0.1}
+    """
+    import torch
+
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)) and not _is_fragment(value):
+        items = enumerate(value)
+    elif torch.is_tensor(value) or isinstance(value, (bool, int, float, str)) or value is None:
+        return {prefix: value}
+    else:
+        return {}
+    flat: dict[str, Any] = {}
+    for key, item in items:
+        flat.update(nested_to_flat(item, f"{prefix}/{key}" if prefix else str(key)))
+    return flat
+
+
+def _is_fragment(value: Any) -> bool:
+    return hasattr(value, "_fields")  # a namedtuple: kept whole by the live state, not saved
+
+
+def overlay_tensors(live: Any, saved: dict[str, Any], prefix: str = "") -> Any:
+    """`live` (a nested state dict) with every tensor replaced by the saved tensor at the same flat key."""
+    import torch
+
+    if isinstance(live, dict):
+        return {k: overlay_tensors(v, saved, f"{prefix}/{k}" if prefix else str(k)) for k, v in live.items()}
+    if isinstance(live, (list, tuple)) and not _is_fragment(live):
+        out = [overlay_tensors(v, saved, f"{prefix}/{i}" if prefix else str(i)) for i, v in enumerate(live)]
+        return type(live)(out) if isinstance(live, tuple) else out
+    if torch.is_tensor(live):
+        if prefix not in saved or not torch.is_tensor(saved[prefix]):
+            raise ValueError(f"checkpoint optimizer state lacks tensor {prefix!r}")
+        if saved[prefix].shape != live.shape:
+            raise ValueError(
+                f"checkpoint optimizer tensor {prefix!r} has shape {tuple(saved[prefix].shape)}, "
+                f"expected {tuple(live.shape)} (resume with the same world size, strategy and ZeRO stage)"
+            )
+        return saved[prefix].to(live.dtype)
+    return live
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_json_safe(v) for v in value]

@@ -8,11 +8,14 @@ to rollout workers, and checkpoints in Hugging Face format plus an exactly resum
     extra = TrainerGroup(model_path, world_size=2).load_checkpoint(run_dir / "step_10")
 
 On CPU the ranks talk over gloo (float32 weights); with CUDA over NCCL (bfloat16 weights), one GPU per rank.
+The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="deepspeed", zero_stage=3`), see
+`rl.strategies`. The learning rate follows `rl.schedule.lr_at` over the optimizer steps (constant by default;
+cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
+sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rl import checkpoint as ckpt
+from rl.schedule import lr_at
+from rl.strategies import STRATEGIES, make_strategy  # how a loaded model is wrapped for data parallelism
 
 
 @dataclass
@@ -43,33 +48,13 @@ class TrainerConfig:
     temperature: float = 1.0  # the rollout's sampling temperature, so log-probs match the rollout's
     seed: int = 0
     backend: str | None = None  # "gloo" | "nccl"; None: nccl when the rank sees a GPU, else gloo
-
-
-def _shard_fsdp2(model, mesh) -> None:
-    """FSDP2: one shard group per text decoder layer (from the model's `_no_split_modules`), then the root.
-
-    The vision tower stays in the root group on purpose: it runs a data-dependent number of times per forward
-    (0 for a text-only micro-batch, once for videos, once more for tool images), and a shard group per vision
-    block would then issue a different number of all-gathers on different ranks and deadlock the collective.
-    """
-    from torch.distributed.fsdp import fully_shard
-
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    inner = getattr(model, "model", model)
-    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
-    in_visual = {id(m) for m in visual.modules()} if visual is not None else set()
-    for module in model.modules():
-        if type(module).__name__ in names and id(module) not in in_visual:
-            fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-
-
-def _shard_deepspeed(model, mesh) -> None:
-    raise NotImplementedError("strategy='deepspeed' is not built yet; use strategy='fsdp2'")
-
-
-# The one switch point between training strategies: how a loaded model is wrapped for data parallelism.
-STRATEGIES = {"fsdp2": _shard_fsdp2, "deepspeed": _shard_deepspeed}
+    zero_stage: int = 3  # DeepSpeed only: 2 (optimizer state and gradients partitioned) or 3 (parameters too)
+    zero_config: dict[str, Any] | None = None  # DeepSpeed only: extra zero_optimization entries
+    lr_schedule: str = "constant"  # "constant" | "cosine" (rl.schedule.lr_at)
+    lr_warmup_steps: int = 0
+    lr_total_steps: int = 0  # the cosine's length in optimizer steps
+    min_lr_ratio: float = 0.0
+    group_by_length: bool = False  # SFT: micro-batches of similar lengths (less padding)
 
 
 class TrainerRank:
@@ -78,7 +63,8 @@ class TrainerRank:
     def __init__(self, rank: int, config: dict[str, Any]):
         self.rank = rank
         self.cfg = TrainerConfig(**config)
-        self.model = self.ref = self.optimizer = None
+        self.model = self.ref = self.strategy = None
+        self.opt_steps = 0  # optimizer steps since the optimizer was (re)made: the schedule's clock
 
     def address(self) -> tuple[str, int]:
         """This node's IP and a free TCP port, for the process group rendezvous (called on rank 0)."""
@@ -107,25 +93,43 @@ class TrainerRank:
         )
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self.mesh = init_device_mesh(self.device.type, (self.cfg.world_size,))
-        self.model = self._load(self.cfg.model_path)
-        self.model.train()
+        self.strategy = make_strategy(self.cfg, self.device, self.mesh)
+        policy = self._load(self.cfg.model_path)
+        self.hf_config = policy.config
+        policy.train()
+        self.model = self.strategy.wrap(policy, trainable=True)
         if self.cfg.kl_coef != 0.0:
-            self.ref = self._load(self.cfg.model_path)
-            self.ref.eval()
-            self.ref.requires_grad_(False)
-        self.merge_size = int(self.model.config.vision_config.spatial_merge_size)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
-        )
+            ref = self._load(self.cfg.model_path)
+            ref.eval()
+            ref.requires_grad_(False)
+            self.ref = self.strategy.wrap(ref, trainable=False)
+        self.merge_size = int(self.hf_config.vision_config.spatial_merge_size)
+        self._set_lr()
 
     def _load(self, path: str):
         import torch
         from transformers import AutoModelForImageTextToText
 
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(self.device)
-        STRATEGIES[self.cfg.strategy](model, self.mesh)
-        return model
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(self.device)
+
+    @property
+    def optimizer(self):
+        return self.strategy.optimizer
+
+    def _set_lr(self, override: float | None = None) -> float:
+        """The learning rate of the next optimizer step: `override`, else the schedule at `opt_steps`."""
+        cfg = self.cfg
+        lr = override if override is not None else lr_at(
+            self.opt_steps, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.lr_total_steps, cfg.min_lr_ratio
+        )  # fmt: skip
+        self.strategy.set_lr(lr)
+        return lr
+
+    def _logprobs(self, model, batch, **kwargs):
+        from rl.batch import token_logprobs
+
+        return token_logprobs(model, batch, every_vision_kind=self.strategy.every_vision_kind, **kwargs)
 
     # ---- training -------------------------------------------------------------------------------------------
 
@@ -133,7 +137,7 @@ class TrainerRank:
         """One GRPO update on this rank's contiguous shard of the batch; returns metrics averaged over ranks."""
         import torch
 
-        from rl.batch import build_batch, token_logprobs
+        from rl.batch import build_batch
 
         world, cfg = self.cfg.world_size, self.cfg
         n = len(trajectories)
@@ -149,8 +153,9 @@ class TrainerRank:
         adv = torch.tensor([float(a) for a in advantages[shard]], device=self.device)
         mask = batch.response_mask.to(self.device)
         with torch.no_grad():
-            old = token_logprobs(self.model, batch, cfg.temperature, cfg.micro_batch_size)
-            ref = token_logprobs(self.ref, batch, cfg.temperature, cfg.micro_batch_size) if self.ref else None
+            sizes = {"temperature": cfg.temperature, "micro_batch_size": cfg.micro_batch_size}
+            old = self._logprobs(self.model, batch, **sizes)
+            ref = self._logprobs(self.ref, batch, **sizes) if self.ref is not None else None
         diff = ((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum()
         sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
         skipped = 0
@@ -176,12 +181,12 @@ class TrainerRank:
             "train/skipped_steps": float(skipped),
         }
 
-    def sft_step(self, trajectories: list, lr: float) -> dict[str, float]:
+    def sft_step(self, trajectories: list, lr: float | None = None) -> dict[str, float]:
         """One supervised step: cross-entropy on the response tokens whose mask is 1 (the assistant's own tokens;
-        prompt and tool-response tokens are not trained on), token-mean over the whole batch across ranks."""
-        import torch
-
-        from rl.batch import build_batch, micro_batches, token_logprobs
+        prompt and tool-response tokens are not trained on), token-mean over the whole batch across ranks.
+        Gradients accumulate over micro-batches of `micro_batch_size`; one optimizer step at `lr`, or at the
+        schedule's rate when `lr` is None."""
+        from rl.batch import build_batch, length_order, micro_batches, padded_tokens
 
         world, cfg = self.cfg.world_size, self.cfg
         n = len(trajectories)
@@ -189,55 +194,51 @@ class TrainerRank:
             raise ValueError(f"sft_step: batch size {n} must be a positive multiple of world_size {world}")
         local = n // world
         batch = build_batch(trajectories[self.rank * local : (self.rank + 1) * local], self.merge_size)
+        if cfg.group_by_length:
+            batch = batch.reorder(length_order([len(s.input_ids) for s in batch.samples]))
         mask = batch.response_mask.to(self.device)
         (num_tokens,) = self._all_reduce([float(mask.sum())])
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+        used_lr = self._set_lr(lr)
+        self.strategy.zero_grad()
         loss_sum = 0.0
-        for start, stop in micro_batches(batch, cfg.micro_batch_size):
-            logp = token_logprobs(self.model, batch.select(start, stop))
+        ranges = list(micro_batches(batch, cfg.micro_batch_size))
+        for i, (start, stop) in enumerate(ranges):
+            logp = self._logprobs(self.model, batch.select(start, stop))
             # gradients are averaged over ranks, so each rank's share is scaled by world / global token count
             loss = -(logp * mask[start:stop]).sum() * world / max(num_tokens, 1.0)
-            loss.backward()
+            self.strategy.backward(loss, last=i == len(ranges) - 1)
             loss_sum += float(loss.detach()) / world
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr
-        (loss_total,) = self._all_reduce([loss_sum])
-        return {"sft/loss": loss_total, "sft/grad_norm": grad_norm, "sft/num_tokens": num_tokens, "sft/lr": lr}
+        grad_norm, stepped = self.strategy.step()
+        self.opt_steps += int(stepped)
+        self._set_lr()  # back to the schedule (e.g. the RL rate after a warm-up at its own rate)
+        padded = float(padded_tokens([len(s.input_ids) for s in batch.samples], cfg.micro_batch_size or local))
+        loss_total, padded = self._all_reduce([loss_sum, padded])
+        return {
+            "sft/loss": loss_total,
+            "sft/grad_norm": grad_norm,
+            "sft/num_tokens": num_tokens,
+            "sft/lr": used_lr,
+            "sft/micro_batches": float(len(ranges)),
+            "sft/skipped_steps": float(not stepped),
+            "sft/padded_tokens": padded,  # sequence positions the forwards computed, padding included
+        }
 
     def reset_optimizer(self) -> None:
-        """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase)."""
-        import torch
-
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
-        )
+        """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase);
+        the schedule starts over."""
+        self.strategy.reset_optimizer()
+        self.opt_steps = 0
+        self._set_lr()
 
     def reset_reference(self) -> None:
         """Make the reference policy a copy of the current policy (after a cold start, the KL should hold the
-        policy near the supervised model, not near the weights it started from). Both are sharded alike."""
-        import torch
-
-        if self.ref is None:
-            return
-        for module in (self.ref, self.model):  # FSDP2 may leave the root's parameters unsharded after a forward
-            if hasattr(module, "reshard"):
-                module.reshard()
-        with torch.no_grad():
-            for ref_param, param in zip(self.ref.parameters(), self.model.parameters(), strict=True):
-                ref_param.copy_(param.detach())
+        policy near the supervised model, not near the weights it started from)."""
+        if self.ref is not None:
+            self.strategy.prepare_reference_copy(self.ref, self.model)
 
     def _mini_batch(self, mini, old, ref, adv, mask, offset: int) -> dict[str, float]:
         """Micro-batched forward/backward over one mini-batch, then clip and step. Sums are this rank's shares."""
-        import torch
-
-        from rl.batch import micro_batches, token_logprobs
+        from rl.batch import micro_batches
         from rl.grpo import grpo_loss
 
         cfg, world = self.cfg, self.cfg.world_size
@@ -245,10 +246,14 @@ class TrainerRank:
         # Global normalisers, so the gradient does not depend on micro_batch_size or world_size.
         num_tokens, num_seqs = self._all_reduce([float(mask[rows].sum()), float((mask[rows].sum(-1) > 0).sum())])
         out = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
-        self.optimizer.zero_grad(set_to_none=True)
-        for start, stop in micro_batches(mini, cfg.micro_batch_size):
+        self._set_lr()
+        self.strategy.zero_grad()
+        ranges = list(micro_batches(mini, cfg.micro_batch_size))
+        for i, (start, stop) in enumerate(ranges):
             r = slice(offset + start, offset + stop)
-            logp, entropy = token_logprobs(self.model, mini.select(start, stop), cfg.temperature, with_entropy=True)
+            logp, entropy = self._logprobs(
+                self.model, mini.select(start, stop), temperature=cfg.temperature, with_entropy=True
+            )
             loss, metrics = grpo_loss(
                 logp,
                 old[r],
@@ -263,7 +268,7 @@ class TrainerRank:
                 global_batch_size=max(num_seqs, 1.0),
                 dp_size=world,
             )
-            loss.backward()
+            self.strategy.backward(loss, last=i == len(ranges) - 1)
             # agg_loss scales each rank's share by dp_size (gradients are averaged over ranks): undo it for logging.
             out["loss"] += float(loss.detach()) / world
             out["pg_loss"] += metrics["pg_loss"] / world
@@ -271,14 +276,9 @@ class TrainerRank:
             micro_tokens = float(mask[r].sum())
             out["clipfrac"] += metrics["clipfrac"] * micro_tokens
             out["entropy"] += float((entropy * mask[r]).sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        out["skipped"] = 0
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        else:  # a non-finite gradient would poison the weights: drop this update (every rank sees the same norm)
-            out["skipped"] = 1
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm, stepped = self.strategy.step()
+        self.opt_steps += int(stepped)
+        out["skipped"] = int(not stepped)
         out["grad_norm"] = grad_norm
         return out
 
@@ -294,10 +294,7 @@ class TrainerRank:
 
     def export_weights(self) -> dict[str, Any]:
         """The full state dict on CPU (rank 0; the other ranks return {}). Every rank must call it."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(self.model, options=options)
+        state = self.strategy.full_state_dict(self.model)
         return state if self.rank == 0 else {}
 
     def sync_weights(self, rollout_handles: list) -> float:
@@ -312,49 +309,60 @@ class TrainerRank:
         return time.perf_counter() - start
 
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> str:
-        """Write a from_pretrained-loadable model directory plus trainer_state/ (see `rl.checkpoint`)."""
+        """Write a from_pretrained-loadable model directory plus trainer_state/ (see `rl.checkpoint`); the same
+        layout for every strategy, except that DeepSpeed writes one optimizer partition per rank."""
         import torch.distributed as dist
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         out = Path(directory)
         state_dir = out / ckpt.STATE_DIR
         state = self.export_weights()
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
         if self.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            self.model.save_pretrained(str(out), state_dict=state, safe_serialization=True)
+            module = getattr(self.model, "module", self.model)  # a DeepSpeed engine wraps the HF model
+            module.save_pretrained(str(out), state_dict=state, safe_serialization=True)
             ckpt.copy_processor_files(self.cfg.model_path, out)
-            ckpt.save_flat_state(ckpt.optimizer_to_flat(optim), state_dir, "optimizer")
             ckpt.write_json(state_dir / "extra_state.json", extra_state)
-            ckpt.write_json(
-                state_dir / "trainer.json", {"world_size": self.cfg.world_size, "config": asdict(self.cfg)}
-            )
-        dist.barrier()  # the folder exists before the other ranks write their RNG files
+            trainer_state = {"world_size": self.cfg.world_size, "config": asdict(self.cfg)}
+            ckpt.write_json(state_dir / "trainer.json", {**trainer_state, "opt_steps": self.opt_steps})
+        dist.barrier()  # the folder exists before the other ranks write their files
+        self.strategy.save_optimizer(state_dir, self.rank)
         ckpt.save_flat_state(ckpt.rng_state(), state_dir, f"rng_rank{self.rank}")
         dist.barrier()
         return str(out)
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
-        """Restore weights, optimizer state and this rank's RNG from `directory`; return its extra_state."""
+        """Restore weights, optimizer state, the schedule's step and this rank's RNG from `directory`; return its
+        extra_state. FSDP2 checkpoints resume on any number of ranks; DeepSpeed ones need the same world size,
+        strategy and ZeRO stage (each rank reads its own optimizer partition)."""
         import torch.distributed as dist
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
         from transformers import AutoModelForImageTextToText
 
         src = Path(directory)
         state_dir = src / ckpt.STATE_DIR
         extra = ckpt.read_json(state_dir / "extra_state.json")
+        saved = ckpt.read_json(state_dir / "trainer.json")
+        saved_cfg = saved.get("config", {})
+        if saved_cfg.get("strategy", "fsdp2") != self.cfg.strategy:
+            raise ValueError(
+                f"{src}: saved by strategy {saved_cfg.get('strategy')!r}, this trainer is {self.cfg.strategy!r}; "
+                "start from its weights instead (model.path / init_from) to change strategy"
+            )
+        if self.cfg.strategy == "deepspeed" and (
+            saved["world_size"] != self.cfg.world_size or saved_cfg.get("zero_stage") != self.cfg.zero_stage
+        ):
+            raise ValueError(
+                f"{src}: a DeepSpeed checkpoint of world_size {saved['world_size']} and ZeRO stage "
+                f"{saved_cfg.get('zero_stage')} resumes only with the same (here {self.cfg.world_size}, "
+                f"{self.cfg.zero_stage})"
+            )
         # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
-        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=next(self.model.parameters()).dtype)
-        full = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, loaded.state_dict(), options=full)
+        dtype = next(getattr(self.model, "module", self.model).parameters()).dtype
+        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
+        self.strategy.load_full_state_dict(self.model, loaded.state_dict())
         del loaded
-        optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
-        set_optimizer_state_dict(self.model, self.optimizer, optim, options=full)
+        self.strategy.load_optimizer(state_dir, self.rank)
+        self.opt_steps = int(saved.get("opt_steps", 0))
+        self._set_lr()
         rng_name = f"rng_rank{self.rank}"
         if (state_dir / f"{rng_name}.json").is_file():
             ckpt.set_rng_state(ckpt.load_flat_state(state_dir, rng_name))
@@ -390,6 +398,13 @@ class TrainerGroup:
         actor_options: dict[str, Any] | None = None,
         backend: str | None = None,
         temperature: float = 1.0,
+        zero_stage: int = 3,
+        zero_config: dict[str, Any] | None = None,
+        lr_schedule: str = "constant",
+        lr_warmup_steps: int = 0,
+        lr_total_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        group_by_length: bool = False,
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -399,13 +414,18 @@ class TrainerGroup:
             raise ValueError(f"unknown backend {backend!r}; use 'gloo', 'nccl' or None (automatic)")
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(STRATEGIES))}")
-        if strategy == "deepspeed":
-            _shard_deepspeed(None, None)
+        if strategy == "deepspeed" and zero_stage not in (2, 3):
+            raise ValueError(f"zero_stage must be 2 or 3 for strategy 'deepspeed', got {zero_stage}")
+        lr_at(0, lr, lr_schedule, lr_warmup_steps, lr_total_steps, min_lr_ratio)  # a bad schedule fails here
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"model directory not found: {model_path}")
         config = TrainerConfig(
-            str(model_path), world_size, strategy, lr, weight_decay, tuple(betas), grad_clip, clip_ratio, kl_coef,
-            kl_type, loss_agg_mode, micro_batch_size, mini_batches, temperature, seed, backend,
+            model_path=str(model_path), world_size=world_size, strategy=strategy, lr=lr, weight_decay=weight_decay,
+            betas=tuple(betas), grad_clip=grad_clip, clip_ratio=clip_ratio, kl_coef=kl_coef, kl_type=kl_type,
+            loss_agg_mode=loss_agg_mode, micro_batch_size=micro_batch_size, mini_batches=mini_batches,
+            temperature=temperature, seed=seed, backend=backend, zero_stage=zero_stage,
+            zero_config=dict(zero_config or {}), lr_schedule=lr_schedule, lr_warmup_steps=lr_warmup_steps,
+            lr_total_steps=lr_total_steps, min_lr_ratio=min_lr_ratio, group_by_length=group_by_length,
         )  # fmt: skip
         self.world_size = world_size
         use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())
@@ -440,11 +460,12 @@ class TrainerGroup:
             )
         return self._all("train_step", ray.put(list(trajectories)), ray.put([float(a) for a in advantages]))[0]
 
-    def sft_step(self, trajectories: list, lr: float) -> dict[str, float]:
-        """One supervised step on the assistant tokens of the whole batch (see `TrainerRank.sft_step`)."""
+    def sft_step(self, trajectories: list, lr: float | None = None) -> dict[str, float]:
+        """One supervised step on the assistant tokens of the whole batch (see `TrainerRank.sft_step`); `lr`
+        None follows the schedule."""
         import ray
 
-        return self._all("sft_step", ray.put(list(trajectories)), float(lr))[0]
+        return self._all("sft_step", ray.put(list(trajectories)), None if lr is None else float(lr))[0]
 
     def reset_optimizer(self) -> None:
         self._all("reset_optimizer")

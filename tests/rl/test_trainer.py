@@ -121,8 +121,10 @@ def test_bad_inputs_fail_clearly(group2, batches, tiny_model_dir):
     trajs, adv = batches[0]
     with pytest.raises(ValueError, match="batch size 3 is not divisible by world_size 2"):
         group2.train_step(trajs[:3], adv[:3])
-    with pytest.raises(NotImplementedError, match="deepspeed"):
-        TrainerGroup(tiny_model_dir, strategy="deepspeed")
+    with pytest.raises(ValueError, match="zero_stage must be 2 or 3"):
+        TrainerGroup(tiny_model_dir, strategy="deepspeed", zero_stage=1)
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        TrainerGroup(tiny_model_dir, lr_schedule="linear")
     with pytest.raises(ValueError, match="unknown strategy 'ddp'"):
         TrainerGroup(tiny_model_dir, strategy="ddp")
     with pytest.raises(FileNotFoundError, match="trainer_state"):

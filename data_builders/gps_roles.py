@@ -1,0 +1,205 @@
+"""Gold Points Sniper (GPS) SFT records: the four roles of one VLM, as separate records from one annotation.
+
+From one `describe` annotation (its `gold_points`, the facts that are true of the video) come:
+
+  gold_points   extract the key details                     -> "Gold points:\n1. ...\n2. ..."
+  validation    are these extracted points sufficient?       -> "yes" (the full list) and "no" (a list missing
+                                                                points), one record each
+  socratic      (only for the invalid list) ask and answer   -> "Q: ...\nA: ..." pairs that recover what is missing
+  description   the final description, given the points      -> one paragraph stating every gold point
+
+`meta.annotated_gold_points` (an extractor's possibly incomplete list) replaces the made-up incomplete list when
+the annotation has one; `meta.socratic` ([{q, a}]) and `meta.description` are used as given. What is missing is
+written by the annotator: an OpenAI-compatible endpoint (prompts `recipes/prompts/gps_annotator_*.txt`) or the
+deterministic template annotator (named as such: it restates the gold points, it does not look at the video).
+Each output record is a `describe` record whose `prompt` is the role's prompt, `answer` and `chain` the target,
+`meta.role` the role and `meta.source_id` the annotation's id.
+
+    python -m data_builders.gps_roles --records describe_train.jsonl --out gps/train_roles.jsonl
+    python -m data_builders.gps_roles --records describe_train.jsonl --out gps/train_roles.jsonl \\
+        --annotator http://vllm-host:8000/v1 --annotator-model Qwen2.5-VL-72B-Instruct
+
+Dropped, with a counted reason: `bad_record`, `annotator_unparsable`. A rerun resumes after the last annotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from data_builders.endpoint import (
+    ChatEndpoint,
+    EndpointError,
+    ResumableOutput,
+    load_prompt,
+    print_summary,
+    read_input,
+    resolve_video,
+    source_id,
+)
+from data_builders.schema import validate_record
+
+ROLES = ("gold_points", "validation", "socratic", "description")
+PROMPTS = {
+    "gold_points": "List the gold points of this video: the key details of the person's action, intention and "
+    "context, one per line.",
+    "validation": "Are these gold points accurate and sufficient to understand the person's action, intention and "
+    "context? Answer yes or no.\n{points}",
+    "socratic": "These gold points are not sufficient:\n{points}\nAsk yourself questions about what is missing or "
+    "wrong, and answer them from the video.",
+    "description": "Gold points:\n{points}\n{qa}Describe the person's action, intention and context in detail.",
+}
+_QA = re.compile(r"^\s*Q:\s*(.+?)\s*\n\s*A:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def numbered(points: list[str]) -> str:
+    """
+    >>> numbered(["a person sits", "holds a cup"])
+    '1. a person sits\\n2. holds a cup'
+    """
+    return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
+
+
+def parse_qa(text: str) -> list[dict[str, str]]:
+    """Q/A pairs from "Q: ...\\nA: ..." lines.
+
+    >>> parse_qa("Q: What is held?\\nA: A cup.\\nnoise\\nQ: Where?\\nA: At a table.")
+    [{'q': 'What is held?', 'a': 'A cup.'}, {'q': 'Where?', 'a': 'At a table.'}]
+    """
+    return [{"q": q, "a": a} for q, a in _QA.findall(text)]
+
+
+def _sentence(point: str) -> str:
+    point = point.strip().rstrip(".")
+    return point[:1].upper() + point[1:] + "."
+
+
+class TemplateAnnotator:
+    """The deterministic template annotator: Socratic pairs ask about each missing gold point and answer with it;
+    the description states the gold points as sentences."""
+
+    name = "template"
+
+    def socratic(self, gold: list[str], partial: list[str]) -> list[dict[str, str]]:
+        missing = [p for p in gold if p not in partial] or gold[-1:]
+        return [{"q": f"Is there a detail beyond the listed points? ({i})", "a": _sentence(p)}
+                for i, p in enumerate(missing, 1)]  # fmt: skip
+
+    def description(self, gold: list[str]) -> str:
+        return " ".join(_sentence(p) for p in gold)
+
+
+class EndpointAnnotator:
+    def __init__(self, client: ChatEndpoint):
+        self.client, self.name = client, client.name
+
+    def socratic(self, gold: list[str], partial: list[str]) -> list[dict[str, str]]:
+        prompt = load_prompt("gps_annotator_socratic.txt").format(
+            gold_points=numbered(gold), annotated_points=numbered(partial)
+        )
+        pairs = parse_qa(self.client.chat([{"role": "user", "content": prompt}]))
+        if not pairs:
+            raise ValueError("annotator_unparsable: no 'Q: ... / A: ...' pair in the Socratic reply")
+        return pairs
+
+    def description(self, gold: list[str]) -> str:
+        prompt = load_prompt("gps_annotator_description.txt").format(gold_points=numbered(gold))
+        text = self.client.chat([{"role": "user", "content": prompt}]).strip()
+        if not text:
+            raise ValueError("annotator_unparsable: empty description")
+        return text
+
+
+def _record(base: dict, role: str, suffix: str, prompt: str, target: str) -> dict:
+    meta = {**base.get("meta", {}), "role": role, "source_id": base["id"]}
+    return {
+        **base,
+        "id": f"{base['id']}-{suffix}",
+        "prompt": prompt,
+        "answer": target,
+        "chain": [target],
+        "meta": meta,
+    }
+
+
+def role_records(annotation: dict[str, Any], annotator: Any) -> list[dict]:
+    """The role records of one describe annotation (see the module docstring); ValueError("reason: detail")."""
+    errors = validate_record(annotation)
+    if errors or annotation.get("task") != "describe":
+        raise ValueError("bad_record: " + ("; ".join(errors) or f"task {annotation.get('task')!r} is not describe"))
+    gold = [g.strip() for g in annotation["gold_points"] if g.strip()]
+    meta = annotation.get("meta", {})
+    partial = meta.get("annotated_gold_points") or gold[:-1]  # an extraction that misses the last point
+    out = [_record(annotation, "gold_points", "gpe", PROMPTS["gold_points"], "Gold points:\n" + numbered(gold))]
+    out.append(_record(annotation, "validation", "gpv-yes", PROMPTS["validation"].format(points=numbered(gold)),
+                       "yes"))  # fmt: skip
+    qa: list[dict[str, str]] = []
+    if partial and set(partial) != set(gold):
+        qa = meta.get("socratic") or annotator.socratic(gold, partial)
+        points = numbered(partial)
+        out.append(_record(annotation, "validation", "gpv-no", PROMPTS["validation"].format(points=points), "no"))
+        socratic = "\n".join(f"Q: {p['q']}\nA: {p['a']}" for p in qa)
+        out.append(_record(annotation, "socratic", "sqr", PROMPTS["socratic"].format(points=points), socratic))
+    qa_text = "".join(f"Q: {p['q']}\nA: {p['a']}\n" for p in qa)
+    description = meta.get("description") or annotator.description(gold)
+    prompt = PROMPTS["description"].format(points=numbered(gold), qa=qa_text)
+    out.append(_record(annotation, "description", "des", prompt, description))
+    return out
+
+
+def describe_from_ovar(record: dict[str, Any]) -> dict[str, Any]:
+    """A `describe` annotation made from an `ovar` record (its sub-motions and label as the gold points), so the
+    GPS recipe has something to train on with the bundled sample data, which has no described videos."""
+    points = [f"the person's {m}" if not m.startswith(("the ", "body", "mouth", "head")) else m
+              for m in record.get("sub_motions") or []]  # fmt: skip
+    points.append(f"the person performs the action '{record['label']}'")
+    rec = {k: v for k, v in record.items() if k not in ("label", "candidates", "sub_motions", "segments")}
+    prompt = "Describe the person's action, intention and context in detail."
+    return {**rec, "id": record["id"] + "-describe", "task": "describe", "prompt": prompt,
+            "answer": " ".join(_sentence(p) for p in points), "gold_points": points}  # fmt: skip
+
+
+def build(records_path: str | Path, out: str | Path, annotator: Any, resume: bool = True,
+          progress: bool = True) -> dict:  # fmt: skip
+    from tqdm import tqdm
+
+    rows = read_input(records_path)
+    output = ResumableOutput(out, resume=resume)
+    for lineno, row in tqdm(rows, desc="GPS roles", unit="rec", disable=not progress):
+        sid = source_id(lineno, row)
+        if sid in output.done:
+            continue
+        if not isinstance(row, dict):
+            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
+            continue
+        try:
+            output.keep(sid, role_records(resolve_video(row, records_path), annotator))
+        except EndpointError:
+            raise  # fail fast; a rerun resumes here
+        except ValueError as err:
+            reason, _, detail = str(err).partition(": ")
+            output.drop(sid, reason, detail)
+    return output.summary(len(rows))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", required=True, help="input JSONL of describe records (gold_points)")
+    ap.add_argument("--out", required=True, help="output JSONL, four role records per annotation")
+    ap.add_argument("--annotator", default="template", help="'template' or an OpenAI-compatible base URL (.../v1)")
+    ap.add_argument("--annotator-model", default="Qwen2.5-VL-72B-Instruct")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ap.add_argument("--no-resume", action="store_true")
+    args = ap.parse_args(argv)
+    annotator = TemplateAnnotator() if args.annotator == "template" else EndpointAnnotator(
+        ChatEndpoint(args.annotator, model=args.annotator_model, api_key_env=args.api_key_env)
+    )  # fmt: skip
+    summary = build(args.records, args.out, annotator, resume=not args.no_resume)
+    print_summary("gps_roles", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

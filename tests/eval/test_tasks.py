@@ -285,6 +285,10 @@ def test_training_eval_options_come_from_the_recipe_config(tmp_path):
     assert evals.benchmark.task == "aqa" and evals.due(3) and evals.due(6) and not evals.due(4)
     o = evals.options
     assert (o.actors, o.system_prompt, o.temperature, o.num_frames) == (2, "SYSTEM", 0.0, cfg.data.num_frames)
+    # a tool set to null in the recipe is disabled for the eval actors too
+    cfg = load_config(v.VideoStarConfig, ["eval.every_k=3", "tools.enabled.video_description=null"], v.DEFAULT_YAML)
+    tools = TrainingEval.from_recipe(cfg, tmp_path, "SYSTEM").options.tools
+    assert sorted(tools) == ["action_explanation", "human_detection", "pose_estimation"]
     bad = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=nope"], v.DEFAULT_YAML)
     with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
         TrainingEval.from_recipe(bad, tmp_path, "SYSTEM")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_builders.schema import validate_record
-from tests.data_builders.fake_openai import FakeOpenAIEndpoint, text_of
+from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
     monkeypatch.setenv("FAKE_KEY", "sk-secret-123")
     records_path, good = _fixture(sample, tmp_path, "train", 2)
     out = tmp_path / "cot.jsonl"
-    with FakeOpenAIEndpoint(_teacher_reply) as server:
+    with FakeOpenAIEndpoint(lambda body: _teacher_reply(body["messages"])) as server:
         client = ChatEndpoint(server.base_url, model="fake-model", api_key_env="FAKE_KEY")
         builder = ChainBuilder(EndpointTeacher(client, images=2), EndpointJudge(client), {"pose_estimation": {}},
                                max_response_tokens=2000)  # fmt: skip
@@ -121,7 +121,7 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
     assert "sk-secret" not in out.read_text() and "sk-secret" not in Path(str(out) + ".summary.json").read_text()
 
     # failures are immediate and name the URL and the HTTP error
-    with FakeOpenAIEndpoint(_teacher_reply, status=503) as broken:
+    with FakeOpenAIEndpoint(lambda body: _teacher_reply(body["messages"]), status=503) as broken:
         client = ChatEndpoint(broken.base_url, model="m", api_key_env="FAKE_KEY")
         with pytest.raises(EndpointError, match=r"127\.0\.0\.1:\d+/v1/chat/completions: HTTP 503"):
             ChainBuilder(EndpointTeacher(client), EndpointJudge(client), {"pose_estimation": {}}).build(good[0])
@@ -199,7 +199,7 @@ def test_gps_four_roles_from_one_annotation(tmp_path):
     path = tmp_path / "in.jsonl"
     second = {**_describe(), "id": "d2", "meta": {"annotated_gold_points": ["a woman sits at a desk"]}}
     path.write_text(json.dumps(_describe(annotated_gold_points=GOLD[1:])) + "\n" + json.dumps(second) + "\n")
-    with FakeOpenAIEndpoint(reply) as server:
+    with FakeOpenAIEndpoint(lambda body: reply(body["messages"])) as server:
         annotator = EndpointAnnotator(ChatEndpoint(server.base_url, model="fake"))
         summary = build(path, tmp_path / "roles.jsonl", annotator, progress=False)
     assert summary["kept_records"] == 5 and summary["dropped"] == {"annotator_unparsable": 1}

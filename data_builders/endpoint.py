@@ -18,6 +18,7 @@ import os
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,35 @@ def resolve_video(row: dict, records_path: str | Path) -> dict:
     if isinstance(video, str) and video and not Path(video).is_absolute():
         row["video"] = str((Path(records_path).resolve().parent / video).resolve())
     return row
+
+
+def build_resumable(
+    records_path: str | Path,
+    out: str | Path,
+    make: Callable[[dict], list[dict]],
+    desc: str,
+    drop_on: tuple[type[Exception], ...] = (ValueError,),
+    resume: bool = True,
+    progress: bool = True,
+) -> dict:
+    """The loop every chain builder runs: each input record (video path made absolute) goes through `make`, whose
+    output records are appended to `out`; records already there are skipped, so a rerun resumes. A `drop_on`
+    exception drops that record under its `reason` (or the text before ": "), counted in the summary; anything
+    else, e.g. EndpointError, stops the build (fail fast; a rerun resumes there)."""
+    from tqdm import tqdm
+
+    rows = read_input(records_path)
+    output = ResumableOutput(out, resume=resume)
+    for lineno, row in tqdm(rows, desc=desc, unit="rec", disable=not progress):
+        sid = source_id(lineno, row)
+        if sid in output.done:
+            continue
+        if not isinstance(row, dict):
+            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
+            continue
+        try:
+            output.keep(sid, make(resolve_video(row, records_path)))
+        except drop_on as err:
+            reason, _, detail = str(err).partition(": ")
+            output.drop(sid, getattr(err, "reason", reason), getattr(err, "detail", detail))
+    return output.summary(len(rows))

@@ -31,13 +31,9 @@ from typing import Any
 
 from data_builders.endpoint import (
     ChatEndpoint,
-    EndpointError,
-    ResumableOutput,
+    build_resumable,
     load_prompt,
     print_summary,
-    read_input,
-    resolve_video,
-    source_id,
 )
 from data_builders.schema import validate_record
 
@@ -163,25 +159,8 @@ def describe_from_ovar(record: dict[str, Any]) -> dict[str, Any]:
 
 def build(records_path: str | Path, out: str | Path, annotator: Any, resume: bool = True,
           progress: bool = True) -> dict:  # fmt: skip
-    from tqdm import tqdm
-
-    rows = read_input(records_path)
-    output = ResumableOutput(out, resume=resume)
-    for lineno, row in tqdm(rows, desc="GPS roles", unit="rec", disable=not progress):
-        sid = source_id(lineno, row)
-        if sid in output.done:
-            continue
-        if not isinstance(row, dict):
-            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
-            continue
-        try:
-            output.keep(sid, role_records(resolve_video(row, records_path), annotator))
-        except EndpointError:
-            raise  # fail fast; a rerun resumes here
-        except ValueError as err:
-            reason, _, detail = str(err).partition(": ")
-            output.drop(sid, reason, detail)
-    return output.summary(len(rows))
+    return build_resumable(records_path, out, lambda rec: role_records(rec, annotator), "GPS roles",
+                           resume=resume, progress=progress)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,7 +25,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_builders.endpoint import ResumableOutput, print_summary, read_input, resolve_video, source_id
+from data_builders.endpoint import (
+    build_resumable,
+    print_summary,
+)
 from data_builders.schema import validate_record
 
 
@@ -109,24 +112,9 @@ def _token_counter():
 
 def build(records_path: str | Path, out: str | Path, max_tokens: int | None = 1024, resume: bool = True,
           progress: bool = True) -> dict:  # fmt: skip
-    from tqdm import tqdm
-
-    rows = read_input(records_path)
-    output = ResumableOutput(out, resume=resume)
     count = _token_counter() if max_tokens else None
-    for lineno, row in tqdm(rows, desc="SAR targets", unit="rec", disable=not progress):
-        sid = source_id(lineno, row)
-        if sid in output.done:
-            continue
-        if not isinstance(row, dict):
-            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
-            continue
-        try:
-            output.keep(sid, [build_record(resolve_video(row, records_path), max_tokens, count)])
-        except ValueError as err:
-            reason, _, detail = str(err).partition(": ")
-            output.drop(sid, reason, detail)
-    return output.summary(len(rows))
+    return build_resumable(records_path, out, lambda rec: [build_record(rec, max_tokens, count)], "SAR targets",
+                           resume=resume, progress=progress)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

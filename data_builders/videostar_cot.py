@@ -29,12 +29,9 @@ from typing import Any
 
 from data_builders.endpoint import (
     ChatEndpoint,
-    ResumableOutput,
+    build_resumable,
     load_prompt,
     print_summary,
-    read_input,
-    resolve_video,
-    source_id,
 )
 from data_builders.schema import validate_record
 from data_builders.template_teacher import pose_counts, template_chain, template_reasoning
@@ -224,26 +221,8 @@ class ChainBuilder:
 def build(records_path: str | Path, out: str | Path, builder: ChainBuilder, resume: bool = True,
           progress: bool = True) -> dict:  # fmt: skip
     """Run `builder` over every record of `records_path`, appending to `out`; returns the summary."""
-    from tqdm import tqdm
-
-    from data_builders.endpoint import EndpointError
-
-    rows = read_input(records_path)
-    output = ResumableOutput(out, resume=resume)
-    for lineno, row in tqdm(rows, desc="videostar chains", unit="rec", disable=not progress):
-        sid = source_id(lineno, row)
-        if sid in output.done:
-            continue
-        if not isinstance(row, dict):
-            output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
-            continue
-        try:
-            output.keep(sid, [builder.build(resolve_video(row, records_path))])
-        except Dropped as drop:
-            output.drop(sid, drop.reason, drop.detail)
-        except EndpointError:
-            raise  # fail fast: nothing more can be built; a rerun resumes here
-    return output.summary(len(rows))
+    return build_resumable(records_path, out, lambda rec: [builder.build(rec)], "videostar chains",
+                           drop_on=(Dropped,), resume=resume, progress=progress)  # fmt: skip
 
 
 def _client(url: str, model: str, key_env: str) -> ChatEndpoint:

@@ -52,6 +52,7 @@ def check_config(cfg: Any) -> list:
         problems.append("rollout.n: GRPO needs at least 2 rollouts per sample")
     if group % cfg.trainer.world_size:
         problems.append(f"data.batch_size * rollout.n = {group} must be divisible by trainer.world_size")
+    problems += check_trainer(cfg.trainer)
     try:
         specs = parse_specs(cfg.rewards.components)
     except (KeyError, ValueError, ImportError) as e:
@@ -60,6 +61,18 @@ def check_config(cfg: Any) -> list:
     if problems:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
     return specs
+
+
+def check_trainer(tcfg: Any) -> list[str]:
+    """Problems with a recipe's `trainer` section (strategy, ZeRO stage, packing budget)."""
+    problems = []
+    if tcfg.strategy not in ("fsdp2", "deepspeed"):
+        problems.append(f"trainer.strategy: 'fsdp2' or 'deepspeed', got {tcfg.strategy!r}")
+    if tcfg.strategy == "deepspeed" and tcfg.zero_stage not in (2, 3):
+        problems.append(f"trainer.zero_stage: 2 or 3 with DeepSpeed, got {tcfg.zero_stage}")
+    if tcfg.pack_max_tokens < 0:
+        problems.append(f"trainer.pack_max_tokens: 0 (off) or a positive token budget, got {tcfg.pack_max_tokens}")
+    return problems
 
 
 def resolve_embedded(model_path: str, train_path: str, split: str = "train") -> tuple[str, str]:
@@ -177,6 +190,8 @@ def make_trainer(tcfg: Any, model_path: str, seed: int, temperature: float = 1.0
         model_path,
         world_size=tcfg.world_size,
         strategy=tcfg.strategy,
+        zero_stage=tcfg.zero_stage,
+        pack_max_tokens=tcfg.pack_max_tokens,
         lr=tcfg.lr,
         weight_decay=tcfg.weight_decay,
         grad_clip=tcfg.grad_clip,

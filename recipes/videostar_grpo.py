@@ -139,8 +139,14 @@ class RewardsConfig:
 @dataclass
 class TrainerConfig:
     world_size: int = 2
-    """FSDP2 rank actors (gloo on CPU, NCCL on GPU)."""
+    """Trainer rank actors (gloo on CPU, NCCL on GPU)."""
     strategy: str = "fsdp2"
+    """"fsdp2" or "deepspeed" (ZeRO stage `zero_stage`)."""
+    zero_stage: int = 3
+    """DeepSpeed only: 2 (optimizer state and gradients partitioned) or 3 (parameters too)."""
+    pack_max_tokens: int = 0
+    """The warm-up's supervised steps: > 0 packs sequences into rows of at most this many tokens instead of
+    padding (the GRPO update itself always pads)."""
     lr: float = 1e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0

@@ -74,6 +74,9 @@ class SftTrainerConfig:
     """Sequences per forward on each rank; gradients accumulate over a rank's batch share."""
     group_by_length: bool = True
     """Order each rank's sequences by length before cutting micro-batches (less padding)."""
+    pack_max_tokens: int = 0
+    """> 0: pack each rank's sequences into rows of at most this many tokens (no padding; micro_batch_size and
+    group_by_length are then unused). 0: right-padded micro-batches."""
     num_cpus: float = 0.5
     num_gpus: float = 0.0
 
@@ -131,7 +134,8 @@ def make_sft_trainer(tcfg: Any, model_path: str, steps: int, seed: int):
         model_path, world_size=tcfg.world_size, strategy=tcfg.strategy, zero_stage=tcfg.zero_stage, lr=tcfg.lr,
         weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, kl_coef=0.0, micro_batch_size=tcfg.micro_batch_size,
         lr_schedule=tcfg.lr_schedule, lr_warmup_steps=tcfg.warmup_steps, lr_total_steps=steps,
-        min_lr_ratio=tcfg.min_lr_ratio, group_by_length=tcfg.group_by_length, seed=seed,
+        min_lr_ratio=tcfg.min_lr_ratio, group_by_length=tcfg.group_by_length, pack_max_tokens=tcfg.pack_max_tokens,
+        seed=seed,
         actor_options={"num_cpus": tcfg.num_cpus, "num_gpus": tcfg.num_gpus},
     )  # fmt: skip
 
@@ -144,8 +148,7 @@ def check_sft_config(cfg: Any) -> None:
         problems.append(f"data.train: records file not found: {cfg.data.train}")
     if cfg.data.batch_size % cfg.trainer.world_size:
         problems.append(f"data.batch_size {cfg.data.batch_size} must be a multiple of trainer.world_size")
-    if cfg.trainer.strategy not in ("fsdp2", "deepspeed"):
-        problems.append(f"trainer.strategy: 'fsdp2' or 'deepspeed', got {cfg.trainer.strategy!r}")
+    problems += common.check_trainer(cfg.trainer)
     if problems:
         raise ConfigError("bad config:\n  " + "\n  ".join(problems))
 

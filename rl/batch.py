@@ -4,6 +4,12 @@ A trajectory keeps one placeholder token per video / image; the model needs one 
 sequence (prompt + response) is expanded with the grids in its `mm_inputs`. Sequences are right-padded to the
 longest one in a micro-batch; the response part of each is gathered back into a (B, Lresp) layout whose mask is
 1 on model tokens and 0 on tool-response tokens and padding.
+
+Packing (`pack_plan`, `packed_inputs`) is the alternative to padding: several sequences share one row, each with
+its own positions starting at 0 (Qwen2.5-VL's 3-D rope positions worked out per sequence). transformers reads the
+restarts of the text positions (the first of four position rows) as sequence boundaries: with sdpa or eager
+attention it builds a block-diagonal causal mask, with flash-attention it runs the variable-length kernel. Each
+token then sees exactly what it would see alone, and no position is spent on padding.
 """
 
 from __future__ import annotations
@@ -79,6 +85,48 @@ def padded_tokens(lengths: Sequence[int], micro_batch_size: int) -> int:
     )
 
 
+def pack_plan(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group sequence indices into packs of at most `max_tokens` tokens (first-fit decreasing: longest first, each
+    into the first pack with room). A sequence longer than `max_tokens` gets a pack of its own; nothing is cut.
+
+    >>> pack_plan([5, 90, 7, 88, 10], 100)
+    [[1, 4], [3, 2, 0]]
+    >>> pack_plan([120, 30], 100)
+    [[0], [1]]
+    """
+    if max_tokens <= 0:
+        raise ValueError(f"pack_plan: max_tokens must be positive, got {max_tokens}")
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in length_order(lengths):
+        for k, free in enumerate(room):
+            if lengths[i] <= free:
+                packs[k].append(i)
+                room[k] -= lengths[i]
+                break
+        else:
+            packs.append([i])
+            room.append(max_tokens - lengths[i])
+    return packs
+
+
+def split_packs(packs: list[list[int]], count: int) -> list[list[int]]:
+    """Split packs until there are `count` of them: the pack with the most sequences is halved each time (data-
+    parallel ranks must run the same number of forwards, so every rank pads its plan to the largest rank's count).
+
+    >>> split_packs([[1, 2, 5], [3, 4], [0]], 5)
+    [[1], [2], [5], [3, 4], [0]]
+    """
+    packs = [list(p) for p in packs]
+    while len(packs) < count:
+        k = max(range(len(packs)), key=lambda j: len(packs[j]))
+        if len(packs[k]) < 2:
+            raise ValueError(f"split_packs: {sum(map(len, packs))} sequences cannot make {count} packs")
+        half = len(packs[k]) // 2
+        packs[k : k + 1] = [packs[k][:half], packs[k][half:]]
+    return packs
+
+
 def _expand(traj: Trajectory, merge_size: int) -> Sample:
     import torch
 
@@ -152,11 +200,50 @@ def model_inputs(samples: Sequence[Sample], device: Any = "cpu") -> dict[str, An
         "attention_mask": attention.to(device),
         "mm_token_type_ids": token_types(input_ids).to(device),
     }
+    out.update(_vision_inputs(samples, device))
+    return out
+
+
+def packed_inputs(samples: Sequence[Sample], model: Any, device: Any = "cpu") -> tuple[dict[str, Any], list[int]]:
+    """The samples laid end to end in one row (batch size 1, no attention mask) with four rows of position ids:
+    the text positions, then the three rope rows of each sample computed on its own by the model's
+    `get_rope_index` (every sample starts at position 0). Returns the inputs and each sample's start column."""
+    import torch
+
+    rope_index = _unwrap(model).model.get_rope_index
+    starts, positions = [], []
+    for s in samples:
+        starts.append(sum(len(p.input_ids) for p in samples[: len(starts)]))
+        ids = torch.tensor([s.input_ids], dtype=torch.long)
+        grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
+        rope, _ = rope_index(ids, mm_token_type_ids=token_types(ids), **grids)
+        text = torch.arange(len(s.input_ids), dtype=rope.dtype).view(1, 1, -1)
+        positions.append(torch.cat([text, rope.to(text.device)], 0))
+    input_ids = torch.tensor([[t for s in samples for t in s.input_ids]], dtype=torch.long)
+    out: dict[str, Any] = {
+        "input_ids": input_ids.to(device),
+        "position_ids": torch.cat(positions, -1).to(device),
+        "mm_token_type_ids": token_types(input_ids).to(device),
+    }
+    out.update(_vision_inputs(samples, device))
+    return out, starts
+
+
+def _vision_inputs(samples: Sequence[Sample], device: Any) -> dict[str, Any]:
+    """The samples' vision tensors concatenated in sample order (the order of their placeholders)."""
+    import torch
+
+    out = {}
     for key in MM_KEYS:
         parts = [s.mm[key] for s in samples if key in s.mm]
         if parts:
             out[key] = torch.cat([p.reshape(-1) if p.dim() == 0 else p for p in parts]).to(device)
     return out
+
+
+def _unwrap(model: Any) -> Any:
+    """The Hugging Face model inside a DeepSpeed engine (FSDP2 shards the model in place)."""
+    return getattr(model, "module", model)
 
 
 def token_types(input_ids: Any) -> Any:
@@ -173,7 +260,8 @@ def micro_batches(batch: Batch, size: int | None) -> Iterator[tuple[int, int]]:
 
 
 def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = False) -> dict[str, Any]:
-    """Give a micro-batch without vision inputs one blank image, after the end of its first sequence.
+    """Give a micro-batch without vision inputs one blank image, after the end of its first sequence (padded
+    rows) or as a sequence of its own at the end of the row (a packed row).
 
     With FSDP the vision tower's gradients are reduced across ranks: a rank whose micro-batch never ran the tower
     would leave them unset and reduce fewer tensors than the others (a collective mismatch). The blank image sits
@@ -198,11 +286,17 @@ def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = Fals
         return inputs
     merge = int(vision.spatial_merge_size)
     patch_dim = int(vision.in_channels) * int(vision.temporal_patch_size) * int(vision.patch_size) ** 2
-    ids, attention = inputs["input_ids"], inputs["attention_mask"]
+    ids = inputs["input_ids"]
     extra = torch.full((ids.shape[0], len(add)), PAD_ID, dtype=ids.dtype, device=ids.device)
-    ids, attention = torch.cat([ids, extra], 1), torch.cat([attention, torch.zeros_like(extra)], 1)
-    end = int(inputs["attention_mask"][0].sum())
     out = dict(inputs)
+    if "attention_mask" in inputs:  # padded rows: on masked positions after the first sequence
+        end = int(inputs["attention_mask"][0].sum())
+        out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.zeros_like(extra)], 1)
+    else:  # a packed row: a sequence of its own at the end (its positions restart at 0)
+        end = ids.shape[1]
+        tail = torch.arange(len(add), device=ids.device).view(1, 1, -1).expand(inputs["position_ids"].shape[0], 1, -1)
+        out["position_ids"] = torch.cat([inputs["position_ids"], tail.to(inputs["position_ids"].dtype)], -1)
+    ids = torch.cat([ids, extra], 1)
     blank = torch.zeros(merge * merge, patch_dim, device=ids.device)
     grid = torch.tensor([[1, merge, merge]], device=ids.device)
     for offset, kind in enumerate(add):
@@ -214,23 +308,35 @@ def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = Fals
             out["pixel_values_videos"], out["video_grid_thw"] = blank, grid
             if "second_per_grid_ts" in out:
                 out["second_per_grid_ts"] = torch.cat([out["second_per_grid_ts"], torch.ones(1, device=ids.device)])
-    out.update({"input_ids": ids, "attention_mask": attention, "mm_token_type_ids": token_types(ids)})
+    out.update({"input_ids": ids, "mm_token_type_ids": token_types(ids)})
     return out
 
 
 def _forward_logprobs(
-    model, samples: Sequence[Sample], width: int, temperature: float, with_entropy: bool, every_vision_kind: bool
+    model,
+    samples: Sequence[Sample],
+    width: int,
+    temperature: float,
+    with_entropy: bool,
+    every_vision_kind: bool,
+    packed: bool = False,
 ):
     import torch
 
     device = next(model.parameters()).device
-    inputs = model_inputs(samples, device)
+    if packed:  # one row: sample i starts at column starts[i]
+        inputs, starts = packed_inputs(samples, model, device)
+        rows_of = [0] * len(samples)
+    else:  # one right-padded row per sample
+        inputs, starts, rows_of = model_inputs(samples, device), [0] * len(samples), list(range(len(samples)))
     if torch.is_grad_enabled() or every_vision_kind:
-        # a DeepSpeed engine wraps the model: the config is its module's
-        inputs = add_dummy_image(inputs, getattr(model, "module", model).config, every_kind=every_vision_kind)
+        inputs = add_dummy_image(inputs, _unwrap(model).config, every_kind=every_vision_kind)
     # Logits only where a model token is predicted (position t-1 scores token t, mask 1): the prompt with its video
     # tokens and the tool replies are the bulk of a sequence, and each logit row is vocabulary-sized.
-    wanted = [[s.response_start - 1 + j for j, m in enumerate(s.response_mask) if m] for s in samples]
+    wanted = [
+        [starts[i] + s.response_start - 1 + j for j, m in enumerate(s.response_mask) if m]
+        for i, s in enumerate(samples)
+    ]
     keep = sorted({p for rows in wanted for p in rows} | {samples[0].response_start - 1})
     column = {p: k for k, p in enumerate(keep)}
     index = torch.tensor(keep, device=device)
@@ -243,10 +349,11 @@ def _forward_logprobs(
     for i, s in enumerate(samples):
         if not wanted[i]:
             continue
+        first = starts[i] + s.response_start - 1  # the column that scores the first response token
         cols = torch.tensor([column[p] for p in wanted[i]], device=device)
-        where = torch.tensor([p - (s.response_start - 1) for p in wanted[i]], device=device)
-        targets = torch.tensor([s.input_ids[p + 1] for p in wanted[i]], device=device)
-        rows = logp_all[i, cols]
+        where = torch.tensor([p - first for p in wanted[i]], device=device)
+        targets = torch.tensor([s.input_ids[p - starts[i] + 1] for p in wanted[i]], device=device)
+        rows = logp_all[rows_of[i], cols]
         out[i, where] = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         if ent is not None:
             with torch.no_grad():
@@ -261,6 +368,7 @@ def token_logprobs(
     micro_batch_size: int | None = None,
     with_entropy: bool = False,
     every_vision_kind: bool = False,
+    packed: bool = False,
 ):
     """log p(token) of every model token (response mask 1) under `model`: a (B, Lresp) tensor, 0 on tool-reply
     tokens and padding, which are never trained on and so get no (vocabulary-sized) logits.
@@ -269,6 +377,7 @@ def token_logprobs(
     flow unless called under `torch.no_grad()`. With `with_entropy` returns (logprobs, entropy) where the
     per-token entropy of the sampling distribution is computed without gradient. `every_vision_kind`: see
     `add_dummy_image` (DeepSpeed ZeRO-3 needs the same vision-tower calls on every rank, with or without grad).
+    With `packed` each micro-batch's samples share one row (`packed_inputs`) instead of being right-padded.
     """
     import torch
 
@@ -276,7 +385,7 @@ def token_logprobs(
     for start, stop in micro_batches(batch, micro_batch_size):
         samples = batch.samples[start:stop]
         lp, ent = _forward_logprobs(
-            model, samples, batch.response_length, temperature, with_entropy, every_vision_kind
+            model, samples, batch.response_length, temperature, with_entropy, every_vision_kind, packed
         )
         parts.append(lp)
         ents.append(ent)

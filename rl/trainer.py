@@ -11,7 +11,8 @@ On CPU the ranks talk over gloo (float32 weights); with CUDA over NCCL (bfloat16
 The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="deepspeed", zero_stage=3`), see
 `rl.strategies`. The learning rate follows `rl.schedule.lr_at` over the optimizer steps (constant by default;
 cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
-sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding.
+sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding, and
+`pack_max_tokens` (SFT) instead packs them into rows of at most that many tokens with no padding at all.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class TrainerConfig:
     lr_total_steps: int = 0  # the cosine's length in optimizer steps
     min_lr_ratio: float = 0.0
     group_by_length: bool = False  # SFT: micro-batches of similar lengths (less padding)
+    pack_max_tokens: int = 0  # SFT: > 0 packs sequences into rows of at most this many tokens instead of padding
 
 
 class TrainerRank:
@@ -184,8 +186,8 @@ class TrainerRank:
     def sft_step(self, trajectories: list, lr: float | None = None) -> dict[str, float]:
         """One supervised step: cross-entropy on the response tokens whose mask is 1 (the assistant's own tokens;
         prompt and tool-response tokens are not trained on), token-mean over the whole batch across ranks.
-        Gradients accumulate over micro-batches of `micro_batch_size`; one optimizer step at `lr`, or at the
-        schedule's rate when `lr` is None."""
+        Gradients accumulate over micro-batches of `micro_batch_size` (or over packs of at most `pack_max_tokens`
+        tokens); one optimizer step at `lr`, or at the schedule's rate when `lr` is None."""
         from rl.batch import build_batch, length_order, micro_batches, padded_tokens
 
         world, cfg = self.cfg.world_size, self.cfg
@@ -194,16 +196,21 @@ class TrainerRank:
             raise ValueError(f"sft_step: batch size {n} must be a positive multiple of world_size {world}")
         local = n // world
         batch = build_batch(trajectories[self.rank * local : (self.rank + 1) * local], self.merge_size)
-        if cfg.group_by_length:
-            batch = batch.reorder(length_order([len(s.input_ids) for s in batch.samples]))
+        if cfg.pack_max_tokens > 0:
+            batch, ranges = self._pack(batch)
+            computed = float(sum(len(s.input_ids) for s in batch.samples))
+        else:
+            if cfg.group_by_length:
+                batch = batch.reorder(length_order([len(s.input_ids) for s in batch.samples]))
+            ranges = list(micro_batches(batch, cfg.micro_batch_size))
+            computed = float(padded_tokens([len(s.input_ids) for s in batch.samples], cfg.micro_batch_size or local))
         mask = batch.response_mask.to(self.device)
         (num_tokens,) = self._all_reduce([float(mask.sum())])
         used_lr = self._set_lr(lr)
         self.strategy.zero_grad()
         loss_sum = 0.0
-        ranges = list(micro_batches(batch, cfg.micro_batch_size))
         for i, (start, stop) in enumerate(ranges):
-            logp = self._logprobs(self.model, batch.select(start, stop))
+            logp = self._logprobs(self.model, batch.select(start, stop), packed=cfg.pack_max_tokens > 0)
             # gradients are averaged over ranks, so each rank's share is scaled by world / global token count
             loss = -(logp * mask[start:stop]).sum() * world / max(num_tokens, 1.0)
             self.strategy.backward(loss, last=i == len(ranges) - 1)
@@ -211,8 +218,7 @@ class TrainerRank:
         grad_norm, stepped = self.strategy.step()
         self.opt_steps += int(stepped)
         self._set_lr()  # back to the schedule (e.g. the RL rate after a warm-up at its own rate)
-        padded = float(padded_tokens([len(s.input_ids) for s in batch.samples], cfg.micro_batch_size or local))
-        loss_total, padded = self._all_reduce([loss_sum, padded])
+        loss_total, padded = self._all_reduce([loss_sum, computed])
         return {
             "sft/loss": loss_total,
             "sft/grad_norm": grad_norm,
@@ -222,6 +228,20 @@ class TrainerRank:
             "sft/skipped_steps": float(not stepped),
             "sft/padded_tokens": padded,  # sequence positions the forwards computed, padding included
         }
+
+    def _pack(self, batch):
+        """This rank's sequences reordered into packs of at most `pack_max_tokens` tokens, and each pack's
+        [start, stop) range. Every rank runs as many packs as the rank with the most (its plan split further), so
+        the ranks' forwards and their collectives line up."""
+        from rl.batch import pack_plan, split_packs
+
+        plan = pack_plan([len(s.input_ids) for s in batch.samples], self.cfg.pack_max_tokens)
+        (count,) = self._all_reduce([float(len(plan))], op="max")
+        plan = split_packs(plan, int(count))
+        bounds = [0]
+        for pack in plan:
+            bounds.append(bounds[-1] + len(pack))
+        return batch.reorder([i for pack in plan for i in pack]), list(zip(bounds[:-1], bounds[1:]))
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase);
@@ -282,12 +302,12 @@ class TrainerRank:
         out["grad_norm"] = grad_norm
         return out
 
-    def _all_reduce(self, values: list[float]) -> list[float]:
+    def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
         import torch
         import torch.distributed as dist
 
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return t.tolist()
 
     # ---- weights and checkpoints ----------------------------------------------------------------------------
@@ -405,6 +425,7 @@ class TrainerGroup:
         lr_total_steps: int = 0,
         min_lr_ratio: float = 0.0,
         group_by_length: bool = False,
+        pack_max_tokens: int = 0,
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -417,6 +438,8 @@ class TrainerGroup:
         if strategy == "deepspeed" and zero_stage not in (2, 3):
             raise ValueError(f"zero_stage must be 2 or 3 for strategy 'deepspeed', got {zero_stage}")
         lr_at(0, lr, lr_schedule, lr_warmup_steps, lr_total_steps, min_lr_ratio)  # a bad schedule fails here
+        if pack_max_tokens < 0:
+            raise ValueError(f"pack_max_tokens must be 0 (off) or a positive token budget, got {pack_max_tokens}")
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"model directory not found: {model_path}")
         config = TrainerConfig(
@@ -426,6 +449,7 @@ class TrainerGroup:
             temperature=temperature, seed=seed, backend=backend, zero_stage=zero_stage,
             zero_config=dict(zero_config or {}), lr_schedule=lr_schedule, lr_warmup_steps=lr_warmup_steps,
             lr_total_steps=lr_total_steps, min_lr_ratio=min_lr_ratio, group_by_length=group_by_length,
+            pack_max_tokens=pack_max_tokens,
         )  # fmt: skip
         self.world_size = world_size
         use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())

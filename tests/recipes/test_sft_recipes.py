@@ -68,7 +68,7 @@ def test_gps_sft_runs_and_resumes_and_hieroaction_sft_runs(ray_local, tiny_model
     run_dir = tmp_path / "gps"
     quick = [f"run.run_dir={run_dir}", "run.save_every=1", "data.batch_size=2"]
     gps_sft.main([*quick, "run.steps=1"])
-    gps_sft.main([*quick, "run.steps=2", "run.resume=true"])
+    gps_sft.main([*quick, "run.steps=2", "run.resume=true", "trainer.pack_max_tokens=4096"])  # packed rows
     rows = _rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["sft/loss"] < rows[0]["sft/loss"]
     assert (run_dir / "checkpoint-2" / "model.safetensors").is_file()
@@ -79,3 +79,20 @@ def test_gps_sft_runs_and_resumes_and_hieroaction_sft_runs(ray_local, tiny_model
     hieroaction_sft.main([f"run.run_dir={hiero_dir}", "run.steps=1", "data.batch_size=2", "eval.samples=0"])
     (row,) = _rows(hiero_dir)
     assert row["sft/num_tokens"] > 400 and (hiero_dir / "checkpoint-1").is_dir()
+
+
+def test_sft_bad_trainer_config_fails_before_ray(tmp_path):
+    import ray
+
+    from recipes.config import ConfigError
+
+    was_running = ray.is_initialized()
+    with pytest.raises(ConfigError) as err:
+        videostar_sft.main([
+            f"run.run_dir={tmp_path}", "trainer.strategy=megatron", "trainer.pack_max_tokens=-1",
+            "data.batch_size=3",
+        ])  # fmt: skip
+    text = str(err.value)
+    for needle in ("trainer.strategy", "'megatron'", "trainer.pack_max_tokens", "data.batch_size 3"):
+        assert needle in text, text
+    assert ray.is_initialized() == was_running

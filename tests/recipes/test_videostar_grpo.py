@@ -97,8 +97,9 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
         videostar_grpo.main([
             f"run.run_dir={tmp_path}", "model.path=/no/such/model", "data.train=/no/such.jsonl",
             "tools.enabled={nope: {}}", "rewards.components=[{name: not_a_reward}]",
+            "trainer.strategy=deepspeed", "trainer.zero_stage=1", "trainer.pack_max_tokens=-5",
         ])  # fmt: skip
     text = str(err.value)
-    for needle in ("/no/such/model", "/no/such.jsonl", "nope", "not_a_reward"):
+    for needle in ("/no/such/model", "/no/such.jsonl", "nope", "not_a_reward", "zero_stage: 2 or 3", "got -5"):
         assert needle in text
     assert ray.is_initialized() == was_running

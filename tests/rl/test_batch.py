@@ -138,3 +138,57 @@ def test_kl_only_step_on_identical_policy_has_zero_kl_and_zero_gradient(model, t
     # d/dlogp [exp(ref - logp) - (ref - logp) - 1] = 1 - exp(ref - logp) = 0 at logp == ref
     assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.parameters())
     model.zero_grad()
+
+
+def test_pack_plan_respects_budget_and_keeps_every_sequence():
+    import random
+
+    from rl.batch import pack_plan, split_packs
+
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 120) for _ in range(50)] + [300]  # one longer than the budget
+    packs = pack_plan(lengths, 128)
+    assert sorted(i for p in packs for i in p) == list(range(51))
+    assert [50] in packs  # the long one alone, not cut
+    assert all(sum(lengths[i] for i in p) <= 128 for p in packs if p != [50])
+    # first-fit decreasing needs at most 11/9 OPT + 1 bins; OPT >= total / budget
+    lower = -(-sum(lengths[:50]) // 128)
+    assert len(packs) - 1 <= 11 * lower / 9 + 1
+    more = split_packs(packs, len(packs) + 4)
+    assert len(more) == len(packs) + 4 and sorted(i for p in more for i in p) == list(range(51))
+    with pytest.raises(ValueError, match="cannot make"):
+        split_packs([[0], [1]], 3)
+    with pytest.raises(ValueError, match="max_tokens"):
+        pack_plan([3], 0)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_packed_logprobs_equal_padded(model, trajectories, grad):
+    """All four trajectories (text, video, video + tool image, text) in one packed row give the log-probs and the
+    entropies of the padded layout; with gradients on, the text-only pack gets its blank image as a sequence of its
+    own and the log-probs are still unchanged."""
+    import torch
+
+    from rl.batch import build_batch, packed_inputs, token_logprobs
+
+    batch = build_batch(trajectories)
+    with torch.no_grad():
+        want, want_ent = token_logprobs(model, batch, with_entropy=True)
+    with torch.set_grad_enabled(grad):
+        got, ent = token_logprobs(model, batch, with_entropy=True, packed=True)
+        text_only = token_logprobs(model, batch.reorder([0, 3, 1, 2]).select(0, 2), packed=True)
+    torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent, want_ent, atol=1e-4, rtol=0)
+    torch.testing.assert_close(text_only.detach(), want[[0, 3]], atol=1e-5, rtol=0)
+    inputs, starts = packed_inputs(batch.samples, model)
+    lengths = [len(s.input_ids) for s in batch.samples]
+    assert tuple(inputs["input_ids"].shape) == (1, sum(lengths)) and "attention_mask" not in inputs
+    assert starts == [0, lengths[0], lengths[0] + lengths[1], sum(lengths[:3])]
+    # the text row restarts at 0 at every sequence; text-only sequences have all four rows equal to it
+    text = inputs["position_ids"][:, 0]
+    assert [int(text[0, s]) for s in starts] == [0, 0, 0, 0]
+    assert torch.equal(inputs["position_ids"][1, 0, : lengths[0]], torch.arange(lengths[0]))
+    if grad:
+        got.sum().backward()
+        assert model.lm_head.weight.grad is not None
+        model.zero_grad()

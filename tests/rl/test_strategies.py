@@ -1,6 +1,6 @@
 """FSDP2 and DeepSpeed ZeRO-3 on two gloo rank actors: the same SFT loss and update on the same batch (with
 different micro-batching), the cosine schedule's rates, checkpoints in one Hugging Face format that resume
-exactly, and the same GRPO update."""
+exactly, and the same GRPO update. DeepSpeed ZeRO-2 with sequence packing gives the same SFT steps too."""
 
 from __future__ import annotations
 
@@ -34,16 +34,21 @@ def groups(ray_local, tiny_model_dir):
         tiny_model_dir, world_size=2, micro_batch_size=2, strategy="deepspeed", zero_stage=3,
         zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True, **small,
     )  # fmt: skip
-    yield fsdp, ds
-    fsdp.shutdown()
-    ds.shutdown()
+    # ZeRO-2 with packs of at most 128 tokens: the batch's sequences are 32, 94, 118 and 32 tokens long, so rank 0
+    # (32 + 94) fits one pack and rank 1 (118 + 32) needs two; rank 0 splits its pack to run two forwards as well.
+    packed = TrainerGroup(
+        tiny_model_dir, world_size=2, strategy="deepspeed", zero_stage=2, pack_max_tokens=128, **small
+    )
+    yield fsdp, ds, packed
+    for group in (fsdp, ds, packed):
+        group.shutdown()
 
 
 def test_fsdp2_and_deepspeed_agree_and_checkpoints_round_trip(groups, tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    fsdp, ds = groups
+    fsdp, ds, packed = groups
     trajs = make_trajectories(tiny_model_dir, seed=0)
     other = make_trajectories(tiny_model_dir, seed=1)
     start = fsdp.export_weights()
@@ -57,6 +62,11 @@ def test_fsdp2_and_deepspeed_agree_and_checkpoints_round_trip(groups, tiny_model
         assert a["sft/lr"] == b["sft/lr"] == pytest.approx(LR)
         assert (a["sft/micro_batches"], b["sft/micro_batches"]) == (2, 1)  # per rank: 2 sequences each
         assert _max_abs_diff(fsdp.export_weights(), ds.export_weights()) < WEIGHT_TOL, step
+        c = packed.sft_step(batch)
+        assert c["sft/loss"] == pytest.approx(a["sft/loss"], rel=1e-5), step
+        assert c["sft/grad_norm"] == pytest.approx(a["sft/grad_norm"], rel=1e-4), step
+        assert c["sft/micro_batches"] == 2 and c["sft/padded_tokens"] == 32 + 94 + 118 + 32  # no padding
+        assert _max_abs_diff(fsdp.export_weights(), packed.export_weights()) < WEIGHT_TOL, step
     assert _max_abs_diff(start, fsdp.export_weights()) > 10 * WEIGHT_TOL  # and they did train
 
     # one Hugging Face layout for both strategies; the weights load as is with from_pretrained

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -90,15 +91,42 @@ def resolve_embedded(model_path: str, train_path: str, split: str = "train") -> 
     return model_path, train_path
 
 
-def resolve_init_from(init_from: str, model_path: str) -> str:
-    """The model directory GRPO starts from: an SFT checkpoint when `init_from` names one, else `model_path`."""
+def resolve_init_from(init_from: str, model_path: str, tools_cfg: Any = None) -> str:
+    """The model directory GRPO starts from: an SFT checkpoint when `init_from` names one, else `model_path`.
+
+    When the checkpoint sits in a recipe's run directory (its `config.yaml` beside it) and that run enabled other
+    tools than `tools_cfg` does, a warning names both sets: the system prompt lists the enabled tools' schemas, so
+    a policy fine-tuned on one set samples from a prompt it has not seen."""
     if not init_from:
         return model_path
     path = Path(init_from).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise ConfigError(f"init_from: no model directory (config.json) at {init_from}")
     print(f"[init_from] starting from {path} (no warm-up cold start)")
+    if tools_cfg is not None:
+        trained = tools_of_run(path.parent / "config.yaml")
+        now = sorted(enabled_tools(tools_cfg))
+        if trained is not None and trained != now:
+            extra, missing = sorted(set(now) - set(trained)), sorted(set(trained) - set(now))
+            fix = [f"tools.enabled.{n}=null" for n in extra] + [f"tools.enabled.{n}={{}}" for n in missing]
+            print(
+                f"[init_from] WARNING: {path.parent} was trained with tools {trained}, this run enables {now}: "
+                f"the system prompt differs from the one the checkpoint learned. To match: {' '.join(fix)}",
+                file=sys.stderr,
+            )
     return str(path)
+
+
+def tools_of_run(config_path: Path) -> list[str] | None:
+    """The enabled tool names a recipe run saved in its `config.yaml`, or None where there is none to read."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(config_path.read_text())
+        enabled = saved["tools"]["enabled"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return sorted(name for name, conf in (enabled or {}).items() if conf is not None)
 
 
 def prepare_run_dir(cfg: Any) -> Path:

@@ -210,7 +210,7 @@ def train(cfg: Any, system_prompt: str, name: str = "videostar_grpo", split: str
     `split` names the sample-data records that data.train=embedded trains on."""
     specs = common.check_config(cfg)  # fails here, before Ray starts, on a bad path or name
     model_path, train_path = common.resolve_embedded(cfg.model.path, cfg.data.train, split=split)
-    model_path = common.resolve_init_from(cfg.init_from, model_path)  # an SFT checkpoint replaces the warm-up
+    model_path = common.resolve_init_from(cfg.init_from, model_path, cfg.tools)  # replaces the warm-up
     run_dir = common.prepare_run_dir(cfg)
     evals = TrainingEval.from_recipe(cfg, run_dir, system_prompt)  # checks the benchmark before Ray starts
     records = common.load_train_records(train_path)

@@ -29,3 +29,32 @@ def test_fit_world_size_drops_whole_trailing_groups():
     assert (len(kept), dropped) == (0, 2)
     kept, dropped = fit_world_size([_traj("a")] * 4 + [_traj("b")] * 4, 2)
     assert (len(kept), dropped) == (8, 0)
+
+
+def test_init_from_warns_when_the_sft_run_enabled_other_tools(tmp_path, capsys):
+    from recipes.common import resolve_init_from
+    from recipes.config import save_config
+    from recipes.videostar_grpo import ToolsConfig
+    from recipes.videostar_sft import VideoStarSftConfig
+
+    sft = VideoStarSftConfig()
+    sft.tools.enabled = {"pose_estimation": {}, "human_detection": None}  # what the SFT run showed: pose only
+    save_config(sft, tmp_path / "config.yaml")
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+
+    grpo_tools = ToolsConfig()
+    grpo_tools.enabled = {"pose_estimation": {}, "action_explanation": {}}
+    assert resolve_init_from(str(checkpoint), "unused", grpo_tools) == str(checkpoint.resolve())
+    err = capsys.readouterr().err
+    assert "trained with tools ['pose_estimation']" in err
+    assert "enables ['action_explanation', 'pose_estimation']" in err
+    assert "tools.enabled.action_explanation=null" in err
+
+    grpo_tools.enabled = {"pose_estimation": {}, "video_description": None}
+    resolve_init_from(str(checkpoint), "unused", grpo_tools)
+    assert "WARNING" not in capsys.readouterr().err  # the same enabled set: nothing to say
+    (tmp_path / "config.yaml").unlink()
+    resolve_init_from(str(checkpoint), "unused", grpo_tools)  # a bare checkpoint: nothing to compare with
+    assert "WARNING" not in capsys.readouterr().err

@@ -145,8 +145,8 @@ class TrainerConfig:
     zero_stage: int = 3
     """DeepSpeed only: 2 (optimizer state and gradients partitioned) or 3 (parameters too)."""
     pack_max_tokens: int = 0
-    """The warm-up's supervised steps: > 0 packs sequences into rows of at most this many tokens instead of
-    padding (the GRPO update itself always pads)."""
+    """> 0: the GRPO updates and the warm-up's supervised steps pack sequences into rows of at most this many
+    tokens instead of padding micro-batches of micro_batch_size (docs/sft.md)."""
     lr: float = 1e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0

@@ -72,19 +72,6 @@ def length_order(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def padded_tokens(lengths: Sequence[int], micro_batch_size: int) -> int:
-    """Tokens a forward pass computes when `lengths` are cut into consecutive micro-batches, each right-padded
-    to its longest sequence.
-
-    >>> padded_tokens([5, 90, 7, 88], 2), padded_tokens([90, 88, 7, 5], 2)
-    (356, 194)
-    """
-    return sum(
-        max(lengths[i : i + micro_batch_size]) * len(lengths[i : i + micro_batch_size])
-        for i in range(0, len(lengths), micro_batch_size)
-    )
-
-
 def pack_plan(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Group sequence indices into packs of at most `max_tokens` tokens (first-fit decreasing: longest first, each
     into the first pack with room). A sequence longer than `max_tokens` gets a pack of its own; nothing is cut.
@@ -369,6 +356,7 @@ def token_logprobs(
     with_entropy: bool = False,
     every_vision_kind: bool = False,
     packed: bool = False,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ):
     """log p(token) of every model token (response mask 1) under `model`: a (B, Lresp) tensor, 0 on tool-reply
     tokens and padding, which are never trained on and so get no (vocabulary-sized) logits.
@@ -378,11 +366,12 @@ def token_logprobs(
     per-token entropy of the sampling distribution is computed without gradient. `every_vision_kind`: see
     `add_dummy_image` (DeepSpeed ZeRO-3 needs the same vision-tower calls on every rank, with or without grad).
     With `packed` each micro-batch's samples share one row (`packed_inputs`) instead of being right-padded.
+    `ranges`, [start, stop) pairs covering the batch in order, replace the cut by `micro_batch_size`.
     """
     import torch
 
     parts, ents = [], []
-    for start, stop in micro_batches(batch, micro_batch_size):
+    for start, stop in ranges if ranges is not None else micro_batches(batch, micro_batch_size):
         samples = batch.samples[start:stop]
         lp, ent = _forward_logprobs(
             model, samples, batch.response_length, temperature, with_entropy, every_vision_kind, packed

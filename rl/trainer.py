@@ -12,7 +12,7 @@ The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="
 `rl.strategies`. The learning rate follows `rl.schedule.lr_at` over the optimizer steps (constant by default;
 cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
 sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding, and
-`pack_max_tokens` (SFT) instead packs them into rows of at most that many tokens with no padding at all.
+`pack_max_tokens` instead packs them into rows of at most that many tokens with no padding at all (SFT and GRPO).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class TrainerConfig:
     lr_warmup_steps: int = 0
     lr_total_steps: int = 0  # the cosine's length in optimizer steps
     min_lr_ratio: float = 0.0
-    group_by_length: bool = False  # SFT: micro-batches of similar lengths (less padding)
-    pack_max_tokens: int = 0  # SFT: > 0 packs sequences into rows of at most this many tokens instead of padding
+    group_by_length: bool = False  # micro-batches of similar lengths (less padding)
+    pack_max_tokens: int = 0  # > 0: sequences packed into rows of at most this many tokens instead of padded
 
 
 class TrainerRank:
@@ -131,7 +131,9 @@ class TrainerRank:
     def _logprobs(self, model, batch, **kwargs):
         from rl.batch import token_logprobs
 
-        return token_logprobs(model, batch, every_vision_kind=self.strategy.every_vision_kind, **kwargs)
+        every_kind = self.strategy.every_vision_kind
+        packed = self.cfg.pack_max_tokens > 0
+        return token_logprobs(model, batch, every_vision_kind=every_kind, packed=packed, **kwargs)
 
     # ---- training -------------------------------------------------------------------------------------------
 
@@ -151,19 +153,22 @@ class TrainerRank:
         if local % cfg.mini_batches:
             raise ValueError(f"train_step: per-rank batch {local} is not divisible by mini_batches {cfg.mini_batches}")
         shard = slice(self.rank * local, (self.rank + 1) * local)
+        size = local // cfg.mini_batches
         batch = build_batch(trajectories[shard], self.merge_size)
-        adv = torch.tensor([float(a) for a in advantages[shard]], device=self.device)
+        order, ranges = self._layout(batch, size)  # the order keeps every sequence in its mini-batch
+        batch = batch.reorder(order)
+        adv = torch.tensor([float(advantages[shard][i]) for i in order], device=self.device)
         mask = batch.response_mask.to(self.device)
         with torch.no_grad():
-            sizes = {"temperature": cfg.temperature, "micro_batch_size": cfg.micro_batch_size}
+            sizes = {"temperature": cfg.temperature, "ranges": ranges}
             old = self._logprobs(self.model, batch, **sizes)
             ref = self._logprobs(self.ref, batch, **sizes) if self.ref is not None else None
         diff = ((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum()
         sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
         skipped = 0
-        size = local // cfg.mini_batches
         for start in range(0, local, size):
-            stats = self._mini_batch(batch.select(start, start + size), old, ref, adv, mask, start)
+            within = [(a - start, b - start) for a, b in ranges if start <= a < start + size]
+            stats = self._mini_batch(batch.select(start, start + size), old, ref, adv, mask, start, within)
             for key in sums:
                 sums[key] += stats[key]
             skipped += stats["skipped"]
@@ -188,29 +193,23 @@ class TrainerRank:
         prompt and tool-response tokens are not trained on), token-mean over the whole batch across ranks.
         Gradients accumulate over micro-batches of `micro_batch_size` (or over packs of at most `pack_max_tokens`
         tokens); one optimizer step at `lr`, or at the schedule's rate when `lr` is None."""
-        from rl.batch import build_batch, length_order, micro_batches, padded_tokens
+        from rl.batch import build_batch
 
-        world, cfg = self.cfg.world_size, self.cfg
+        world = self.cfg.world_size
         n = len(trajectories)
         if n == 0 or n % world:
             raise ValueError(f"sft_step: batch size {n} must be a positive multiple of world_size {world}")
         local = n // world
         batch = build_batch(trajectories[self.rank * local : (self.rank + 1) * local], self.merge_size)
-        if cfg.pack_max_tokens > 0:
-            batch, ranges = self._pack(batch)
-            computed = float(sum(len(s.input_ids) for s in batch.samples))
-        else:
-            if cfg.group_by_length:
-                batch = batch.reorder(length_order([len(s.input_ids) for s in batch.samples]))
-            ranges = list(micro_batches(batch, cfg.micro_batch_size))
-            computed = float(padded_tokens([len(s.input_ids) for s in batch.samples], cfg.micro_batch_size or local))
+        order, ranges = self._layout(batch, local)
+        batch = batch.reorder(order)
         mask = batch.response_mask.to(self.device)
         (num_tokens,) = self._all_reduce([float(mask.sum())])
         used_lr = self._set_lr(lr)
         self.strategy.zero_grad()
         loss_sum = 0.0
         for i, (start, stop) in enumerate(ranges):
-            logp = self._logprobs(self.model, batch.select(start, stop), packed=cfg.pack_max_tokens > 0)
+            logp = self._logprobs(self.model, batch.select(start, stop))
             # gradients are averaged over ranks, so each rank's share is scaled by world / global token count
             loss = -(logp * mask[start:stop]).sum() * world / max(num_tokens, 1.0)
             self.strategy.backward(loss, last=i == len(ranges) - 1)
@@ -218,7 +217,7 @@ class TrainerRank:
         grad_norm, stepped = self.strategy.step()
         self.opt_steps += int(stepped)
         self._set_lr()  # back to the schedule (e.g. the RL rate after a warm-up at its own rate)
-        loss_total, padded = self._all_reduce([loss_sum, computed])
+        loss_total, padded = self._all_reduce([loss_sum, float(self._positions(batch, ranges))])
         return {
             "sft/loss": loss_total,
             "sft/grad_norm": grad_norm,
@@ -229,19 +228,40 @@ class TrainerRank:
             "sft/padded_tokens": padded,  # sequence positions the forwards computed, padding included
         }
 
-    def _pack(self, batch):
-        """This rank's sequences reordered into packs of at most `pack_max_tokens` tokens, and each pack's
-        [start, stop) range. Every rank runs as many packs as the rank with the most (its plan split further), so
-        the ranks' forwards and their collectives line up."""
-        from rl.batch import pack_plan, split_packs
+    def _layout(self, batch, chunk: int) -> tuple[list[int], list[tuple[int, int]]]:
+        """How this rank runs `batch` cut into consecutive chunks of `chunk` sequences (GRPO's mini-batches; SFT
+        has one): the order of the sequences, and each forward's [start, stop) range in that order. Padding:
+        micro-batches of `micro_batch_size` (longest first within a chunk with `group_by_length`). Packing
+        (`pack_max_tokens` > 0): each chunk's packs; every rank runs as many per chunk as the rank with the most
+        (its plan split further), so the ranks' forwards and their collectives line up."""
+        from rl.batch import length_order, pack_plan, split_packs
 
-        plan = pack_plan([len(s.input_ids) for s in batch.samples], self.cfg.pack_max_tokens)
-        (count,) = self._all_reduce([float(len(plan))], op="max")
-        plan = split_packs(plan, int(count))
-        bounds = [0]
-        for pack in plan:
-            bounds.append(bounds[-1] + len(pack))
-        return batch.reorder([i for pack in plan for i in pack]), list(zip(bounds[:-1], bounds[1:]))
+        cfg = self.cfg
+        order: list[int] = []
+        ranges: list[tuple[int, int]] = []
+        for first in range(0, len(batch), chunk):
+            members = list(range(first, min(first + chunk, len(batch))))
+            lengths = [len(batch.samples[i].input_ids) for i in members]
+            if cfg.pack_max_tokens > 0:
+                plan = pack_plan(lengths, cfg.pack_max_tokens)
+                (count,) = self._all_reduce([float(len(plan))], op="max")
+                groups = split_packs(plan, int(count))
+            else:
+                within = length_order(lengths) if cfg.group_by_length else list(range(len(members)))
+                size = cfg.micro_batch_size or len(members)
+                groups = [within[k : k + size] for k in range(0, len(within), size)]
+            for group in groups:
+                ranges.append((len(order), len(order) + len(group)))
+                order.extend(members[k] for k in group)
+        return order, ranges
+
+    def _positions(self, batch, ranges) -> int:
+        """Sequence positions the forwards over `ranges` compute: a packed row has no padding, a padded
+        micro-batch is as wide as its longest sequence in every row."""
+        lengths = [len(s.input_ids) for s in batch.samples]
+        if self.cfg.pack_max_tokens > 0:
+            return sum(lengths)
+        return sum(max(lengths[a:b]) * (b - a) for a, b in ranges)
 
     def reset_optimizer(self) -> None:
         """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase);
@@ -256,9 +276,9 @@ class TrainerRank:
         if self.ref is not None:
             self.strategy.prepare_reference_copy(self.ref, self.model)
 
-    def _mini_batch(self, mini, old, ref, adv, mask, offset: int) -> dict[str, float]:
-        """Micro-batched forward/backward over one mini-batch, then clip and step. Sums are this rank's shares."""
-        from rl.batch import micro_batches
+    def _mini_batch(self, mini, old, ref, adv, mask, offset: int, ranges) -> dict[str, float]:
+        """Forward/backward over one mini-batch, one forward per [start, stop) of `ranges` (micro-batches or
+        packs), then clip and step. Sums are this rank's shares."""
         from rl.grpo import grpo_loss
 
         cfg, world = self.cfg, self.cfg.world_size
@@ -268,7 +288,6 @@ class TrainerRank:
         out = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
         self._set_lr()
         self.strategy.zero_grad()
-        ranges = list(micro_batches(mini, cfg.micro_batch_size))
         for i, (start, stop) in enumerate(ranges):
             r = slice(offset + start, offset + stop)
             logp, entropy = self._logprobs(

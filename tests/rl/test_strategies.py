@@ -1,6 +1,7 @@
 """FSDP2 and DeepSpeed ZeRO-3 on two gloo rank actors: the same SFT loss and update on the same batch (with
 different micro-batching), the cosine schedule's rates, checkpoints in one Hugging Face format that resume
-exactly, and the same GRPO update. DeepSpeed ZeRO-2 with sequence packing gives the same SFT steps too."""
+exactly, and the same GRPO update. DeepSpeed ZeRO-2 with sequence packing gives the same SFT steps and GRPO update
+too."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ def test_fsdp2_and_deepspeed_agree_and_checkpoints_round_trip(groups, tiny_model
     fsdp_third = fsdp.sft_step(trajs)
     assert fsdp_third["sft/loss"] == pytest.approx(third["sft/loss"], rel=1e-4)
     assert _max_abs_diff(fsdp.export_weights(), ds.export_weights()) < WEIGHT_TOL
+    packed_third = packed.sft_step(trajs)  # packed has run steps 1 and 2 only: it is at step 3 too now
+    assert packed_third["sft/loss"] == pytest.approx(third["sft/loss"], rel=1e-4)
+    assert _max_abs_diff(fsdp.export_weights(), packed.export_weights()) < WEIGHT_TOL
 
     with pytest.raises(Exception, match="saved by strategy 'fsdp2'"):
         ds.load_checkpoint(paths["fsdp"])
@@ -106,5 +110,7 @@ def test_fsdp2_and_deepspeed_agree_and_checkpoints_round_trip(groups, tiny_model
 
     advantages = compute_advantages([1.0, 0.0, 0.0, 1.0], [t.sample_id for t in trajs])
     a, b = fsdp.train_step(trajs, advantages), ds.train_step(trajs, advantages)
+    c = packed.train_step(trajs, advantages)  # the old and new log-probs from packed rows, ZeRO-2
     for key in ("train/loss", "train/pg_loss", "train/grad_norm", "train/entropy"):
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+        assert c[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key

@@ -198,9 +198,10 @@ def packed_inputs(samples: Sequence[Sample], model: Any, device: Any = "cpu") ->
     import torch
 
     rope_index = _unwrap(model).model.get_rope_index
-    starts, positions = [], []
+    starts, positions, offset = [], [], 0
     for s in samples:
-        starts.append(sum(len(p.input_ids) for p in samples[: len(starts)]))
+        starts.append(offset)
+        offset += len(s.input_ids)
         ids = torch.tensor([s.input_ids], dtype=torch.long)
         grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
         rope, _ = rope_index(ids, mm_token_type_ids=token_types(ids), **grids)

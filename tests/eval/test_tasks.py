@@ -13,6 +13,7 @@ import pytest
 from eval import tasks
 from eval.benchmarks import BenchmarkError, load_benchmark, resolve
 from eval.checkpoints import CheckpointError, check_checkpoint, checkpoint_step, run_checkpoints, run_final_step
+from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 AQA_RECORD = {
     "id": "a0", "task": "aqa", "label": "wave", "score": 50.0, "difficulty": 1.0, "score_range": [0, 100],
@@ -188,47 +189,15 @@ def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ judges
-class FakeChatEndpoint:
-    """A fake OpenAI-compatible endpoint (POST /v1/chat/completions) on localhost, answering by rule: HieroAction's
-    judge prompt gets yes/4 when the prediction mentions "wave", else no/1; an entailment prompt gets [2] when the
-    description mentions the gold point's first word, else [0]. It records the Authorization headers it saw."""
-
-    def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        seen = self.auth = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append(self.headers.get("Authorization"))
-                prompt = body["messages"][0]["content"]
-                if "Predicted Answer:" in prompt:
-                    pred = prompt.split("Predicted Answer:")[1].split("\n\n")[0]
-                    reply = "{'pred': 'yes', 'score': 4}" if "wave" in pred else "{'pred': 'no', 'score': 1}"
-                else:
-                    description = prompt.split("Description:")[1].split("Fact:")[0]
-                    reply = "[2]" if "seated" in description.lower() else "[0]"
-                data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-    def __enter__(self):
-        import threading
-
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
+def rule_judge(body: dict) -> str:
+    """The fake judges' rule: HieroAction's judge prompt gets yes/4 when the prediction mentions "wave", else
+    no/1; an entailment prompt gets [2] when the description mentions "seated", else [0]."""
+    prompt = text_of(body["messages"][0])
+    if "Predicted Answer:" in prompt:
+        pred = prompt.split("Predicted Answer:")[1].split("\n\n")[0]
+        return "{'pred': 'yes', 'score': 4}" if "wave" in pred else "{'pred': 'no', 'score': 1}"
+    description = prompt.split("Description:")[1].split("Fact:")[0]
+    return "[2]" if "seated" in description.lower() else "[0]"
 
 
 def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
@@ -240,9 +209,9 @@ def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
             zip(records, ["<answer>wave</answer>", "<answer>squat</answer>", "<answer>wave</answer>"],
                 [False, False, True])]  # fmt: skip
     tasks.score_rows("aqa", rows, records)
-    endpoint = FakeChatEndpoint()
-    with endpoint as url:
-        judge = {"kind": "openai", "base_url": url, "model": "fake-judge", "api_key_env": "EVAL_JUDGE_KEY"}
+    with FakeOpenAIEndpoint(rule_judge) as endpoint:
+        judge = {"kind": "openai", "base_url": endpoint.base_url, "model": "fake-judge",
+                 "api_key_env": "EVAL_JUDGE_KEY"}  # fmt: skip
         _llm_judge(rows, records, judge)
     assert [r["judge"] for r in rows] == [
         {"yes": True, "score": 4},
@@ -251,7 +220,8 @@ def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
     ]  # fmt: skip  (the failed one is judged as "")
     m = tasks.aggregate("aqa", rows, records)
     assert math.isclose(m["judge_accuracy"], 1 / 3) and m["judge_score"] == 2.0 and m["judge_unparsed"] == 0
-    assert endpoint.auth == ["Bearer sk-secret-123"] * 3  # the key went to the endpoint, from the env var
+    # the key went to the endpoint, from the env var
+    assert [r["auth"] for r in endpoint.requests] == ["Bearer sk-secret-123"] * 3
     assert "sk-secret-123" not in json.dumps(rows) + capsys.readouterr().out
 
 
@@ -266,8 +236,8 @@ def test_describe_entailment_held_in_out_through_a_fake_endpoint():
     replies = ["<answer>A seated man.</answer>", "<answer>A runner.</answer>", "Seated, drinking."]
     rows = [{"id": r["id"], "prediction": p, "failed": False} for r, p in zip(records, replies)]
     tasks.score_rows("describe", rows, records)
-    with FakeChatEndpoint() as url:
-        _entailment(rows, records, {"kind": "openai", "base_url": url, "model": "fake-judge"})
+    with FakeOpenAIEndpoint(rule_judge) as endpoint:
+        _entailment(rows, records, {"kind": "openai", "base_url": endpoint.base_url, "model": "fake-judge"})
     # d0: both gold points judged against "A seated man." -> [2] [2] -> 1.0; d1: [0] -> 0.0; d2: [2] -> 1.0
     assert [r["metrics"]["entailment"] for r in rows] == [1.0, 0.0, 1.0]
     m = tasks.aggregate("describe", rows, records)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
-import json
 import logging
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,6 +30,7 @@ from rewards.entailment import (
 )
 from rewards.mcq import mcq, reply_letter
 from rollout.trajectory import Trajectory
+from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 MCQ_RECORD = {"task": "mcq", "answer": "C", "options": {"A": "sit", "B": "stand", "C": "walk", "D": "run"}}
 
@@ -197,44 +195,9 @@ def test_judge_config_errors():
         EndpointJudge(base_url="judge:8000", model="m")
 
 
-class FakeJudgeServer:
-    """A real HTTP server on 127.0.0.1 speaking the chat-completions protocol, answering with the fake rule."""
-
-    def __init__(self, status: int = 200):
-        self.requests: list[tuple[str, str | None, dict]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.path, self.headers.get("Authorization"), body))
-                if status != 200:
-                    payload = json.dumps({"error": "unauthorized"}).encode()
-                else:
-                    content = fake_label(body["messages"][0]["content"])
-                    payload = json.dumps(
-                        {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                    ).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def judge_server(status: int = 200) -> FakeOpenAIEndpoint:
+    """The shared fake endpoint (a real HTTP server on 127.0.0.1), answering with the fake rule."""
+    return FakeOpenAIEndpoint(lambda body: fake_label(text_of(body["messages"][0])), status=status)
 
 
 def test_endpoint_judge_round_trip(monkeypatch):
@@ -243,21 +206,23 @@ def test_endpoint_judge_round_trip(monkeypatch):
         describe("<answer>the person sits at a table and the person screws a lid onto a bottle</answer>"),
         describe("<answer>nothing relevant</answer>", gold=["the person sits"]),
     )
-    with FakeJudgeServer() as server:
-        judge = {"kind": "openai", "base_url": server.url + "/", "model": "judge-70b", "api_key_env": "TEST_JUDGE_KEY"}
+    with judge_server() as server:
+        url = server.base_url + "/"
+        judge = {"kind": "openai", "base_url": url, "model": "judge-70b", "api_key_env": "TEST_JUDGE_KEY"}
         got = semantic_entailment(list(trajs), list(records), judge=judge)
     # first: 2, 2, 0 -> (1/3 + 1)/2 = 2/3; second: 1 -> 0.5
     assert got == pytest.approx([2 / 3, 0.5])
     assert len(server.requests) == 4
-    path, auth, body = server.requests[0]
+    first = server.requests[0]
+    path, auth, body = first["path"], first["auth"], first["body"]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-secret-123"
     assert body["model"] == "judge-70b" and body["temperature"] == 0.0 and body["messages"][0]["role"] == "user"
 
 
 def test_endpoint_judge_errors_never_show_the_key(monkeypatch, caplog):
     monkeypatch.setenv("TEST_JUDGE_KEY", "sk-secret-456")
-    with FakeJudgeServer(status=401) as server:
-        judge = EndpointJudge(base_url=server.url, model="m", api_key_env="TEST_JUDGE_KEY", max_concurrency=1)
+    with judge_server(status=401) as server:
+        judge = EndpointJudge(base_url=server.base_url, model="m", api_key_env="TEST_JUDGE_KEY", max_concurrency=1)
         with pytest.raises(JudgeError, match="answered HTTP 401") as info:
             judge(["p"])
         assert "sk-secret-456" not in str(info.value)
@@ -266,7 +231,7 @@ def test_endpoint_judge_errors_never_show_the_key(monkeypatch, caplog):
         spec = {
             "name": "semantic_entailment",
             "args": {
-                "judge": {"kind": "openai", "base_url": server.url, "model": "m", "api_key_env": "TEST_JUDGE_KEY"}
+                "judge": {"kind": "openai", "base_url": server.base_url, "model": "m", "api_key_env": "TEST_JUDGE_KEY"}
             },
         }
         with caplog.at_level(logging.ERROR):

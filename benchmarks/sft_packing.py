@@ -18,7 +18,9 @@ grows with the square of the pack: keep packs near the longest sequence there (t
 variable-length kernel (GPU) has no such cost, and larger packs only help.
 
     python benchmarks/sft_packing.py                     # 32 conversations, tiny model
-    python benchmarks/sft_packing.py --n 64 --max-response 1024 --model /path/to/Qwen2.5-VL-3B-Instruct
+    python benchmarks/sft_packing.py --n 64 --max-response 1024 --model /path/to/Qwen2.5-VL-3B-Instruct \
+        --device cuda --dtype bfloat16
+    python benchmarks/sft_packing.py --device cuda --dtype bfloat16 --size 1024,8,8   # a random model of that size
 """
 
 from __future__ import annotations
@@ -99,21 +101,38 @@ def sft_pass(model, batch, forwards: list[list[int]], packed: bool) -> float:
     for f in forwards:
         part = batch.reorder(f)
         logp = token_logprobs(model, part, packed=packed)
-        loss = -(logp * part.response_mask).sum() / total
+        loss = -(logp * part.response_mask.to(logp.device)).sum() / total
         loss.backward()
         loss_sum += float(loss.detach())
     model.zero_grad(set_to_none=True)
     return loss_sum
 
 
-def measure(model_dir: str, n: int, max_response: int, micro_batch_size: int, pack_tokens: int, repeats: int):
+def load_model(model_dir: str, device: str, dtype: str, size: tuple[int, int, int] | None, attn: str = "sdpa"):
+    """The model at `model_dir`, or with `size` (hidden, layers, heads) a random one of that size built from the
+    tiny model's config (the real vocabulary and vision tower layout)."""
     import torch
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
+
+    from data_builders.tiny_model import tiny_config
+
+    torch.manual_seed(0)
+    if size is None:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    else:
+        model = Qwen2_5_VLForConditionalGeneration(tiny_config(*size)).to(getattr(torch, dtype))
+    model.set_attn_implementation(attn)
+    return model.to(device)
+
+
+def measure(model_dir: str, n: int, max_response: int, micro_batch_size: int, pack_tokens: int, repeats: int,
+            device: str = "cpu", dtype: str = "float32", size: tuple[int, int, int] | None = None,
+            attn: str = "sdpa"):  # fmt: skip
+    import torch
 
     from rl.batch import build_batch
 
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, device, dtype, size, attn)
     model.train()
     merge = int(model.config.vision_config.spatial_merge_size)
     batch = build_batch(conversations(model_dir, n, max_response), merge)
@@ -123,11 +142,16 @@ def measure(model_dir: str, n: int, max_response: int, micro_batch_size: int, pa
     results = {}
     for method, forwards in plans(lengths, micro_batch_size, pack_tokens).items():
         packed = method == "packed"
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         loss = sft_pass(model, batch, forwards, packed)  # warm-up, and the loss to compare
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             sft_pass(model, batch, forwards, packed)
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         results[method] = {
             "forwards": len(forwards),
@@ -135,6 +159,8 @@ def measure(model_dir: str, n: int, max_response: int, micro_batch_size: int, pa
             "seconds": statistics.median(times),
             "loss": loss,
         }
+        if cuda:
+            results[method]["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return results, {"sequences": n, "tokens": sum(lengths), "pack_tokens": pack_tokens}
 
 
@@ -147,6 +173,7 @@ def report(results: dict, info: dict) -> str:
         lines.append(
             f"{method:<9}{r['forwards']:>9}{r['positions']:>11,}{r['positions'] / base['positions']:>10.2f}x"
             f"{r['seconds']:>10.3f}{r['seconds'] / base['seconds']:>10.2f}x{r['loss']:>10.4f}"
+            + (f"  peak {r['peak_gib']:.2f} GiB" if "peak_gib" in r else "")
         )
     spread = max(r["loss"] for r in results.values()) - min(r["loss"] for r in results.values())
     lines.append(
@@ -164,15 +191,21 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--pack-tokens", type=int, default=0, help="0: the longest sequence's length")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--size", default="", help="HIDDEN,LAYERS,HEADS: a random model of that size instead")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation: sdpa, eager, flex_attention, ...")
     args = parser.parse_args(argv)
+    size = tuple(int(x) for x in args.size.split(",")) if args.size else None
     model_dir = args.model
     if model_dir == "embedded":
         from data_builders.tiny_model import build_tiny_model, default_model_dir
 
         model_dir = str(build_tiny_model(default_model_dir()))
     results, info = measure(model_dir, args.n, args.max_response, args.micro_batch_size, args.pack_tokens,
-                            args.repeats)  # fmt: skip
+                            args.repeats, args.device, args.dtype, size, args.attn)  # fmt: skip
     print(report(results, info))
+    print(f"(model: {args.size or model_dir}; {args.device}, {args.dtype}, {args.attn} attention)")
     return results
 
 

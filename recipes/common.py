@@ -73,6 +73,11 @@ def check_trainer(tcfg: Any) -> list[str]:
         problems.append(f"trainer.zero_stage: 2 or 3 with DeepSpeed, got {tcfg.zero_stage}")
     if tcfg.pack_max_tokens < 0:
         problems.append(f"trainer.pack_max_tokens: 0 (off) or a positive token budget, got {tcfg.pack_max_tokens}")
+    from rl.trainer import ATTN_IMPLEMENTATIONS
+
+    if tcfg.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        attn = tcfg.attn_implementation
+        problems.append(f"trainer.attn_implementation: one of {ATTN_IMPLEMENTATIONS}, got {attn!r}")
     return problems
 
 
@@ -220,6 +225,7 @@ def make_trainer(tcfg: Any, model_path: str, seed: int, temperature: float = 1.0
         strategy=tcfg.strategy,
         zero_stage=tcfg.zero_stage,
         pack_max_tokens=tcfg.pack_max_tokens,
+        attn_implementation=tcfg.attn_implementation,
         lr=tcfg.lr,
         weight_decay=tcfg.weight_decay,
         grad_clip=tcfg.grad_clip,

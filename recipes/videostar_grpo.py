@@ -147,6 +147,9 @@ class TrainerConfig:
     pack_max_tokens: int = 0
     """> 0: the GRPO updates and the warm-up's supervised steps pack sequences into rows of at most this many
     tokens instead of padding micro-batches of micro_batch_size (docs/sft.md)."""
+    attn_implementation: str = "auto"
+    """The trainer's attention: "auto" (flash_attention_2 on GPU when flash-attn is installed, else sdpa), "sdpa",
+    "eager" or "flash_attention_2"."""
     lr: float = 1e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0

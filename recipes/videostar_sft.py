@@ -77,6 +77,9 @@ class SftTrainerConfig:
     pack_max_tokens: int = 0
     """> 0: pack each rank's sequences into rows of at most this many tokens (no padding; micro_batch_size and
     group_by_length are then unused). 0: right-padded micro-batches."""
+    attn_implementation: str = "auto"
+    """The trainer's attention: "auto" (flash_attention_2 on GPU when flash-attn is installed, else sdpa), "sdpa",
+    "eager" or "flash_attention_2"."""
     num_cpus: float = 0.5
     num_gpus: float = 0.0
 
@@ -135,7 +138,7 @@ def make_sft_trainer(tcfg: Any, model_path: str, steps: int, seed: int):
         weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip, kl_coef=0.0, micro_batch_size=tcfg.micro_batch_size,
         lr_schedule=tcfg.lr_schedule, lr_warmup_steps=tcfg.warmup_steps, lr_total_steps=steps,
         min_lr_ratio=tcfg.min_lr_ratio, group_by_length=tcfg.group_by_length, pack_max_tokens=tcfg.pack_max_tokens,
-        seed=seed,
+        attn_implementation=tcfg.attn_implementation, seed=seed,
         actor_options={"num_cpus": tcfg.num_cpus, "num_gpus": tcfg.num_gpus},
     )  # fmt: skip
 

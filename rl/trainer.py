@@ -57,6 +57,27 @@ class TrainerConfig:
     min_lr_ratio: float = 0.0
     group_by_length: bool = False  # micro-batches of similar lengths (less padding)
     pack_max_tokens: int = 0  # > 0: sequences packed into rows of at most this many tokens instead of padded
+    attn_implementation: str = "auto"  # "auto": flash_attention_2 on CUDA when flash-attn is installed, else sdpa
+
+
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+def resolve_attn_implementation(name: str, device_type: str) -> str:
+    """The transformers attention implementation for `name`: "auto" is flash-attention 2 on CUDA when the
+    flash-attn package is installed (its variable-length kernel makes packed rows cost what their sequences cost
+    alone), else sdpa.
+
+    >>> resolve_attn_implementation("auto", "cpu"), resolve_attn_implementation("eager", "cuda")
+    ('sdpa', 'eager')
+    """
+    import importlib.util
+
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+    if name != "auto":
+        return name
+    return "flash_attention_2" if device_type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 class TrainerRank:
@@ -113,7 +134,9 @@ class TrainerRank:
         from transformers import AutoModelForImageTextToText
 
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(self.device)
+        attn = resolve_attn_implementation(self.cfg.attn_implementation, self.device.type)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+        return model.to(self.device)
 
     @property
     def optimizer(self):
@@ -445,6 +468,7 @@ class TrainerGroup:
         min_lr_ratio: float = 0.0,
         group_by_length: bool = False,
         pack_max_tokens: int = 0,
+        attn_implementation: str = "auto",
     ):
         import ray
         from ray.util.placement_group import placement_group
@@ -457,6 +481,7 @@ class TrainerGroup:
         if strategy == "deepspeed" and zero_stage not in (2, 3):
             raise ValueError(f"zero_stage must be 2 or 3 for strategy 'deepspeed', got {zero_stage}")
         lr_at(0, lr, lr_schedule, lr_warmup_steps, lr_total_steps, min_lr_ratio)  # a bad schedule fails here
+        resolve_attn_implementation(attn_implementation, "cpu")  # an unknown name fails here
         if pack_max_tokens < 0:
             raise ValueError(f"pack_max_tokens must be 0 (off) or a positive token budget, got {pack_max_tokens}")
         if not os.path.isdir(model_path):
@@ -468,7 +493,7 @@ class TrainerGroup:
             temperature=temperature, seed=seed, backend=backend, zero_stage=zero_stage,
             zero_config=dict(zero_config or {}), lr_schedule=lr_schedule, lr_warmup_steps=lr_warmup_steps,
             lr_total_steps=lr_total_steps, min_lr_ratio=min_lr_ratio, group_by_length=group_by_length,
-            pack_max_tokens=pack_max_tokens,
+            pack_max_tokens=pack_max_tokens, attn_implementation=attn_implementation,
         )  # fmt: skip
         self.world_size = world_size
         use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())

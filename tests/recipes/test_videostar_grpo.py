@@ -98,8 +98,10 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
             f"run.run_dir={tmp_path}", "model.path=/no/such/model", "data.train=/no/such.jsonl",
             "tools.enabled={nope: {}}", "rewards.components=[{name: not_a_reward}]",
             "trainer.strategy=deepspeed", "trainer.zero_stage=1", "trainer.pack_max_tokens=-5",
+            "trainer.attn_implementation=flash3",
         ])  # fmt: skip
     text = str(err.value)
-    for needle in ("/no/such/model", "/no/such.jsonl", "nope", "not_a_reward", "zero_stage: 2 or 3", "got -5"):
+    for needle in ("/no/such/model", "/no/such.jsonl", "nope", "not_a_reward", "zero_stage: 2 or 3", "got -5",
+                   "got 'flash3'"):  # fmt: skip
         assert needle in text
     assert ray.is_initialized() == was_running

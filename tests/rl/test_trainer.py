@@ -178,3 +178,17 @@ def test_sft_step_trains_on_model_tokens_only_and_reference_can_be_reset(group2,
     assert moved["train/kl"] > 1e-3 and moved["train/lr"] == pytest.approx(1e-3)  # back to the RL learning rate
     group2.reset_reference()
     assert group2.train_step(trajs, advantages)["train/kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_implementation_choice():
+    import importlib.util
+
+    from rl.trainer import resolve_attn_implementation
+
+    assert resolve_attn_implementation("auto", "cpu") == "sdpa"
+    # flash-attention only where it is installed and there is a GPU
+    want_cuda = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    assert resolve_attn_implementation("auto", "cuda") == want_cuda
+    assert resolve_attn_implementation("eager", "cpu") == "eager"
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        resolve_attn_implementation("flash3", "cuda")

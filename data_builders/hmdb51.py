@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, where
-from data_builders.protocols import FULL_ROLE, Clip, add_base_to_novel, add_ovar, add_ovar_arguments, base_novel
+from data_builders.protocols import Clip, add_official_splits, add_ovar_arguments
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
@@ -91,15 +91,7 @@ def build(args, col: Collector) -> dict:
     exists: dict = {}
     read = {k: read_split(col, classes, k, videos, exists) for k in (1, 2, 3)}
     splits = {k: parts for k, (parts, _) in read.items()}
-    base, novel, source = base_novel(args, read[1][1], names)
-    add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, "hmdb51")
-    for k, parts in splits.items():
-        for part, clips in parts.items():
-            add_ovar(
-                col, f"split{k}_{part}", clips, names, dataset="hmdb51", split=part,
-                base_or_novel=FULL_ROLE[part], seed=args.seed, num_candidates=args.num_candidates,
-            )  # fmt: skip
-    return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
+    return add_official_splits(col, splits, read[1][1], names, args, "hmdb51")
 
 
 def parser():

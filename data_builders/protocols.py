@@ -233,6 +233,23 @@ def add_base_to_novel(
     add_ovar(col, "b2n_eval_novel", evals, novel, split="eval", base_or_novel="novel", **common)
 
 
+def add_official_splits(
+    col: Collector, splits: dict, train_counts: Mapping[str, int], names: Sequence[str], args, dataset: str
+) -> dict:
+    """The outputs of a dataset with three official train/test splits (HMDB-51, UCF-101): base-to-novel on split
+    1 (the frequency rule over `train_counts`, or --class-split) and every split's full train and test files.
+    `splits` is {k: {"train": clips, "test": clips}}. Returns the summary entry for stats.json."""
+    base, novel, source = base_novel(args, train_counts, names)
+    add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, dataset)
+    for k, parts in splits.items():
+        for part, clips in parts.items():
+            add_ovar(
+                col, f"split{k}_{part}", clips, names, dataset=dataset, split=part,
+                base_or_novel=FULL_ROLE[part], seed=args.seed, num_candidates=args.num_candidates,
+            )  # fmt: skip
+    return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
+
+
 def add_ovar_arguments(parser, class_split: bool = True) -> None:
     """CLI options shared by the action-recognition builders."""
     if class_split:

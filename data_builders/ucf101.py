@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, require_file, where
-from data_builders.protocols import FULL_ROLE, Clip, add_base_to_novel, add_ovar, add_ovar_arguments, base_novel
+from data_builders.protocols import Clip, add_official_splits, add_ovar_arguments
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
 
@@ -99,15 +99,7 @@ def build(args, col: Collector) -> dict:
             splits[k][part], listed = read_list(col, path, index, videos, exists)
             if (k, part) == (1, "train"):
                 train1_counts = listed
-    base, novel, source = base_novel(args, train1_counts, names)
-    add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, "ucf101")
-    for k, parts in splits.items():
-        for part, clips in parts.items():
-            add_ovar(
-                col, f"split{k}_{part}", clips, names, dataset="ucf101", split=part,
-                base_or_novel=FULL_ROLE[part], seed=args.seed, num_candidates=args.num_candidates,
-            )  # fmt: skip
-    return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
+    return add_official_splits(col, splits, train1_counts, names, args, "ucf101")
 
 
 def parser():

@@ -34,6 +34,7 @@ class Sample:
     response_mask: list[int]
     rollout_logprobs: list[float]
     mm: dict[str, Any]  # torch tensors
+    positions: Any = None  # (4, 1, L) packed-row position ids, worked out on the first packed forward
 
 
 @dataclass
@@ -198,19 +199,20 @@ def packed_inputs(samples: Sequence[Sample], model: Any, device: Any = "cpu") ->
     import torch
 
     rope_index = _unwrap(model).model.get_rope_index
-    starts, positions, offset = [], [], 0
+    starts, offset = [], 0
     for s in samples:
         starts.append(offset)
         offset += len(s.input_ids)
-        ids = torch.tensor([s.input_ids], dtype=torch.long)
-        grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
-        rope, _ = rope_index(ids, mm_token_type_ids=token_types(ids), **grids)
-        text = torch.arange(len(s.input_ids), dtype=rope.dtype).view(1, 1, -1)
-        positions.append(torch.cat([text, rope.to(text.device)], 0))
+        if s.positions is None:  # the same for every forward of this sample (policy, old and reference passes)
+            ids = torch.tensor([s.input_ids], dtype=torch.long)
+            grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
+            rope, _ = rope_index(ids, mm_token_type_ids=token_types(ids), **grids)
+            text = torch.arange(len(s.input_ids), dtype=rope.dtype).view(1, 1, -1)
+            s.positions = torch.cat([text, rope.to(text.device)], 0)
     input_ids = torch.tensor([[t for s in samples for t in s.input_ids]], dtype=torch.long)
     out: dict[str, Any] = {
         "input_ids": input_ids.to(device),
-        "position_ids": torch.cat(positions, -1).to(device),
+        "position_ids": torch.cat([s.positions for s in samples], -1).to(device),
         "mm_token_type_ids": token_types(input_ids).to(device),
     }
     out.update(_vision_inputs(samples, device))

@@ -238,12 +238,6 @@ def cli_main(dataset: str, parser: argparse.ArgumentParser, build: Callable, arg
     return run_builder(dataset, build, args)[0]
 
 
-def video_path(root: Path, rel: str | Path) -> Path:
-    """The absolute path of a video under the dataset folder (records hold absolute paths, since the records
-    folder is not the dataset folder)."""
-    return (root / rel).resolve()
-
-
 def json_at(path: Path, index: int) -> str:
     """A location inside a JSON array file: `file:#index`.
 

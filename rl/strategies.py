@@ -122,17 +122,6 @@ class FSDP2Strategy:
         optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
         set_optimizer_state_dict(self.model, self.optimizer, optim, options=StateDictOptions(full_state_dict=True))
 
-    def prepare_reference_copy(self, ref, model) -> None:
-        """Make `ref` (sharded alike) a copy of `model`: shard by shard, nothing gathered."""
-        import torch
-
-        for module in (ref, model):  # FSDP2 may leave the root's parameters unsharded after a forward
-            if hasattr(module, "reshard"):
-                module.reshard()
-        with torch.no_grad():
-            for ref_param, param in zip(ref.parameters(), model.parameters(), strict=True):
-                ref_param.copy_(param.detach())
-
 
 class DeepSpeedStrategy:
     """DeepSpeed ZeRO stage 2 or 3 (`cfg.zero_stage`) around the same AdamW. The reference policy is a plain
@@ -249,9 +238,6 @@ class DeepSpeedStrategy:
         saved = ckpt.load_flat_state(state_dir, f"optimizer_rank{rank}")
         state = ckpt.overlay_tensors(self.optimizer.state_dict(), saved)
         self.optimizer.load_state_dict([state] * dist.get_world_size(), load_from_fp32_weights=True)
-
-    def prepare_reference_copy(self, ref, model) -> None:
-        self.load_full_state_dict(ref, self.full_state_dict(model))
 
 
 STRATEGIES = {"fsdp2": FSDP2Strategy, "deepspeed": DeepSpeedStrategy}

@@ -1,11 +1,13 @@
 """The policy trainer: data-parallel rank actors (FSDP2) with a frozen reference policy, weight export and sync
 to rollout workers, and checkpoints in Hugging Face format plus an exactly resumable `trainer_state/`.
 
-    group = TrainerGroup(model_path, world_size=2)          # one Ray actor per rank, in a placement group
+    group = TrainerGroup(TrainerConfig(world_size=2), model_path)   # one Ray actor per rank, in a placement group
     metrics = group.train_step(trajectories, advantages)    # the whole batch; each rank takes its shard
     group.sync_weights(rollout_workers)                     # handles with `update_weights.remote(named_tensors)`
     group.save_checkpoint(run_dir / "step_10", {"step": 10, "cursor": 640})
-    extra = TrainerGroup(model_path, world_size=2).load_checkpoint(run_dir / "step_10")
+    extra = TrainerGroup(cfg, model_path).load_checkpoint(run_dir / "step_10")
+
+The whole trainer config is one dataclass, `rl.config.TrainerConfig` (a recipe's `trainer:` section).
 
 On CPU the ranks talk over gloo (float32 weights); with CUDA over NCCL (bfloat16 weights), one GPU per rank.
 The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="deepspeed", zero_stage=3`), see
@@ -20,47 +22,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rl import checkpoint as ckpt
+from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
 from rl.schedule import lr_at
-from rl.strategies import STRATEGIES, make_strategy  # how a loaded model is wrapped for data parallelism
-
-
-@dataclass
-class TrainerConfig:
-    """What every rank needs to know; set through `TrainerGroup`'s keyword arguments."""
-
-    model_path: str
-    world_size: int = 2
-    strategy: str = "fsdp2"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
-    clip_ratio: float = 0.2
-    kl_coef: float = 0.01
-    kl_type: str = "low_var_kl"
-    loss_agg_mode: str = "token-mean"
-    micro_batch_size: int = 2
-    mini_batches: int = 1  # optimizer steps per train_step (the local shard is split this many ways)
-    temperature: float = 1.0  # the rollout's sampling temperature, so log-probs match the rollout's
-    seed: int = 0
-    backend: str | None = None  # "gloo" | "nccl"; None: nccl when the rank sees a GPU, else gloo
-    zero_stage: int = 3  # DeepSpeed only: 2 (optimizer state and gradients partitioned) or 3 (parameters too)
-    zero_config: dict[str, Any] | None = None  # DeepSpeed only: extra zero_optimization entries
-    lr_schedule: str = "constant"  # "constant" | "cosine" (rl.schedule.lr_at)
-    lr_warmup_steps: int = 0
-    lr_total_steps: int = 0  # the cosine's length in optimizer steps
-    min_lr_ratio: float = 0.0
-    group_by_length: bool = False  # micro-batches of similar lengths (less padding)
-    pack_max_tokens: int = 0  # > 0: sequences packed into rows of at most this many tokens instead of padded
-    attn_implementation: str = "auto"  # "auto": flash_attention_2 on CUDA when flash-attn is installed, else sdpa
-
-
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+from rl.strategies import make_strategy  # how a loaded model is wrapped for data parallelism
 
 
 def resolve_attn_implementation(name: str, device_type: str) -> str:
@@ -83,9 +52,13 @@ def resolve_attn_implementation(name: str, device_type: str) -> str:
 class TrainerRank:
     """One data-parallel rank. A plain class; `TrainerGroup` makes it a Ray actor."""
 
-    def __init__(self, rank: int, config: dict[str, Any]):
-        self.rank = rank
-        self.cfg = TrainerConfig(**config)
+    def __init__(
+        self, rank: int, cfg: TrainerConfig, model_path: str, seed: int, temperature: float, total_steps: int
+    ):
+        self.rank, self.cfg, self.model_path = rank, cfg, model_path
+        self.seed = seed
+        self.temperature = temperature  # the rollout's sampling temperature, so log-probs match the rollout's
+        self.total_steps = total_steps  # the cosine schedule's length in optimizer steps
         self.model = self.ref = self.strategy = None
         self.opt_steps = 0  # optimizer steps since the optimizer was (re)made: the schedule's clock
 
@@ -107,7 +80,7 @@ class TrainerRank:
         cuda = backend == "nccl"
         if not cuda:
             torch.set_num_threads(1)  # CPU cores are shared by every rank on the node
-        torch.manual_seed(self.cfg.seed + self.rank)
+        torch.manual_seed(self.seed + self.rank)
         dist.init_process_group(
             backend=backend,
             init_method=f"tcp://{master_addr}:{master_port}",
@@ -117,12 +90,12 @@ class TrainerRank:
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self.mesh = init_device_mesh(self.device.type, (self.cfg.world_size,))
         self.strategy = make_strategy(self.cfg, self.device, self.mesh)
-        policy = self._load(self.cfg.model_path)
+        policy = self._load(self.model_path)
         self.hf_config = policy.config
         policy.train()
         self.model = self.strategy.wrap(policy, trainable=True)
         if self.cfg.kl_coef != 0.0:
-            ref = self._load(self.cfg.model_path)
+            ref = self._load(self.model_path)
             ref.eval()
             ref.requires_grad_(False)
             self.ref = self.strategy.wrap(ref, trainable=False)
@@ -146,7 +119,7 @@ class TrainerRank:
         """The learning rate of the next optimizer step: `override`, else the schedule at `opt_steps`."""
         cfg = self.cfg
         lr = override if override is not None else lr_at(
-            self.opt_steps, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.lr_total_steps, cfg.min_lr_ratio
+            self.opt_steps, cfg.lr, cfg.lr_schedule, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio
         )  # fmt: skip
         self.strategy.set_lr(lr)
         return lr
@@ -183,7 +156,7 @@ class TrainerRank:
         adv = torch.tensor([float(advantages[shard][i]) for i in order], device=self.device)
         mask = batch.response_mask.to(self.device)
         with torch.no_grad():
-            sizes = {"temperature": cfg.temperature, "ranges": ranges}
+            sizes = {"temperature": self.temperature, "ranges": ranges}
             old = self._logprobs(self.model, batch, **sizes)
             ref = self._logprobs(self.ref, batch, **sizes) if self.ref is not None else None
         diff = ((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum()
@@ -239,7 +212,7 @@ class TrainerRank:
             loss_sum += float(loss.detach()) / world
         grad_norm, stepped = self.strategy.step()
         self.opt_steps += int(stepped)
-        self._set_lr()  # back to the schedule (e.g. the RL rate after a warm-up at its own rate)
+        self._set_lr()  # back to the schedule after an explicit `lr`
         loss_total, padded = self._all_reduce([loss_sum, float(self._positions(batch, ranges))])
         return {
             "sft/loss": loss_total,
@@ -286,19 +259,6 @@ class TrainerRank:
             return sum(lengths)
         return sum(max(lengths[a:b]) * (b - a) for a, b in ranges)
 
-    def reset_optimizer(self) -> None:
-        """A fresh optimizer (moments from a warm-up phase at another learning rate would bias the next phase);
-        the schedule starts over."""
-        self.strategy.reset_optimizer()
-        self.opt_steps = 0
-        self._set_lr()
-
-    def reset_reference(self) -> None:
-        """Make the reference policy a copy of the current policy (after a cold start, the KL should hold the
-        policy near the supervised model, not near the weights it started from)."""
-        if self.ref is not None:
-            self.strategy.prepare_reference_copy(self.ref, self.model)
-
     def _mini_batch(self, mini, old, ref, adv, mask, offset: int, ranges) -> dict[str, float]:
         """Forward/backward over one mini-batch, one forward per [start, stop) of `ranges` (micro-batches or
         packs), then clip and step. Sums are this rank's shares."""
@@ -314,7 +274,7 @@ class TrainerRank:
         for i, (start, stop) in enumerate(ranges):
             r = slice(offset + start, offset + stop)
             logp, entropy = self._logprobs(
-                self.model, mini.select(start, stop), temperature=cfg.temperature, with_entropy=True
+                self.model, mini.select(start, stop), temperature=self.temperature, with_entropy=True
             )
             loss, metrics = grpo_loss(
                 logp,
@@ -382,7 +342,7 @@ class TrainerRank:
             out.mkdir(parents=True, exist_ok=True)
             module = getattr(self.model, "module", self.model)  # a DeepSpeed engine wraps the HF model
             module.save_pretrained(str(out), state_dict=state, safe_serialization=True)
-            ckpt.copy_processor_files(self.cfg.model_path, out)
+            ckpt.copy_processor_files(self.model_path, out)
             ckpt.write_json(state_dir / "extra_state.json", extra_state)
             trainer_state = {"world_size": self.cfg.world_size, "config": asdict(self.cfg)}
             ckpt.write_json(state_dir / "trainer.json", {**trainer_state, "opt_steps": self.opt_steps})
@@ -441,63 +401,25 @@ class TrainerRank:
 class TrainerGroup:
     """`world_size` TrainerRank actors in one placement group, driven together. See the module docstring."""
 
-    def __init__(
-        self,
-        model_path: str,
-        world_size: int = 2,
-        strategy: str = "fsdp2",
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        grad_clip: float = 1.0,
-        clip_ratio: float = 0.2,
-        kl_coef: float = 0.01,
-        kl_type: str = "low_var_kl",
-        loss_agg_mode: str = "token-mean",
-        micro_batch_size: int = 2,
-        mini_batches: int = 1,
-        seed: int = 0,
-        actor_options: dict[str, Any] | None = None,
-        backend: str | None = None,
-        temperature: float = 1.0,
-        zero_stage: int = 3,
-        zero_config: dict[str, Any] | None = None,
-        lr_schedule: str = "constant",
-        lr_warmup_steps: int = 0,
-        lr_total_steps: int = 0,
-        min_lr_ratio: float = 0.0,
-        group_by_length: bool = False,
-        pack_max_tokens: int = 0,
-        attn_implementation: str = "auto",
-    ):
+    def __init__(self, cfg: TrainerConfig, model_path: str, *, seed: int = 0, temperature: float = 1.0,
+                 total_steps: int = 0):  # fmt: skip
+        """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
+        those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length."""
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        if backend not in (None, "gloo", "nccl"):
-            raise ValueError(f"unknown backend {backend!r}; use 'gloo', 'nccl' or None (automatic)")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(STRATEGIES))}")
-        if strategy == "deepspeed" and zero_stage not in (2, 3):
-            raise ValueError(f"zero_stage must be 2 or 3 for strategy 'deepspeed', got {zero_stage}")
-        lr_at(0, lr, lr_schedule, lr_warmup_steps, lr_total_steps, min_lr_ratio)  # a bad schedule fails here
-        resolve_attn_implementation(attn_implementation, "cpu")  # an unknown name fails here
-        if pack_max_tokens < 0:
-            raise ValueError(f"pack_max_tokens must be 0 (off) or a positive token budget, got {pack_max_tokens}")
+        problems = cfg.validate()
+        if cfg.lr_schedule == "cosine" and total_steps <= cfg.warmup_steps:
+            problems.append(f"a cosine schedule needs total_steps ({total_steps}) > warmup_steps ({cfg.warmup_steps})")
+        if problems:
+            raise ValueError("bad trainer config:\n  " + "\n  ".join(problems))
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"model directory not found: {model_path}")
-        config = TrainerConfig(
-            model_path=str(model_path), world_size=world_size, strategy=strategy, lr=lr, weight_decay=weight_decay,
-            betas=tuple(betas), grad_clip=grad_clip, clip_ratio=clip_ratio, kl_coef=kl_coef, kl_type=kl_type,
-            loss_agg_mode=loss_agg_mode, micro_batch_size=micro_batch_size, mini_batches=mini_batches,
-            temperature=temperature, seed=seed, backend=backend, zero_stage=zero_stage,
-            zero_config=dict(zero_config or {}), lr_schedule=lr_schedule, lr_warmup_steps=lr_warmup_steps,
-            lr_total_steps=lr_total_steps, min_lr_ratio=min_lr_ratio, group_by_length=group_by_length,
-            pack_max_tokens=pack_max_tokens, attn_implementation=attn_implementation,
-        )  # fmt: skip
+        world_size = cfg.world_size
         self.world_size = world_size
-        use_gpu = backend == "nccl" or (backend is None and _cluster_has_gpus())
-        options = {"num_cpus": 1, "num_gpus": 1 if use_gpu else 0, **(actor_options or {})}
+        use_gpu = cfg.backend == "nccl" or cfg.num_gpus > 0 or (not cfg.backend and _cluster_has_gpus())
+        options = {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}
         bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
         self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
         ray.get(self.pg.ready())
@@ -506,7 +428,7 @@ class TrainerGroup:
             cls.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
                 **options,
-            ).remote(i, asdict(config))
+            ).remote(i, cfg, str(model_path), seed, temperature, total_steps)
             for i in range(world_size)
         ]
         addr, port = ray.get(self.ranks[0].address.remote())
@@ -534,13 +456,6 @@ class TrainerGroup:
         import ray
 
         return self._all("sft_step", ray.put(list(trajectories)), None if lr is None else float(lr))[0]
-
-    def reset_optimizer(self) -> None:
-        self._all("reset_optimizer")
-
-    def reset_reference(self) -> None:
-        """The reference policy becomes a copy of the current policy (e.g. after a cold start)."""
-        self._all("reset_reference")
 
     def export_weights(self) -> dict[str, Any]:
         """The full CPU state dict (in-memory parameter names, e.g. model.language_model.layers.0...)."""

@@ -41,11 +41,11 @@ def _free_port() -> int:
 def test_fsdp2_rank_over_nccl_trains_in_bfloat16(tiny_model_dir, tmp_path):
     import torch
 
+    from rl.config import TrainerConfig
     from rl.trainer import TrainerRank
 
-    config = {"model_path": tiny_model_dir, "world_size": 1, "backend": "nccl", "lr": 1e-3, "kl_coef": 0.01,
-              "pack_max_tokens": 256}  # fmt: skip
-    rank = TrainerRank(0, config)
+    config = TrainerConfig(world_size=1, backend="nccl", lr=1e-3, kl_coef=0.01, pack_max_tokens=256)
+    rank = TrainerRank(0, config, tiny_model_dir, seed=0, temperature=1.0, total_steps=0)
     rank.setup("127.0.0.1", _free_port())
     try:
         assert next(rank.model.parameters()).dtype == torch.bfloat16

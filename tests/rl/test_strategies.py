@@ -14,7 +14,8 @@ LR = 1e-2
 # Adam's first steps move each weight by about lr * g / (|g| + eps): for gradients near eps the summation order
 # (micro-batching, ZeRO's reduce-scatter) shows in the update. The weights agree to 2% of one step's size.
 WEIGHT_TOL = 0.02 * LR
-SCHEDULE = {"lr": LR, "lr_schedule": "cosine", "lr_warmup_steps": 1, "lr_total_steps": 4}
+SCHEDULE = {"lr": LR, "lr_schedule": "cosine", "warmup_steps": 1}
+TOTAL_STEPS = 4
 
 
 def _max_abs_diff(a, b):
@@ -24,22 +25,22 @@ def _max_abs_diff(a, b):
 
 @pytest.fixture(scope="module")
 def groups(ray_local, tiny_model_dir):
+    from rl.config import TrainerConfig
     from rl.trainer import TrainerGroup
+
+    def group(**kwargs):
+        return TrainerGroup(TrainerConfig(**small, **kwargs), tiny_model_dir, total_steps=TOTAL_STEPS)
 
     # FSDP2 forwards one sequence at a time (4 micro-batches per optimizer step on 2 ranks); ZeRO-3 two at a time,
     # longest first. The persistence threshold 0 partitions even the tiny model's small vision parameters, so the
     # ranks' vision-tower gathers must match (a text-only micro-batch beside a video + image one).
-    small = {"actor_options": {"num_cpus": 0.5}, "kl_coef": 0.0, **SCHEDULE}  # 4 ranks on a few logical CPUs
-    fsdp = TrainerGroup(tiny_model_dir, world_size=2, micro_batch_size=1, **small)
-    ds = TrainerGroup(
-        tiny_model_dir, world_size=2, micro_batch_size=2, strategy="deepspeed", zero_stage=3,
-        zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True, **small,
-    )  # fmt: skip
+    small = {"num_cpus": 0.5, "kl_coef": 0.0, "world_size": 2, **SCHEDULE}  # 4 ranks on a few logical CPUs
+    fsdp = group(micro_batch_size=1)
+    ds = group(micro_batch_size=2, strategy="deepspeed", zero_stage=3,
+               zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True)  # fmt: skip
     # ZeRO-2 with packs of at most 128 tokens: the batch's sequences are 32, 94, 118 and 32 tokens long, so rank 0
     # (32 + 94) fits one pack and rank 1 (118 + 32) needs two; rank 0 splits its pack to run two forwards as well.
-    packed = TrainerGroup(
-        tiny_model_dir, world_size=2, strategy="deepspeed", zero_stage=2, pack_max_tokens=128, **small
-    )
+    packed = group(strategy="deepspeed", zero_stage=2, pack_max_tokens=128)
     yield fsdp, ds, packed
     for group in (fsdp, ds, packed):
         group.shutdown()

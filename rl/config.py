@@ -1,0 +1,109 @@
+"""The trainer's config: one dataclass, the `trainer:` section of every recipe, passed whole to `TrainerGroup`.
+
+    group = TrainerGroup(TrainerConfig(world_size=2, lr=1e-6), model_path, seed=0, temperature=0.7)
+
+`validate()` names each bad field, its value and what is allowed; recipes call it before Ray starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STRATEGY_NAMES = ("fsdp2", "deepspeed")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+KL_TYPES = ("low_var_kl", "kl", "k1", "abs", "mse", "k2", "k3")
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+BACKENDS = ("", "gloo", "nccl")
+
+
+@dataclass
+class TrainerConfig:
+    """Data-parallel trainer ranks: strategy, optimisation, the GRPO loss, micro-batching, resources."""
+
+    world_size: int = 2
+    """Trainer rank actors (gloo on CPU, NCCL on GPU), one GPU each when `num_gpus` is 1."""
+    strategy: str = "fsdp2"
+    """"fsdp2" or "deepspeed" (ZeRO stage `zero_stage`)."""
+    zero_stage: int = 3
+    """DeepSpeed only: 2 (optimizer state and gradients partitioned) or 3 (parameters too)."""
+    zero_config: dict[str, Any] = field(default_factory=dict)
+    """DeepSpeed only: extra `zero_optimization` entries (e.g. {overlap_comm: true})."""
+    attn_implementation: str = "auto"
+    """"auto" (flash_attention_2 on GPU when flash-attn is installed, else sdpa), "sdpa", "eager" or
+    "flash_attention_2"."""
+    backend: str = ""
+    """Process-group backend: "" picks nccl when the ranks see a GPU, else gloo; or "gloo" / "nccl"."""
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    lr_schedule: str = "constant"
+    """"constant" or "cosine" (down to lr * min_lr_ratio at the run's last optimizer step), both after a linear
+    warm-up of `warmup_steps`."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear learning-rate warm-up."""
+    min_lr_ratio: float = 0.0
+    """The cosine schedule's floor, as a fraction of `lr`."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (a non-finite norm skips the step)."""
+    clip_ratio: float = 0.2
+    """GRPO/PPO: the policy ratio is clipped to [1 - clip_ratio, 1 + clip_ratio]."""
+    kl_coef: float = 0.01
+    """Weight of the KL to the reference policy in the loss; 0 drops the reference model."""
+    kl_type: str = "low_var_kl"
+    """KL estimator (verl's kl_penalty names): low_var_kl (k3, clamped), kl (k1), abs, mse (k2)."""
+    loss_agg_mode: str = "token-mean"
+    """How the per-token loss is averaged (verl's agg_loss): token-mean, token-sum, seq-mean-token-sum,
+    seq-mean-token-mean, seq-mean-token-sum-norm."""
+    micro_batch_size: int = 2
+    """Sequences per forward on each rank; gradients accumulate over a rank's share of the batch."""
+    mini_batches: int = 1
+    """GRPO: optimizer steps per batch (PPO mini-batches; the rank's share is split this many ways)."""
+    group_by_length: bool = False
+    """Order each rank's sequences by length before cutting micro-batches (less padding)."""
+    pack_max_tokens: int = 0
+    """> 0: pack sequences into rows of at most this many tokens (no padding; micro_batch_size and
+    group_by_length are then unused). 0: right-padded micro-batches. See docs/sft.md."""
+    num_cpus: float = 0.5
+    """CPUs reserved for each rank actor."""
+    num_gpus: float = 0.0
+    """GPUs for each rank actor (1 on a GPU cluster)."""
+
+    def validate(self, where: str = "trainer") -> list[str]:
+        """Problems, each naming the field, its value and what is allowed (empty when the config is usable)."""
+        from rl.schedule import SCHEDULES
+
+        problems = []
+
+        def one_of(name: str, allowed: tuple) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                problems.append(f"{where}.{name}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+
+        def positive(name: str, zero_ok: bool = False) -> None:
+            value = getattr(self, name)
+            if value < 0 or (value == 0 and not zero_ok):
+                problems.append(f"{where}.{name}: must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+        one_of("strategy", STRATEGY_NAMES)
+        if self.strategy == "deepspeed" and self.zero_stage not in (2, 3):
+            problems.append(f"{where}.zero_stage: 2 or 3 with DeepSpeed, got {self.zero_stage}")
+        one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
+        one_of("backend", BACKENDS)
+        one_of("lr_schedule", SCHEDULES)
+        one_of("kl_type", KL_TYPES)
+        one_of("loss_agg_mode", LOSS_AGG_MODES)
+        for name in ("world_size", "lr", "micro_batch_size", "mini_batches"):
+            positive(name)
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "clip_ratio", "kl_coef", "num_cpus", "num_gpus"):
+            positive(name, zero_ok=True)
+        if self.pack_max_tokens < 0:
+            problems.append(f"{where}.pack_max_tokens: 0 (off) or a positive token budget, got {self.pack_max_tokens}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            problems.append(f"{where}.min_lr_ratio: between 0 and 1, got {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            problems.append(f"{where}.betas: two numbers in [0, 1), got {list(self.betas)}")
+        return problems

@@ -25,6 +25,7 @@ Dropped, with a counted reason: `bad_record`, `annotator_unparsable`. A rerun re
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any = None) -> Path:
+    """The SFT recipes' embedded default: describe annotations from the ovar records of `records_path` (their
+    sub-motions and label as gold points), then the four roles by the template annotator."""
+    from data_builders.schema import load_records, write_records
+
+    annotations = Path(out_dir) / "describe.jsonl"
+    write_records(annotations, [describe_from_ovar(r) for r in load_records(records_path)])
+    out = Path(out_dir) / "gps_roles.jsonl"
+    summary = build(annotations, out, TemplateAnnotator(), progress=False)
+    roles: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        role = json.loads(line)["meta"]["role"]
+        roles[role] = roles.get(role, 0) + 1
+    print(f"[gps] {summary['kept_records']} role records from {summary['input_records']} annotations: {roles}")
+    return out

@@ -131,3 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) -> Path:
+    """The SFT recipes' embedded default: SAR targets for the aqa records of `records_path`, within the response
+    budget of `rollout` (a RolloutConfig)."""
+    out = Path(out_dir) / "hieroaction_sar.jsonl"
+    summary = build(records_path, out, max_tokens=rollout.max_response_tokens, progress=False)
+    print(f"[sar] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")
+    return out

@@ -240,6 +240,9 @@ def _aqa_records(ovar_records: list[dict]) -> list[dict]:
     return [_aqa_record(r) for r in ovar_records if r["meta"]["source"] == "synthetic stick figure"]
 
 
+SPLITS = ("train", "eval", "aqa_train", "aqa_eval")  # the records files a build writes
+
+
 def _paths(root: Path) -> dict[str, Path]:
     return {
         "root": root,

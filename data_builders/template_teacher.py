@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 ALL_TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_description")
@@ -87,3 +88,17 @@ def template_reasoning(record: dict[str, Any], tool_text: str) -> str:
     turn = template_chain(record)[-1]
     evidence = f"Pose: {seen} " if seen else "Pose: no frame was read. "
     return turn.replace("<think>", "<think>" + evidence, 1)
+
+
+def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) -> Path:
+    """SFT records of fixed-call chains (`template_chain`) for the ovar records of `records_path`, with the tools
+    and frames of `rollout` (a RolloutConfig): the data of GRPO's cold start on the embedded default."""
+    from data_builders.schema import load_records, write_records
+
+    records = [r for r in load_records(records_path) if r.get("task") == "ovar"]
+    if not records:
+        raise ValueError(f"{records_path}: no ovar records; the template teacher writes Video-STAR chains for them")
+    tools = list(rollout.enabled_tools())
+    out = Path(out_dir) / "template_chains.jsonl"
+    write_records(out, [{**r, "chain": template_chain(r, rollout.num_frames, tools=tools)} for r in records])
+    return out

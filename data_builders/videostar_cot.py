@@ -259,3 +259,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) -> Path:
+    """The SFT recipes' embedded default: template-teacher chains through the real tools of `rollout` (a
+    RolloutConfig: its tools, frames and response budget) for the records of `records_path`."""
+    out = Path(out_dir) / "videostar_cot.jsonl"
+    builder = ChainBuilder(TemplateTeacher(), template_judge, rollout.enabled_tools(), rollout.num_frames,
+                           rollout.max_side, rollout.max_response_tokens)  # fmt: skip
+    summary = build(records_path, out, builder, progress=False)
+    print(f"[chains] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")
+    return out

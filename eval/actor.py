@@ -1,7 +1,7 @@
 """EvalActor: a checkpoint in an engine, records in, scored per-sample results out. A plain class, made a Ray
 actor where it is used:
 
-    actor = ray.remote(num_cpus=1)(EvalActor).remote(engine="hf", max_new_tokens=256)
+    actor = ray.remote(num_cpus=1)(EvalActor).remote(eval_cfg.rollout_for_eval(cfg.rollout))
     rows = ray.get(actor.evaluate.remote(records, "ovar", "/runs/videostar/checkpoint-40"))
 
 Generation is the rollout code itself (`rollout.worker.RolloutWorker`: the prompt, the video, the multi-turn tool
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from rollout.config import RolloutConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +96,14 @@ def fineagent_context(record: dict, video: Any, modules: list[str], tools: dict[
 
 
 class EvalActor:
-    def __init__(
-        self,
-        engine: str = "hf",
-        engine_kwargs: dict[str, Any] | None = None,
-        tools: dict[str, dict] | None = None,
-        num_frames: int = 8,
-        max_side: int | None = 448,
-        system_prompt: str | None = None,
-        max_turns: int = 3,
-        max_new_tokens: int = 256,
-        max_response_tokens: int = 1024,
-        temperature: float = 0.0,
-        seed: int = 0,
-        torch_threads: int | None = None,
-    ):
-        """`tools`: tool configs by name ({"pose_estimation": {}}), used for tasks whose episodes call tools.
-        `temperature` 0 is greedy decoding (the default for evaluation)."""
+    def __init__(self, rollout: RolloutConfig, seed: int = 0, torch_threads: int | None = None):
+        """`rollout`: the training run's rollout config as evaluation uses it (`EvalConfig.rollout_for_eval`: the
+        run's system prompt, tools, frames and budgets; one episode per record, greedy by default)."""
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.engine, self.engine_kwargs = engine, dict(engine_kwargs or {})
-        self.tool_configs = dict(tools or {})
-        self.num_frames, self.max_side, self.system_prompt = num_frames, max_side, system_prompt
-        self.max_turns, self.max_new_tokens, self.max_response_tokens = max_turns, max_new_tokens, max_response_tokens
-        self.temperature, self.seed = temperature, seed
+        self.rollout, self.seed = rollout, seed
         self._pool = None
         self._fineagent_tools: dict[str, Any] = {}
         self.worker = None
@@ -127,31 +111,15 @@ class EvalActor:
 
     def load(self, checkpoint: str) -> str:
         """Load a checkpoint directory into the engine (a fresh RolloutWorker; the tool pool is kept)."""
-        from rollout.worker import DEFAULT_SYSTEM_PROMPT, RolloutWorker
+        from rollout.worker import RolloutWorker, make_tool_pool
 
         if checkpoint != self.checkpoint:
             self.worker, self.checkpoint = None, ""  # free the previous model; a failed load leaves none
-            self.worker = RolloutWorker(
-                checkpoint,
-                engine=self.engine,
-                engine_kwargs=self.engine_kwargs,
-                tools=self._tools(),
-                num_frames=self.num_frames,
-                max_side=self.max_side,
-                system_prompt=self.system_prompt or DEFAULT_SYSTEM_PROMPT,
-                max_turns=self.max_turns,
-                max_response_tokens=self.max_response_tokens,
-                seed=self.seed,
-            )
+            if self._pool is None and self.rollout.enabled_tools():
+                self._pool = make_tool_pool(self.rollout)
+            self.worker = RolloutWorker(self.rollout, checkpoint, seed=self.seed, tools=self._pool)
             self.checkpoint = checkpoint
         return checkpoint
-
-    def _tools(self) -> Any:
-        if self._pool is None and self.tool_configs:
-            from envs.pool import ToolPool
-
-            self._pool = ToolPool(self.tool_configs)
-        return self._pool
 
     def _fineagent(self, records: list[dict], modules: list[str]) -> list[dict]:
         from envs.base import make
@@ -160,8 +128,10 @@ class EvalActor:
         out = []
         for rec in records:
             try:
-                video = read_video(rec["video"], num_frames=self.num_frames, clip=rec.get("clip"),
-                                   max_side=self.max_side)  # fmt: skip
+                cfg = self.rollout
+                video = read_video(
+                    rec["video"], num_frames=cfg.num_frames, clip=rec.get("clip"), max_side=cfg.max_side
+                )
             except VideoDecodeError:
                 out.append(rec)  # the rollout reports this sample as failed
                 continue
@@ -192,7 +162,11 @@ class EvalActor:
         if not records:
             return []
         prompts = self._fineagent(records, fineagent) if fineagent else records
-        sampling = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
+        cfg = self.rollout
+        sampling = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            seed=self.seed,
+        )  # fmt: skip
         trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []
         for i, (rec, traj) in enumerate(zip(records, trajs, strict=True)):

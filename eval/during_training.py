@@ -13,64 +13,35 @@ and rewrites `<run_dir>/eval/` (results.jsonl, metrics.json, table.md, plots), a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eval.checkpoints import Checkpoint
-
-
-@dataclass
-class EvalConfig:
-    every_k: int = 0
-    """Evaluate the policy every K training steps (a checkpoint is saved at those steps); 0 turns it off."""
-    benchmark: str = "sample-ovar"
-    """A benchmark name, records file or dataset builder output folder (see docs/eval.md)."""
-    actors: int = 1
-    """Eval actors; each loads the checkpoint and takes a share of the records."""
-    num_cpus: float = 0.5
-    num_gpus: float = 0.0
-    """Resources of each eval actor, apart from the rollout workers' and trainer ranks'."""
-    max_new_tokens: int = 96
-    max_response_tokens: int = 640
-    limit: int = 0
-    """Evaluate only the first N records (0: all of them)."""
-    skip_failed: bool = False
-    """Leave samples whose video fails out of the metrics (by default they count as wrong)."""
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+from eval.config import EvalConfig
+from rollout.config import RolloutConfig
 
 
 class TrainingEval:
     """Launches evaluations of saved checkpoints without waiting and logs them when they finish."""
 
-    def __init__(self, cfg: EvalConfig, run_dir: str | Path, options: Any = None):
-        """Resolves and validates the benchmark now (before Ray starts); the actors start on the first launch."""
+    def __init__(self, cfg: EvalConfig, run_dir: str | Path, rollout: RolloutConfig):
+        """`cfg`: the recipe's `eval:` section; `rollout`: its `rollout:` section (the eval actors use the same
+        engine, prompt, tools and frames, one greedy episode per record). Resolves and validates the benchmark now,
+        before Ray starts; the actors start on the first launch."""
         from eval.benchmarks import load_benchmark
+        from eval.runner import EvalOptions
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.benchmark = load_benchmark(cfg.benchmark, limit=cfg.limit or None) if cfg.every_k > 0 else None
-        self.options = options
+        uses_tools = self.benchmark is None or self.benchmark.spec.uses_tools
+        self.options = EvalOptions(
+            rollout=cfg.rollout_for_eval(rollout, uses_tools), actors=cfg.actors, num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus, skip_failed=cfg.skip_failed,
+        )  # fmt: skip
         self.evaluator = None
         self.pending: list = []
         self.entries: list[dict] = []
         self.results: list = []
-
-    @classmethod
-    def from_recipe(cls, cfg: Any, run_dir: str | Path, system_prompt: str) -> TrainingEval:
-        """From a recipe config (sections eval, rollout, tools, data): the same engine, tools, frames and system
-        prompt as the rollouts, greedy decoding."""
-        from eval.runner import EvalOptions
-
-        e = cfg.eval
-        # a tool set to null in the recipe is disabled: the eval actors get the same tools as training
-        options = EvalOptions(
-            actors=e.actors, engine=cfg.rollout.engine, engine_kwargs=dict(e.engine_kwargs), num_cpus=e.num_cpus,
-            num_gpus=e.num_gpus, tools={k: dict(v) for k, v in cfg.tools.enabled.items() if v is not None},
-            num_frames=cfg.data.num_frames, max_side=cfg.data.max_side, system_prompt=system_prompt,
-            max_turns=cfg.rollout.max_turns, max_new_tokens=e.max_new_tokens,
-            max_response_tokens=e.max_response_tokens, skip_failed=e.skip_failed,
-        )  # fmt: skip
-        return cls(e, run_dir, options)
 
     def due(self, step: int) -> bool:
         return self.benchmark is not None and step % self.cfg.every_k == 0
@@ -80,9 +51,9 @@ class TrainingEval:
         if not self.due(step):
             return False
         if self.evaluator is None:
-            from eval.runner import EvalOptions, Evaluator
+            from eval.runner import Evaluator
 
-            self.evaluator = Evaluator(self.benchmark, self.options or EvalOptions(actors=self.cfg.actors))
+            self.evaluator = Evaluator(self.benchmark, self.options)
         self.pending.append(self.evaluator.submit(Checkpoint(Path(checkpoint).resolve(), step)))
         print(f"[eval] step {step}: evaluating {checkpoint} on {self.benchmark.name} in the background", flush=True)
         return True

@@ -24,7 +24,9 @@ from eval import report
 from eval.actor import FineAgentError, check_fineagent
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
+from eval.config import EvalConfig, run_rollout_config
 from eval.runner import EvalOptions, EvalResult, Evaluator
+from rollout.config import RolloutConfig
 
 
 def _offline_env() -> None:
@@ -45,18 +47,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--watch", metavar="RUN_DIR", help="evaluate each new checkpoint of a training run directory")
     p.add_argument("--watch-timeout", type=float, default=3600.0, help="stop after this long without a checkpoint")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the run directory")
-    p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
-    p.add_argument("--engine-kwargs", default="{}", help='JSON engine arguments, e.g. \'{"dtype": "bfloat16"}\'')
+    # How each record is rolled out. By default from the run's config.yaml (beside the checkpoint, or --watch's run
+    # directory): the prompt, tools, frames and budgets the policy was trained with. A flag overrides its setting.
+    p.add_argument("--engine", default=None, choices=["hf", "vllm"])
+    p.add_argument("--engine-kwargs", default=None, help='JSON engine arguments, e.g. \'{"dtype": "bfloat16"}\'')
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per eval actor")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per eval actor")
-    p.add_argument("--tools", default='{"pose_estimation": {}}', help="JSON tool configs, for tasks with tools")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--max-side", type=int, default=448)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per assistant turn")
-    p.add_argument("--max-response-tokens", type=int, default=1024, help="tokens of the whole response")
-    p.add_argument("--max-turns", type=int, default=3)
+    p.add_argument("--tools", default=None, help="JSON tool configs, for tasks with tools")
+    p.add_argument("--num-frames", type=int, default=None)
+    p.add_argument("--max-side", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per assistant turn")
+    p.add_argument("--max-response-tokens", type=int, default=None, help="tokens of the whole response")
+    p.add_argument("--max-turns", type=int, default=None)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
-    p.add_argument("--system-prompt", default=None, help="the system prompt the model was trained with")
+    p.add_argument("--system-prompt", default=None, help="system prompt text, or a .txt file")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N records only")
     p.add_argument("--fineagent", default="", help="mcq: 'localizer', 'descriptor' or 'localizer,descriptor'; "
                    "each checkpoint is then evaluated with and without")  # fmt: skip
@@ -98,18 +102,65 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         why = "--llm-judge" if args.llm_judge else f"the describe benchmark {benchmark.name} (semantic entailment)"
         raise ValueError(f"{why} needs --judge, e.g. '{{\"kind\": \"openai\", \"base_url\": \"http://host:8000/v1\", "
                          "\"model\": \"NAME\", \"api_key_env\": \"JUDGE_KEY\"}'")  # fmt: skip
+    rollout, sources = rollout_settings(args, [c.path.parent for c in checkpoints] or [Path(args.watch)])
     options = EvalOptions(
-        actors=args.actors, engine=args.engine, engine_kwargs=_json_arg(args.engine_kwargs, "--engine-kwargs"),
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, tools=_json_arg(args.tools, "--tools"),
-        num_frames=args.num_frames, max_side=args.max_side, system_prompt=args.system_prompt,
-        max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, max_response_tokens=args.max_response_tokens,
-        temperature=args.temperature, skip_failed=args.skip_failed, judge=judge, llm_judge=args.llm_judge,
+        rollout=EvalConfig(temperature=args.temperature).rollout_for_eval(rollout), actors=args.actors,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, skip_failed=args.skip_failed, judge=judge,
+        llm_judge=args.llm_judge, sources=sources,
     )  # fmt: skip
     previous = Path(args.out).expanduser() / "metrics.json"
     if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):
         raise ValueError(f"--out {args.out} holds the results of another benchmark ({previous}); choose another --out")
     variants = [""] + (["+".join(modules)] if modules else [])
     return benchmark, checkpoints, variants, options
+
+
+# Settings an evaluation takes from the run's config.yaml unless a flag gives them; without a run config (a bare
+# model directory) the fallbacks below, which suit a real model.
+FLAG_SETTINGS = {
+    "engine": "engine", "engine_kwargs": "engine_kwargs", "tools": "tools", "num_frames": "num_frames",
+    "max_side": "max_side", "max_new_tokens": "max_new_tokens", "max_response_tokens": "max_response_tokens",
+    "max_turns": "max_turns", "system_prompt": "system_prompt",
+}  # fmt: skip
+FALLBACKS = {"tools": {"pose_estimation": {}}, "max_new_tokens": 256, "max_side": 448}
+
+
+def rollout_settings(args: argparse.Namespace, run_dirs: list[Path]) -> tuple[RolloutConfig, dict[str, str]]:
+    """The rollout config to evaluate with, and where each setting came from ("run config", "flag", "default").
+    Checkpoints of runs with different rollout configs cannot share one evaluation."""
+    configs = {str(d): run_rollout_config(d) for d in dict.fromkeys(run_dirs)}
+    found = {d: c for d, c in configs.items() if c is not None}
+    distinct = {repr(c) for c in found.values()}
+    if len(distinct) > 1:
+        raise ValueError(f"the checkpoints come from runs with different rollout settings ({', '.join(found)}): "
+                         "evaluate each run on its own")  # fmt: skip
+    base = next(iter(found.values()), None)
+    sources = dict.fromkeys(FLAG_SETTINGS, "run config" if base is not None else "default")
+    if base is None:
+        base = RolloutConfig(**FALLBACKS)
+    for key, attr in FLAG_SETTINGS.items():
+        value = getattr(args, attr)
+        if value is None:
+            continue
+        if key in ("tools", "engine_kwargs"):
+            value = _json_arg(value, "--" + key.replace("_", "-"))
+        setattr(base, key, value)
+        sources[key] = "flag"
+    base.resolve_system_prompt()
+    problems = base.validate(where="eval settings")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return base, sources
+
+
+def describe_settings(rollout: RolloutConfig, sources: dict[str, str]) -> str:
+    """One line per setting: its value (the prompt shortened) and where it came from."""
+    lines = []
+    for key, source in sources.items():
+        value = getattr(rollout, key)
+        shown = repr(value if len(repr(value)) <= 80 else repr(value)[:77] + "...")
+        lines.append(f"  {key:<20} {shown:<84} ({source})")
+    return "\n".join(lines)
 
 
 class Session:
@@ -190,6 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False)
     out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    print("[eval] rollout settings:\n" + describe_settings(options.rollout, options.sources))
+    settings = {k: {"value": getattr(options.rollout, k), "source": v} for k, v in options.sources.items()}
+    (out / "settings.json").write_text(json.dumps(settings, indent=1))
     evaluator = Evaluator(benchmark, options)
     try:
         session = Session(out, benchmark, evaluator)

@@ -7,37 +7,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from eval.benchmarks import Benchmark
 from eval.checkpoints import Checkpoint
 from eval.tasks import aggregate
+from rollout.config import RolloutConfig
 
 CHUNK = 2  # records per actor call: small enough for a live progress bar, large enough to batch a turn
 
 
 @dataclass
 class EvalOptions:
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """How each record is rolled out: the training run's prompt, tools, frames and budgets, one greedy episode
+    (`EvalConfig.rollout_for_eval`). A task that does not use tools gets none."""
     actors: int = 1
-    engine: str = "hf"
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    tools: dict[str, dict] = field(default_factory=lambda: {"pose_estimation": {}})
-    """Tool configs for tasks that use tools (ovar); ignored by the others."""
-    num_frames: int = 8
-    max_side: int = 448
-    system_prompt: str | None = None
-    max_turns: int = 3
-    max_new_tokens: int = 256
-    max_response_tokens: int = 1024
-    temperature: float = 0.0
     skip_failed: bool = False
     judge: dict[str, Any] | None = None
     """An OpenAI-compatible (or hf) judge spec as the entailment reward takes it; needed by `describe`."""
     llm_judge: bool = False
     """Also ask the judge HieroAction's yes/no + 0-5 question about every reply."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each rollout setting came from ("run config", "flag", "default"), for the report."""
 
 
 @dataclass
@@ -72,16 +68,11 @@ class Evaluator:
         self.benchmark, self.options = benchmark, options
         o = options
         remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus)(EvalActor)
-        tools = o.tools if benchmark.spec.uses_tools else {}
-        self.actors = [
-            remote.remote(
-                engine=o.engine, engine_kwargs=o.engine_kwargs, tools=tools, num_frames=o.num_frames,
-                max_side=o.max_side, system_prompt=o.system_prompt, max_turns=o.max_turns,
-                max_new_tokens=o.max_new_tokens, max_response_tokens=o.max_response_tokens,
-                temperature=o.temperature, torch_threads=1 if o.num_gpus == 0 else None,
-            )
-            for _ in range(max(1, o.actors))
-        ]  # fmt: skip
+        rollout = o.rollout
+        if not benchmark.spec.uses_tools:
+            rollout = dataclasses.replace(rollout, tools={})
+        threads = 1 if o.num_gpus == 0 else None
+        self.actors = [remote.remote(rollout, torch_threads=threads) for _ in range(max(1, o.actors))]
 
     def submit(self, checkpoint: Checkpoint, variant: str = "") -> Pending:
         """Queue the whole benchmark on the actors (chunks dealt round-robin); returns without waiting."""

@@ -150,7 +150,20 @@ def _check_args(spec: RewardSpec, reward: Reward) -> None:
     try:
         sig.bind(*leading, **spec.args)
     except TypeError as e:
-        raise ValueError(f"reward {spec.name!r} ({reward.origin}): args {spec.args} do not fit: {e}") from None
+        params = list(sig.parameters)[len(leading) :]
+        hints = [_closest(key, params) for key in spec.args if key not in sig.parameters]
+        hint = "".join(f"; did you mean {h!r}?" for h in hints if h)
+        raise ValueError(
+            f"reward {spec.name!r} ({reward.origin}): args {spec.args} do not fit: {e}{hint} "
+            f"(parameters: {', '.join(params)})"
+        ) from None
+
+
+def _closest(word: str, options: Sequence[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(word, list(options), n=1)
+    return found[0] if found else None
 
 
 def evaluation_order(specs: Sequence[RewardSpec]) -> list[RewardSpec]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_DIR = "trainer_state"
+CHECKPOINT_PREFIX = "checkpoint-"  # a run directory's checkpoints: checkpoint-<step>/
 # Files a model directory needs besides the weights and config.json (which save_pretrained writes).
 PROCESSOR_FILES = (
     "tokenizer*",
@@ -191,3 +192,18 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file missing: {path}")
     return json.loads(path.read_text())
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def latest_checkpoint(run_dir: str | Path, complete: bool = True) -> Path | None:
+    """The checkpoint of `run_dir` with the highest step: among those whose trainer_state/ exists (`complete`),
+    or any `checkpoint-<N>` directory."""
+    found = []
+    for path in Path(run_dir).glob(CHECKPOINT_PREFIX + "*"):
+        tail = path.name[len(CHECKPOINT_PREFIX) :]
+        if tail.isdigit() and (not complete or (path / STATE_DIR).is_dir()):
+            found.append((int(tail), path))
+    return max(found)[1] if found else None

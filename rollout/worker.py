@@ -1,6 +1,6 @@
 """RolloutWorker: records in, trajectories out. A plain class, made a Ray actor where it is used:
 
-    worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_path, engine="hf", tools=tool_client)
+    worker = ray.remote(num_cpus=1)(RolloutWorker).remote(cfg.rollout, model_path, seed=0)
     trajectories = ray.get(worker.rollout.remote(records, n=4, sampling=SamplingParams(max_new_tokens=128)))
     ray.get(worker.update_weights.remote(state_dict_ref))
 
@@ -20,17 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rollout.config import DEFAULT_SYSTEM_PROMPT, RolloutConfig  # noqa: F401 (re-exported)
 from rollout.engine import SamplingParams, make_engine
 from rollout.multimodal import process_video, seconds_per_frame
 from rollout.tool_loop import run_episodes
 from rollout.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
-    "they help; put the final answer in <answer></answer>."
-)
 
 
 class _NoTools:
@@ -51,41 +47,34 @@ class _NoTools:
 class RolloutWorker:
     def __init__(
         self,
+        cfg: RolloutConfig,
         model_path: str,
-        engine: str = "hf",
-        engine_kwargs: dict[str, Any] | None = None,
-        tools: Any = None,
-        num_frames: int = 8,
-        max_side: int | None = 448,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        max_turns: int = 3,
-        max_response_tokens: int = 1024,
+        *,
         seed: int = 0,
-        torch_threads: int | None = None,
+        engine: Any = None,
+        tools: Any = None,
         video_reader: Callable[..., Any] | None = None,
+        torch_threads: int | None = None,
     ):
-        """`tools`: a tool client (`schemas()`, `call_many(...)`), a dict of tool configs (an `envs.pool.ToolPool` is
-        built from it) or None. `engine` may also be an Engine object (e.g. the ScriptedEngine in tests).
-        `video_reader`: replaces `envs.video.read_video` (same signature), e.g. for a custom frame source."""
+        """`cfg`: the recipe's `rollout:` section (engine, frames, prompt, tools, budgets). `engine`: an Engine object
+        that replaces `cfg.engine` (e.g. the ScriptedEngine in tests). `tools`: a tool client (`schemas()`,
+        `call_many(...)`) that replaces the ToolPool built from `cfg.tools`. `video_reader`: replaces
+        `envs.video.read_video` (same signature), e.g. for a custom frame source. `torch_threads`: intra-op threads
+        (1 in an actor that shares a CPU node with the trainer ranks)."""
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
         from transformers import AutoProcessor
 
+        cfg.resolve_system_prompt()
+        self.cfg, self.seed = cfg, seed
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
-        if isinstance(engine, str):
-            self.engine = make_engine(engine, model_path, **{"seed": seed, **(engine_kwargs or {})})
-        else:
-            self.engine = engine
-        if isinstance(tools, dict):
-            from envs.pool import ToolPool
-
-            tools = ToolPool(tools)
+        self.engine = engine or make_engine(cfg.engine, model_path, **{"seed": seed, **cfg.engine_kwargs})
+        if tools is None and cfg.enabled_tools():
+            tools = make_tool_pool(cfg)
         self.tools = tools if tools is not None else _NoTools()
-        self.num_frames, self.max_side, self.system_prompt = num_frames, max_side, system_prompt
-        self.max_turns, self.max_response_tokens, self.seed = max_turns, max_response_tokens, seed
         self.video_reader = video_reader
         self._stats = {"records": 0, "trajectories": 0, "video_errors": 0, "rollout_s": 0.0, "weight_updates": 0}
 
@@ -95,7 +84,7 @@ class RolloutWorker:
         if "prompt" not in record:
             raise KeyError(f"record {record.get('id', '?')!r} has no field 'prompt'")
         messages = [
-            {"role": "system", "content": self.system_prompt},
+            {"role": "system", "content": self.cfg.system_prompt},
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": record["prompt"]}]},
         ]
         schemas = self.tools.schemas() or None
@@ -114,7 +103,8 @@ class RolloutWorker:
             if reader is None:
                 raise
         try:
-            return reader(record["video"], num_frames=self.num_frames, clip=record.get("clip"), max_side=self.max_side)
+            cfg = self.cfg
+            return reader(record["video"], num_frames=cfg.num_frames, clip=record.get("clip"), max_side=cfg.max_side)
         except errors as err:
             log.warning("record %r skipped: %s", record.get("id", "?"), err)
             return None
@@ -143,7 +133,10 @@ class RolloutWorker:
                 continue
             prompt = self.build_prompt(rec)
             inputs = process_video(self.processor, video.frames, seconds_per_frame(video.timestamps))
-            key = getattr(video, "key", "") or f"{rec['video']}|{rec.get('clip')}|{self.num_frames}|{self.max_side}"
+            key = (
+                getattr(video, "key", "")
+                or f"{rec['video']}|{rec.get('clip')}|{self.cfg.num_frames}|{self.cfg.max_side}"
+            )
             for g in range(n):
                 keys.append(key)
                 prompts.append(prompt)
@@ -161,8 +154,8 @@ class RolloutWorker:
                 videos,
                 _with_seed(sampling, seed),
                 self.tokenizer,
-                max_turns=self.max_turns,
-                max_response_tokens=self.max_response_tokens,
+                max_turns=self.cfg.max_turns,
+                max_response_tokens=self.cfg.max_response_tokens,
                 sample_ids=sample_ids,
                 group_indices=groups,
                 mm_keys=keys,
@@ -205,6 +198,20 @@ class RolloutWorker:
         """Per-tool counts since the last reset: calls, errors, timeouts, cache_hits (empty without a tool pool)."""
         stats = getattr(self.tools, "stats", None)
         return stats(reset=reset) if stats else {}
+
+
+def make_tool_pool(cfg: RolloutConfig) -> Any:
+    """The pool of tool actors for `cfg.tools`, run as `cfg.tool_pool` says."""
+    from envs.pool import ToolPool
+
+    pool = cfg.tool_pool
+    return ToolPool(
+        cfg.enabled_tools(),
+        num_actors_per_tool=pool.actors_per_tool,
+        actor_options={"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus},
+        timeout_s=pool.timeout_s,
+        cache_size=pool.cache_size,
+    )
 
 
 def _with_seed(sampling: SamplingParams, seed: int) -> SamplingParams:

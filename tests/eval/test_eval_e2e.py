@@ -155,10 +155,12 @@ def test_descriptor_needs_its_tool(monkeypatch, tmp_path):
 
 
 def test_training_eval_logs_each_launch_with_its_step(run_dir, ray_local, tmp_path):
-    from eval.during_training import EvalConfig, TrainingEval
+    from eval.config import EvalConfig
+    from eval.during_training import TrainingEval
+    from rollout.config import RolloutConfig
 
-    cfg = EvalConfig(every_k=2, benchmark="sample-aqa", limit=1, max_new_tokens=8)
-    evals = TrainingEval(cfg, tmp_path)
+    cfg = EvalConfig(every_k=2, benchmark="sample-aqa", limit=1)
+    evals = TrainingEval(cfg, tmp_path, RolloutConfig(max_new_tokens=8, max_side=112))
     assert not evals.launch(1, run_dir / "checkpoint-2")  # not a multiple of every_k
     assert evals.launch(2, run_dir / "checkpoint-2") and evals.launch(4, run_dir / "checkpoint-4")
     logged = evals.close()
@@ -166,5 +168,5 @@ def test_training_eval_logs_each_launch_with_its_step(run_dir, ray_local, tmp_pa
     assert [x["step"] for x in lines] == [2, 4] == [x["step"] for x in logged]
     assert all("eval/sed" in x and x["eval/n"] == 1 for x in lines)
     assert (tmp_path / "eval" / "table.md").is_file()
-    off = TrainingEval(EvalConfig(), tmp_path)
+    off = TrainingEval(EvalConfig(), tmp_path, RolloutConfig())
     assert not off.due(2) and not off.launch(2, run_dir / "checkpoint-2")

@@ -244,26 +244,6 @@ def test_describe_entailment_held_in_out_through_a_fake_endpoint():
     assert m["held_in"] == 1.0 and m["held_out"] == 0.5 and math.isclose(m["whole"], 2 / 3)
 
 
-def test_training_eval_options_come_from_the_recipe_config(tmp_path):
-    from eval.during_training import TrainingEval
-    from recipes import videostar_grpo as v
-    from recipes.config import load_config
-
-    cfg = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=sample-aqa", "eval.actors=2"],
-                      v.DEFAULT_YAML)  # fmt: skip
-    evals = TrainingEval.from_recipe(cfg, tmp_path, "SYSTEM")
-    assert evals.benchmark.task == "aqa" and evals.due(3) and evals.due(6) and not evals.due(4)
-    o = evals.options
-    assert (o.actors, o.system_prompt, o.temperature, o.num_frames) == (2, "SYSTEM", 0.0, cfg.data.num_frames)
-    # a tool set to null in the recipe is disabled for the eval actors too
-    cfg = load_config(v.VideoStarConfig, ["eval.every_k=3", "tools.enabled.video_description=null"], v.DEFAULT_YAML)
-    tools = TrainingEval.from_recipe(cfg, tmp_path, "SYSTEM").options.tools
-    assert sorted(tools) == ["action_explanation", "human_detection", "pose_estimation"]
-    bad = load_config(v.VideoStarConfig, ["eval.every_k=3", "eval.benchmark=nope"], v.DEFAULT_YAML)
-    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
-        TrainingEval.from_recipe(bad, tmp_path, "SYSTEM")
-
-
 class FakeCaptionTool:
     """A fake `video_description` tool (the real one calls a hosted VLM, which cannot run here): it captions the
     frames it is asked about by their index."""

@@ -73,3 +73,36 @@ def test_a_yaml_mapping_replaces_a_dict_default_and_overrides_merge_into_it(tmp_
     cfg = load_config(WithTools, ["tools.pose_estimation={}", "tools.action_explanation.top_k=3"], yaml)
     assert cfg.tools == {"action_explanation": {"top_k": 3}, "pose_estimation": {}}
     assert load_config(WithTools, [], None).tools == {"pose_estimation": {}, "human_detection": {"conf": 0.3}}
+
+
+def _config_classes(cls, seen=None):
+    import dataclasses
+    import typing
+
+    seen = set() if seen is None else seen
+    if cls in seen:
+        return seen
+    seen.add(cls)
+    for hint in typing.get_type_hints(cls).values():
+        for inner in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(inner):
+                _config_classes(inner, seen)
+    return seen
+
+
+def test_every_field_of_every_recipe_config_has_a_docstring():
+    import dataclasses
+
+    from recipes.config import field_docs
+    from recipes.grpo import GrpoConfig
+    from recipes.sft import SftConfig
+
+    classes = _config_classes(GrpoConfig) | _config_classes(SftConfig)
+    names = {c.__name__ for c in classes}
+    # the five components, and what they hold
+    assert {"RolloutConfig", "TrainerConfig", "RewardsConfig", "EvalConfig", "RunConfig", "ToolPoolConfig",
+            "RewardSpec", "ColdStartConfig", "SftDataConfig"} <= names  # fmt: skip
+    undocumented = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+                    if not field_docs(c).get(f.name)]  # fmt: skip
+    assert undocumented == []
+    assert all((c.__doc__ or "").strip() and not c.__doc__.startswith(c.__name__ + "(") for c in classes)

@@ -1,15 +1,13 @@
-"""End to end: the HieroAction GRPO recipe on the embedded default (aqa sample records, no tools, no warm-up)."""
+"""End to end: the HieroAction GRPO recipe on the embedded default (aqa sample records, no tools, no cold start)."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from recipes import common, hieroaction_grpo
-from recipes.config import ConfigError, load_config
+from recipes import grpo, hieroaction_grpo, sft
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +21,7 @@ def test_two_steps_log_every_component_and_save_a_checkpoint(ray_local, tiny_mod
 
     for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-2/config.json"):
         assert (run_dir / name).exists(), name
-    assert not (run_dir / "warmup.jsonl").exists()  # no warm-up by default
+    assert not (run_dir / "cold_start").exists()  # no cold start by default
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -39,19 +37,23 @@ def test_two_steps_log_every_component_and_save_a_checkpoint(ray_local, tiny_mod
         assert row["rollout/trajectories"] == 2 * 2  # batch 2 x group 2
         assert row["tools/calls"] == 0 and row["rollout/turns_mean"] == 1.0  # no tools, one SAR turn
     config = (run_dir / "config.yaml").read_text()
-    assert "sar_format" in config and "enabled: {}" in config
+    assert "sar_format" in config and "tools: {}" in config
 
 
-def test_yaml_and_dataclass_defaults_agree():
-    from_yaml = load_config(hieroaction_grpo.HieroActionConfig, [], hieroaction_grpo.DEFAULT_YAML)
-    from_code = load_config(hieroaction_grpo.HieroActionConfig, [], None)
-    assert from_yaml == from_code
-    assert from_code.tools.enabled == {} and from_code.warmup.steps == 0
-    assert {c["name"]: c["weight"] for c in from_code.rewards.components} == COMPONENTS
+def test_yaml_holds_the_papers_mix_and_no_tools():
+    cfg = grpo.load([], hieroaction_grpo.DEFAULT_YAML)
+    assert cfg.rollout.tools == {} and cfg.cold_start.steps == 0 and cfg.data.train == "embedded:aqa_train"
+    assert {c.name: c.weight for c in cfg.rewards.components} == COMPONENTS
+    assert cfg.rollout.system_prompt.startswith("You are an expert judge of human actions.")  # the prompt file's text
 
 
-def test_warmup_on_aqa_records_is_refused_clearly(tmp_path):
-    cfg = load_config(hieroaction_grpo.HieroActionConfig, ["warmup.steps=2", "warmup.batch_size=2"], None)
-    aqa = [{"id": "a", "task": "aqa"}]
-    with pytest.raises(ConfigError, match="warmup.steps > 0 needs ovar records"):
-        common.warmup_sft(cfg, workers=[], trainer=None, records=aqa, run_dir=Path(tmp_path))
+def test_a_cold_start_on_aqa_records_is_refused_before_ray(tmp_path):
+    import ray
+
+    was_running = ray.is_initialized()
+    cfg = grpo.load([f"run.run_dir={tmp_path}", "cold_start.steps=2", "cold_start.batch_size=2"],
+                    hieroaction_grpo.DEFAULT_YAML)  # fmt: skip
+    # the cold start's template teacher writes Video-STAR chains, which only ovar records have
+    with pytest.raises(ValueError, match="no ovar records"):
+        sft.cold_start(cfg)
+    assert ray.is_initialized() == was_running

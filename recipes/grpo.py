@@ -1,0 +1,258 @@
+"""The GRPO loop: rollout -> rewards -> advantages -> train -> sync -> log -> checkpoint/eval, once for every recipe.
+
+Paper recipes are leaves (`recipes/videostar_grpo.py`, `recipes/hieroaction_grpo.py`): a docstring with launch
+commands, a YAML under `recipes/configs/`, a system prompt under `recipes/prompts/`; they call `main` or `run`.
+The config is `GrpoConfig` below, one documented section per component; `python recipes/<recipe>.py --help` prints
+it whole. Everything that can be checked is checked before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.config import EvalConfig
+from recipes.config import (
+    EMBEDDED,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    help_text,
+    load_config,
+    raise_problems,
+    validate_sections,
+)
+from recipes.run import (
+    Sampler,
+    init_ray,
+    load_records,
+    prepare_run_dir,
+    resolve_init_from,
+    resolve_model,
+    resolve_records,
+    resume,
+    save_checkpoint,
+)
+from rewards.config import RewardsConfig
+from rl.config import TrainerConfig
+from rollout.config import RolloutConfig
+
+
+@dataclass
+class ColdStartConfig:
+    """A supervised stage before GRPO, for the embedded tiny model: recipes/sft.py on template-teacher chains of
+    the training records (run through the real tools), then GRPO from its last checkpoint (as init_from)."""
+
+    steps: int = 0
+    """SFT steps of the stage; 0 skips it. A real model starts from its own SFT run instead (init_from=...)."""
+    lr: float = 5e-3
+    """The stage's constant learning rate (tuned for the tiny random model)."""
+    batch_size: int = 4
+    """Chains per step (a multiple of trainer.world_size)."""
+
+
+@dataclass
+class GrpoConfig:
+    """Group-relative policy optimisation of a video VLM, with tools and reward plugins."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy (and the reference, unless init_from names a checkpoint)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training records."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Episodes: engine, sampling, budgets, frames, system prompt, tools."""
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    """Reward components and their weights."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Trainer ranks: strategy, optimisation, the GRPO loss."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation every K steps by eval actors beside training (docs/eval.md); off by default."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/grpo"))
+    """Run directory, length, checkpoints, trackers, Ray."""
+    init_from: str = ""
+    """A checkpoint directory (e.g. an SFT run's): GRPO starts from it, policy and reference. Empty: model.path."""
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
+    """A supervised stage first (embedded default only); recipes that use it run it before `run`."""
+
+    def validate(self) -> list[str]:
+        problems = validate_sections(self)
+        group = self.data.batch_size * self.rollout.n
+        if self.rollout.n < 2:
+            problems.append(f"rollout.n: GRPO needs at least 2 rollouts per sample, got {self.rollout.n}")
+        if group % self.trainer.world_size:
+            problems.append(f"data.batch_size * rollout.n = {group} must be divisible by trainer.world_size")
+        if self.init_from and not (Path(self.init_from).expanduser() / "config.json").is_file():
+            problems.append(f"init_from: no model directory (config.json) at {self.init_from}")
+        steps = self.run.steps * self.trainer.mini_batches
+        if self.trainer.lr_schedule == "cosine" and steps <= self.trainer.warmup_steps:
+            problems.append(f"trainer.warmup_steps: {self.trainer.warmup_steps} >= the run's {steps} optimizer steps")
+        cold = self.cold_start
+        if cold.steps > 0 and not self.init_from:
+            if self.model.path != EMBEDDED:
+                problems.append("cold_start.steps: the cold start trains on template chains at a rate tuned for the "
+                                "embedded tiny model; for a real model run an SFT recipe and pass init_from=..., "
+                                "or set cold_start.steps=0")  # fmt: skip
+            if cold.batch_size % self.trainer.world_size:
+                problems.append(f"cold_start.batch_size {cold.batch_size} must be a multiple of trainer.world_size")
+        return problems
+
+
+def load(argv: list[str], default_yaml: str | Path | None, title: str = "") -> GrpoConfig:
+    """The config from defaults <- YAML <- `key=value`, checked (ConfigError); `--help` prints it and exits."""
+    if "--help" in argv or "-h" in argv:
+        print(help_text(load_config(GrpoConfig, [], default_yaml), title))
+        raise SystemExit(0)
+    cfg = load_config(GrpoConfig, argv, default_yaml)
+    cfg.rollout.resolve_system_prompt()
+    raise_problems(cfg.validate())
+    return cfg
+
+
+def main(argv: list[str], default_yaml: str | Path | None, name: str = "grpo", title: str = "") -> dict[str, float]:
+    """Load the config (`title` heads `--help`), then train."""
+    return run(load(argv, default_yaml, title or __doc__), name)
+
+
+def run(cfg: GrpoConfig, name: str = "grpo") -> dict[str, float]:
+    """Train; returns the last step's metrics. The run directory gets config.yaml, metrics.jsonl, rewards.png,
+    checkpoint-<step>/ and, with eval.every_k, eval/ and eval_metrics.jsonl."""
+    from recipes.tracking import GRPO_CONSOLE_KEYS, Tracker, plot_rewards
+    from rl.grpo import compute_advantages
+
+    s = _start(cfg, name)
+    tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
+    for step in range(s.start_step + 1, cfg.run.steps + 1):
+        t_step = time.perf_counter()
+        batch = s.sampler.next_batch()
+
+        # rollout: G episodes per sample, with tool calls
+        t0 = time.perf_counter()
+        out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
+        trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
+        t_rollout = time.perf_counter() - t0
+
+        # rewards: every component separately, then the weighted total
+        t0 = time.perf_counter()
+        scored = s.rewards.score(trajs)
+        t_rewards = time.perf_counter() - t0
+
+        # advantages: group-normalised GRPO (verl's core_algos)
+        advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
+
+        # train: clipped policy loss + KL to the reference, on the trainer ranks
+        t0 = time.perf_counter()
+        train_metrics = s.trainer.train_step(trajs, advantages)
+        t_train = time.perf_counter() - t0
+
+        # sync: the rollout engines get the new weights
+        t_sync = s.trainer.sync_weights(s.workers.workers)
+
+        times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
+        times["step"] = time.perf_counter() - t_step
+        tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
+        if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
+            ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler)
+            s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
+        s.evals.poll()  # log the evaluations that have finished, tagged with their step
+
+    s.evals.close()
+    s.trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
+    s.workers.shutdown()
+    tracker.close()
+    plot_rewards(tracker.rows(), s.run_dir / "rewards.png")
+    print(f"[{name}] done: {cfg.run.steps} steps; run dir: {s.run_dir}")
+    return tracker.last
+
+
+@dataclass
+class _Started:
+    run_dir: Path
+    workers: Any
+    rewards: Any
+    trainer: Any
+    sampler: Any
+    evals: Any
+    start_step: int
+    resumed_at: int | None
+
+
+def _start(cfg: GrpoConfig, name: str) -> _Started:
+    """Resolve the model and data, prepare the run directory, check the eval benchmark (all before Ray), then
+    start the actors and resume."""
+    from eval.during_training import TrainingEval
+    from rewards.worker import RewardPool
+    from rl.trainer import TrainerGroup
+    from rollout.group import RolloutGroup
+
+    model_path = resolve_init_from(cfg.init_from, cfg.rollout) if cfg.init_from else resolve_model(cfg.model.path)
+    train_path = resolve_records(cfg.data.train)
+    records = load_records(train_path)
+    run_dir = prepare_run_dir(cfg)
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout)  # checks the benchmark before Ray starts
+    print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
+
+    init_ray(cfg.run)
+    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
+    rewards = RewardPool(cfg.rewards.components, num_workers=cfg.rewards.num_workers,
+                         actor_options={"num_cpus": cfg.rewards.num_cpus})  # fmt: skip
+    trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, temperature=cfg.rollout.temperature,
+                           total_steps=cfg.run.steps * cfg.trainer.mini_batches)  # fmt: skip
+    sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
+    start_step = resume(cfg.run, run_dir, trainer, sampler)
+    if start_step > 0:
+        trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed policy
+    resumed_at = start_step if cfg.run.resume else None
+    return _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, resumed_at)
+
+
+def fit_world_size(trajs: list, world_size: int) -> tuple[list, int]:
+    """Drop whole trailing groups until the batch splits evenly across the trainer ranks (after skipped videos)."""
+    dropped = 0
+    while trajs and len(trajs) % world_size:
+        last = trajs[-1].sample_id
+        n = sum(1 for t in trajs if t.sample_id == last)
+        trajs, dropped = trajs[:-n], dropped + 1
+    return trajs, dropped
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return {f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_min": min(values), f"{prefix}_max": max(values)}
+
+
+def step_metrics(step, trajs, out, dropped, scored, advs, train_metrics, times) -> dict[str, float]:
+    """One flat dict per step: reward components, advantages, train stats, tool calls, tokens, time split."""
+    from rewards.combine import summarize
+
+    calls = [c for t in trajs for c in t.tool_calls]
+    n = max(1, len(trajs))
+    m: dict[str, float] = {"step": step, **summarize(scored), **_stats("adv", list(advs))}
+    m.update({k: float(v) for k, v in train_metrics.items()})
+    m.update({
+        "rollout/trajectories": len(trajs),
+        "rollout/skipped_samples": out.skipped,  # their video failed to decode
+        "rollout/dropped_groups": dropped,  # left out so the batch splits evenly across trainer ranks
+        "rollout/model_tokens_mean": sum(t.num_model_tokens for t in trajs) / n,
+        "rollout/response_tokens_mean": sum(len(t.response_ids) for t in trajs) / n,
+        "rollout/turns_mean": sum(len(t.turns) for t in trajs) / n,
+        "tools/calls": len(calls),
+        "tools/failed": sum(1 for c in calls if not c.ok),
+        "tools/cached": sum(1 for c in calls if c.cached),
+        "tools/call_rate": sum(1 for t in trajs if t.tool_calls) / n,
+    })  # fmt: skip
+    for tool, stat in out.tool_stats.items():
+        m.update({f"tools/{tool}/{key}": value for key, value in stat.items()})
+    # Tool time is spent inside the rollout call; split the rollout wall time by the workers' own accounting.
+    tool_s = sum(t.timings.get("tools", 0.0) for t in trajs)
+    gen_s = sum(t.timings.get("generate", 0.0) for t in trajs)
+    tools_share = tool_s / (tool_s + gen_s) if tool_s + gen_s > 0 else 0.0
+    m["time/rollout"], m["time/tools"] = times["rollout"] * (1 - tools_share), times["rollout"] * tools_share
+    m.update({f"time/{k}": times[k] for k in ("rewards", "train", "sync", "step")})
+    return m

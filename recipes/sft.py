@@ -1,0 +1,285 @@
+"""The SFT loop (the cold start before GRPO): replay chains -> SFT steps -> log -> checkpoint -> probe, once for
+every recipe.
+
+An SFT record is a sample record (data_builders/schema.py) plus `chain`: the assistant turns a builder wrote
+(`data_builders.videostar_cot`, `.hieroaction_sar`, `.gps_roles`, `.template_teacher`). Each chain is replayed on
+a rollout worker (`RolloutWorker.replay`): its turns are tokenised exactly as a rollout's, and a turn that calls
+a tool is followed by the real tool's reply. So SFT trains on the token layout GRPO samples, with the tool replies
+masked out of the loss. Paper recipes (`videostar_sft.py`, `hieroaction_sft.py`, `gps_sft.py`) are leaves: a
+docstring, a YAML and a prompt file; they call `main`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.config import EvalConfig
+from recipes.config import (
+    EMBEDDED,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    help_text,
+    load_config,
+    raise_problems,
+    validate_sections,
+)
+from recipes.run import (
+    Sampler,
+    init_ray,
+    prepare_run_dir,
+    resolve_model,
+    resolve_records,
+    resume,
+    save_checkpoint,
+)
+from rewards.combine import RewardSpec
+from rewards.config import RewardsConfig
+from rl.checkpoint import latest_checkpoint
+from rl.config import TrainerConfig
+from rollout.config import RolloutConfig
+
+IM_END = "<|im_end|>"
+TURN_ENDS = ("</answer>", "</tool_call>")  # a rollout stops a turn there; any other turn ends with <|im_end|>
+# data.builder -> the function that writes SFT records for the sample data (data.train=embedded), imported on use
+BUILDERS = {
+    "videostar_cot": "data_builders.videostar_cot:embedded_sft_records",
+    "template_teacher": "data_builders.template_teacher:embedded_sft_records",
+    "hieroaction_sar": "data_builders.hieroaction_sar:embedded_sft_records",
+    "gps_roles": "data_builders.gps_roles:embedded_sft_records",
+}
+
+
+@dataclass
+class SftDataConfig(DataConfig):
+    """SFT records (sample records with a `chain`) and how they are drawn."""
+
+    train: str = EMBEDDED
+    """SFT records (JSONL: sample records with a `chain`), or "embedded[:split]": chains that `builder` writes for
+    the bundled sample data (under the run directory)."""
+    batch_size: int = 8
+    """Conversations per optimizer step (all ranks together; a multiple of trainer.world_size)."""
+    builder: str = "videostar_cot"
+    """With data.train=embedded: the builder of the chains: videostar_cot, template_teacher, hieroaction_sar or
+    gps_roles."""
+
+    def validate(self, where: str = "data") -> list[str]:
+        problems = super().validate(where)
+        if self.builder not in BUILDERS:
+            problems.append(f"{where}.builder: {self.builder!r} is not one of {', '.join(map(repr, BUILDERS))}")
+        return problems
+
+
+def _sft_trainer() -> TrainerConfig:
+    return TrainerConfig(lr=5e-3, lr_schedule="cosine", warmup_steps=5, min_lr_ratio=0.1, kl_coef=0.0,
+                         group_by_length=True)  # fmt: skip
+
+
+@dataclass
+class SftConfig:
+    """Supervised fine-tuning on chains replayed through the real tools (the cold start before GRPO)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model to fine-tune."""
+    data: SftDataConfig = field(default_factory=SftDataConfig)
+    """SFT records."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """The prompt, tools, frames and budgets of the replay (the same as the GRPO run that follows), and of the
+    probe rollouts (eval.samples; rollout.n episodes each)."""
+    rewards: RewardsConfig = field(
+        default_factory=lambda: RewardsConfig(components=[RewardSpec("format"), RewardSpec("accuracy")])
+    )
+    """Rewards the probe rollouts are scored with (their means are logged as eval/<name>_mean)."""
+    trainer: TrainerConfig = field(default_factory=_sft_trainer)
+    """Trainer ranks: strategy, learning-rate schedule, micro-batching or packing (kl_coef is unused)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(samples=4))
+    """The probe after the last step (eval.samples, eval.before); eval actors every K steps (eval.every_k)."""
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/sft", steps=60, save_every=30))
+    """Run directory, length, checkpoints, trackers, Ray."""
+
+    def validate(self) -> list[str]:
+        problems = validate_sections(self)
+        if self.data.batch_size % self.trainer.world_size:
+            problems.append(f"data.batch_size {self.data.batch_size} must be a multiple of trainer.world_size")
+        if self.trainer.lr_schedule == "cosine" and self.run.steps <= self.trainer.warmup_steps:
+            problems.append(f"trainer.warmup_steps: {self.trainer.warmup_steps} >= run.steps {self.run.steps}")
+        return problems
+
+
+def load(argv: list[str], default_yaml: str | Path | None, title: str = "") -> SftConfig:
+    """The config from defaults <- YAML <- `key=value`, checked (ConfigError); `--help` prints it and exits."""
+    if "--help" in argv or "-h" in argv:
+        print(help_text(load_config(SftConfig, [], default_yaml), title))
+        raise SystemExit(0)
+    cfg = load_config(SftConfig, argv, default_yaml)
+    cfg.rollout.resolve_system_prompt()
+    raise_problems(cfg.validate())
+    return cfg
+
+
+def main(argv: list[str], default_yaml: str | Path | None, name: str = "sft", title: str = "") -> dict[str, Any]:
+    """Load the config (`title` heads `--help`), then train."""
+    return run(load(argv, default_yaml, title or __doc__), name)
+
+
+def cold_start(grpo: Any, name: str = "cold_start") -> str:
+    """Run the SFT stage a GRPO config's `cold_start` asks for (`cold_start_config`) and return its last
+    checkpoint, the GRPO stage's init_from. A resumed run whose stage already finished does not run it again."""
+    cfg = cold_start_config(grpo)
+    done = latest_checkpoint(cfg.run.run_dir)
+    if cfg.run.resume and done is not None and done.name == f"checkpoint-{cfg.run.steps}":
+        print(f"[{name}] already done: {done}")
+        return str(done)
+    return run(cfg, name)["checkpoint"]
+
+
+def cold_start_config(grpo: Any) -> SftConfig:
+    """The SFT stage a GRPO config's `cold_start` asks for: template-teacher chains of its training records, its
+    model, rollout (prompt, tools, frames) and trainer ranks, a constant rate, written under <run_dir>/cold_start."""
+    cold = grpo.cold_start
+    cfg = SftConfig(model=copy.deepcopy(grpo.model), rollout=copy.deepcopy(grpo.rollout))
+    cfg.data = SftDataConfig(train=grpo.data.train, batch_size=cold.batch_size, seed=grpo.data.seed,
+                             builder="template_teacher")  # fmt: skip
+    cfg.trainer = dataclasses.replace(grpo.trainer, lr=cold.lr, lr_schedule="constant", warmup_steps=0, kl_coef=0.0)
+    cfg.eval = EvalConfig(samples=0)
+    run_dir = str(Path(grpo.run.run_dir).expanduser().resolve() / "cold_start")
+    cfg.run = dataclasses.replace(grpo.run, run_dir=run_dir, steps=cold.steps, save_every=cold.steps)
+    raise_problems(cfg.validate())
+    return cfg
+
+
+def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
+    """Train; returns the last step's metrics (and the last checkpoint under "checkpoint"). The run directory gets
+    config.yaml, metrics.jsonl, loss.png and checkpoint-<step>/."""
+    from recipes.tracking import SFT_CONSOLE_KEYS, Tracker, plot_sft
+    from rl.trainer import TrainerGroup
+    from rollout.group import RolloutGroup
+
+    model_path, records, run_dir = _prepare(cfg, name)
+    init_ray(cfg.run)
+    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
+    trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
+    try:
+        # the chains as trajectories: real tool replies between the turns, masked out of the loss
+        t0 = time.perf_counter()
+        chains, dropped = replay_chains(workers, records, cfg.rollout.max_response_tokens)
+        write_chains(chains, run_dir / "chains" / "replayed.jsonl")
+        print(f"[{name}] {len(chains)}/{len(records)} chains replayed ({time.perf_counter() - t0:.1f}s); "
+              f"dropped {dropped}")  # fmt: skip
+        if not chains:
+            raise RuntimeError(f"no chain fits rollout.max_response_tokens={cfg.rollout.max_response_tokens}: "
+                               f"{dropped}")  # fmt: skip
+        sampler = Sampler(chains, cfg.data.batch_size, seed=cfg.data.seed)
+        start = resume(cfg.run, run_dir, trainer, sampler)
+        tracker = Tracker(run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, SFT_CONSOLE_KEYS,
+                          start if cfg.run.resume else None)  # fmt: skip
+        probe_records = records[: cfg.eval.samples]
+        if start == 0 and cfg.eval.before and probe_records:
+            tracker.log({"step": 0, **probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed)})
+        for step in range(start + 1, cfg.run.steps + 1):
+            t_step = time.perf_counter()
+            metrics = trainer.sft_step(sampler.next_batch())  # the schedule sets the learning rate
+            metrics.update({"step": step, "data/epoch": sampler.epoch, "data/replay_dropped": sum(dropped.values())})
+            metrics["time/step"] = time.perf_counter() - t_step
+            if step == cfg.run.steps and probe_records:  # what the policy does now: format, answers, tool calls
+                metrics.update(probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed + step))
+            tracker.log(metrics)
+            if step % cfg.run.save_every == 0 or step == cfg.run.steps:
+                save_checkpoint(trainer, run_dir, step, sampler)
+        tracker.close()
+    finally:
+        trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
+        workers.shutdown()
+    plot_sft(tracker.rows(), run_dir / "loss.png")
+    last = latest_checkpoint(run_dir)
+    print(f"[{name}] done: {cfg.run.steps} steps; last checkpoint: {last}")
+    return {**tracker.last, "checkpoint": str(last)}
+
+
+def _prepare(cfg: SftConfig, name: str) -> tuple[str, list[dict], Path]:
+    """Before Ray: the model, the run directory, the SFT records (built for the sample data when embedded)."""
+    model_path = resolve_model(cfg.model.path)
+    run_dir = prepare_run_dir(cfg)
+    train_path = cfg.data.train
+    if train_path.startswith(EMBEDDED):
+        module, _, fn = BUILDERS[cfg.data.builder].partition(":")
+        build = getattr(importlib.import_module(module), fn)
+        (run_dir / "chains").mkdir(exist_ok=True)
+        train_path = str(build(resolve_records(train_path), run_dir / "chains", cfg.rollout))
+    records = load_chain_records(train_path)
+    print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} chains)")
+    return model_path, records, run_dir
+
+
+def load_chain_records(path: str) -> list[dict]:
+    """Schema-valid records that each carry a non-empty `chain` of strings (ConfigError naming the file, line
+    and id of the first that does not)."""
+    from data_builders.schema import load_records
+
+    records = load_records(path)
+    for i, rec in enumerate(records, 1):
+        chain = rec.get("chain")
+        if not (isinstance(chain, list) and chain and all(isinstance(t, str) and t.strip() for t in chain)):
+            raise ConfigError(
+                f"{path}: record {i} ({rec['id']!r}) has no 'chain' (a list of assistant turns): "
+                "build SFT records with python -m data_builders.videostar_cot / hieroaction_sar / gps_roles"
+            )
+    if not records:
+        raise ConfigError(f"data.train: no records in {path}")
+    return records
+
+
+def script_of(chain: list[str]) -> list[str]:
+    """The turns as the model must write them: a turn that a stop string does not end gets <|im_end|>, so the
+    model learns to end it (an answer or a tool call is stopped by the rollout's stop strings).
+
+    >>> script_of(["<tool_call>{}</tool_call>", "a description"])
+    ['<tool_call>{}</tool_call>', 'a description<|im_end|>']
+    """
+    return [t if t.rstrip().endswith(TURN_ENDS) or t.rstrip().endswith(IM_END) else t + IM_END for t in chain]
+
+
+def replay_chains(workers: Any, records: list[dict], max_new_tokens: int) -> tuple[list, dict[str, int]]:
+    """Trajectories of the chains (real tools answering their calls), and the counts of what was dropped: a
+    video that does not decode, or a conversation longer than the response budget ("length")."""
+    trajs = workers.replay(records, [script_of(r["chain"]) for r in records], max_new_tokens)
+    kept = [t for t in trajs if t.finish_reason in ("answer", "stop")]
+    dropped = Counter(t.finish_reason for t in trajs if t.finish_reason not in ("answer", "stop"))
+    return kept, dict(dropped)
+
+
+def write_chains(trajs: list, path: Path) -> None:
+    """The replayed chains as the model is trained on them (each turn, its tool calls and the real replies)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for t in trajs:
+            turns = [{"text": turn.text, "tool_calls": [dataclasses.asdict(c) for c in turn.tool_calls]}
+                     for turn in t.turns]  # fmt: skip
+            f.write(json.dumps({"id": t.sample_id, "video": t.record.get("video"), "turns": turns}) + "\n")
+
+
+def probe(workers: Any, trainer: Any, records: list[dict], cfg: SftConfig, seed: int) -> dict[str, float]:
+    """Roll the current policy out on `records` (rollout.n episodes each) and score `rewards`: the reward means,
+    the tool-call rate and the share of episodes that closed an answer."""
+    from rewards.combine import score_batch, summarize
+
+    trainer.sync_weights(workers.workers)
+    trajs = workers.rollout(records, seed=seed).trajectories
+    if not trajs:
+        return {}
+    scores = summarize(score_batch(trajs, cfg.rewards.components))
+    metrics = {f"eval/{k[len('reward/') :]}": v for k, v in scores.items()}
+    metrics["eval/tool_call_rate"] = sum(1 for t in trajs if t.tool_calls) / len(trajs)
+    metrics["eval/answer_rate"] = sum(1 for t in trajs if t.finish_reason == "answer") / len(trajs)
+    metrics["eval/samples"] = float(len(trajs))
+    return {k: v for k, v in metrics.items() if not k.endswith("_errors")}

@@ -1,0 +1,122 @@
+"""The rollout's config: one dataclass, the `rollout:` section of every recipe, passed whole to `RolloutWorker` and
+to the eval actors, so a checkpoint is evaluated with exactly the prompt, tools and frames it was trained with.
+
+    worker = RolloutWorker(RolloutConfig(num_frames=8, tools={"pose_estimation": {}}), model_path)
+
+`system_prompt` is text, or the name of a file (`*.txt`: a path, or a file under `recipes/prompts/`);
+`resolve_system_prompt()` reads the file, so a run's saved config.yaml holds the very text the policy saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+ENGINES = ("hf", "vllm")
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "prompts"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
+    "they help; put the final answer in <answer></answer>."
+)
+
+
+@dataclass
+class ToolPoolConfig:
+    """How the tool actors run (the tools themselves are `rollout.tools`)."""
+
+    actors_per_tool: int = 1
+    """Ray actors per tool; calls are spread over them."""
+    timeout_s: float = 60.0
+    """A call that takes longer gets an error reply; the episode goes on."""
+    cache_size: int = 512
+    """Results cached by (video, frames, tool, arguments): a group of G rollouts pays once."""
+    num_cpus: float = 0.25
+    """CPUs reserved for each tool actor."""
+    num_gpus: float = 0.0
+    """GPUs for each tool actor (e.g. 0.1 to run YOLO on a shared GPU)."""
+
+
+@dataclass
+class RolloutConfig:
+    """How episodes are generated: engine, sampling, budgets, frames, the system prompt and the tools."""
+
+    engine: str = "hf"
+    """"hf" (transformers generate, CPU or GPU) or "vllm" (GPU, the `gpu` extra)."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra engine arguments, e.g. {dtype: bfloat16} for hf, {gpu_memory_utilization: 0.5} for vllm."""
+    num_workers: int = 1
+    """RolloutWorker actors; a batch is split across them."""
+    n: int = 4
+    """Group size G: rollouts per sample."""
+    temperature: float = 0.7
+    """Sampling temperature (the trainer scores tokens at the same temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1: off)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens (0: the whole vocabulary). Log-probs stay those of the full
+    distribution, as the engines report them."""
+    max_new_tokens: int = 96
+    """Tokens per assistant turn."""
+    max_response_tokens: int = 1024
+    """Tokens of the whole response: all turns and tool replies (a pose reply is ~200 tokens per person-frame)."""
+    max_turns: int = 3
+    """Assistant turns per episode (a turn that calls tools is followed by another)."""
+    num_frames: int = 8
+    """Frames sampled uniformly from each clip; the model and the tools see the same frames."""
+    max_side: int = 448
+    """Frames are resized so that their longest side is at most this many pixels."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """The system prompt: the text itself, or a `.txt` file (a path, or a name under recipes/prompts/). The
+    enabled tools' schemas are appended by the chat template."""
+    tools: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)  # noqa: UP045 (OmegaConf)
+    """Tools by name, each with its config (e.g. pose_estimation: {weights: /w/yolo11x-pose.pt, device: cuda}),
+    see docs/tools.md. A tool set to null is disabled (rollout.tools.video_description=null)."""
+    tool_pool: ToolPoolConfig = field(default_factory=ToolPoolConfig)
+    """How the tool actors run."""
+    num_cpus: float = 0.5
+    """CPUs reserved for each rollout worker."""
+    num_gpus: float = 0.0
+    """GPUs for each rollout worker (1 with vllm)."""
+
+    def enabled_tools(self) -> dict[str, dict[str, Any]]:
+        """Tool name -> config of the enabled tools (a tool whose config is null is disabled)."""
+        return {name: dict(conf) for name, conf in self.tools.items() if conf is not None}
+
+    def resolve_system_prompt(self) -> None:
+        """Replace a prompt file name by the file's text (a no-op on text)."""
+        text = self.system_prompt.strip()
+        if not text.endswith(".txt") or "\n" in text:
+            return
+        for path in (Path(text).expanduser(), PROMPTS_DIR / text):
+            if path.is_file():
+                self.system_prompt = path.read_text().strip()
+                return
+
+    def validate(self, where: str = "rollout") -> list[str]:
+        """Problems, each naming the field, its value and what is allowed (empty when the config is usable)."""
+        from envs.base import config_problems
+
+        problems = []
+        if self.engine not in ENGINES:
+            problems.append(f"{where}.engine: {self.engine!r} is not one of {', '.join(map(repr, ENGINES))}")
+        text = self.system_prompt.strip()
+        if text.endswith(".txt") and "\n" not in text:
+            problems.append(f"{where}.system_prompt: prompt file {text!r} not found (a path, or under {PROMPTS_DIR})")
+        for name in ("num_workers", "n", "max_new_tokens", "max_response_tokens", "max_turns", "num_frames"):
+            if getattr(self, name) < 1:
+                problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_side < 28:
+            problems.append(f"{where}.max_side: at least 28 pixels (one vision patch pair), got {self.max_side}")
+        if self.temperature < 0:
+            problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"{where}.top_p: in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"{where}.top_k: 0 (off) or a positive count, got {self.top_k}")
+        for name, conf in self.tools.items():
+            problems += config_problems(name, None if conf is None else dict(conf), where=f"{where}.tools.{name}")
+        pool = self.tool_pool
+        if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:
+            problems.append(f"{where}.tool_pool: actors_per_tool >= 1, timeout_s > 0, cache_size >= 0; got {pool}")
+        return problems

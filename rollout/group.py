@@ -1,0 +1,92 @@
+"""RolloutGroup: the rollout workers of a run, driven together.
+
+    group = RolloutGroup(cfg.rollout, model_path, seed=0)     # cfg.rollout.num_workers RolloutWorker actors
+    out = group.rollout(records, seed=7)                       # G = cfg.rollout.n episodes per record
+    trainer.sync_weights(group.workers)                        # handles with `update_weights`
+    chains = group.replay(records, scripts)                    # scripted turns, real tool replies (SFT data)
+
+A batch is dealt to the workers in turn (`records[i::W]`); trajectories come back in record order within each
+worker's share, then group order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rollout.config import RolloutConfig
+from rollout.engine import SamplingParams
+
+
+@dataclass
+class RolloutOutput:
+    """One batch's rollout: the trainable trajectories, the samples skipped (their video did not decode) and the
+    tool counters summed over workers ({tool: {calls, errors, timeouts, cache_hits, batches}})."""
+
+    trajectories: list
+    skipped: int
+    tool_stats: dict[str, dict[str, int]]
+
+
+class RolloutGroup:
+    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+        import ray
+
+        from rollout.worker import RolloutWorker
+
+        self.cfg = cfg
+        remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)(RolloutWorker)
+        threads = 1 if cfg.num_gpus == 0 else None  # CPU cores are shared with the trainer ranks and tool actors
+        self.workers = [
+            remote.remote(cfg, model_path, seed=seed + i, torch_threads=threads) for i in range(cfg.num_workers)
+        ]
+
+    def sampling(self, seed: int | None = None) -> SamplingParams:
+        """The config's sampling parameters (per-turn budget, temperature, top-p, top-k) with `seed`."""
+        c = self.cfg
+        return SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                              top_k=c.top_k, seed=seed)  # fmt: skip
+
+    def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
+        import ray
+
+        w = len(self.workers)
+        futures = [
+            getattr(worker, method).remote(items[i::w], *[x[i::w] for x in extra_lists], *args)
+            for i, worker in enumerate(self.workers)
+            if items[i::w]
+        ]
+        return [t for part in ray.get(futures) for t in part]
+
+    def tool_stats(self) -> dict[str, dict[str, int]]:
+        """Per-tool counters summed over workers since the last call (which resets them)."""
+        import ray
+
+        total: dict[str, dict[str, int]] = {}
+        for stats in ray.get([w.tool_stats.remote() for w in self.workers]):
+            for name, counts in stats.items():
+                mine = total.setdefault(name, {})
+                for key, value in counts.items():
+                    mine[key] = mine.get(key, 0) + value
+        return total
+
+    def rollout(self, records: list[dict], seed: int, n: int | None = None) -> RolloutOutput:
+        """`n` (default `cfg.n`) episodes per record; the trajectories of records whose video failed are dropped
+        and counted."""
+        n = self.cfg.n if n is None else n
+        trajs = self._deal("rollout", records, args=(n, self.sampling(seed)))
+        ok = [t for t in trajs if t.finish_reason != "video_error"]
+        skipped = len({t.sample_id for t in trajs if t.finish_reason == "video_error"})
+        return RolloutOutput(ok, skipped, self.tool_stats())
+
+    def replay(self, records: list[dict], scripts: list[list[str]], max_new_tokens: int) -> list:
+        """One trajectory per record whose assistant turns are its script, with the real tools answering its calls
+        (RolloutWorker.replay). The tool counters of the replay are reset, not reported."""
+        trajs = self._deal("replay", records, scripts, args=(SamplingParams(max_new_tokens=max_new_tokens),))
+        self.tool_stats()
+        return trajs
+
+    def shutdown(self) -> None:
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker)

@@ -1,9 +1,9 @@
 """The tool contract and the tool registry.
 
 A tool has a `name`, a JSON `schema` of its arguments (shown to the model in the system prompt) and
-`call(args, video) -> ToolResult`. `video` is a `Video`: decoded frames plus where they came from. A tool never
-raises to its caller for bad arguments: `run_tool` validates them and turns every failure into an error reply the
-model can read.
+`call(args, video) -> ToolResult`. `video` is a `Video`: decoded frames plus where they came from (a tool built by
+`make`, `run_tool` and `run_tool_batch` also take a video path). A tool never raises to its caller for bad
+arguments: `run_tool` validates them and turns every failure into an error reply the model can read.
 
 The registry maps names to "module:Class" strings and imports on use, so ultralytics loads only when a recipe
 uses the pose tool.
@@ -11,7 +11,9 @@ uses the pose tool.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,18 +88,38 @@ def check_frame_indices(frames: list[int], num_frames: int) -> None:
         raise ToolArgumentError(f"frame index {bad[0]} is out of range; valid frames are 0..{num_frames - 1}")
 
 
-def run_tool(tool: Tool, args: Any, video: Video) -> ToolResult:
+def run_tool(tool: Tool, args: Any, video: Video | str | os.PathLike) -> ToolResult:
     """Validate `args` against `tool.schema`, call the tool, and turn every failure into an error reply.
 
-    Never raises: bad arguments give `error="bad_arguments"`, any exception inside the tool `error="tool_failed"`.
+    `video` is a `Video`, or a path decoded first with `envs.video.as_video`. Never raises: bad arguments give
+    `error="bad_arguments"`, any exception inside the tool (or a path that cannot be decoded, named in the reply)
+    `error="tool_failed"`.
     """
     problem = validate_args(tool.schema["function"]["parameters"], args)
     if problem is not None:
         return ToolResult(text=f"error: {problem}", ok=False, error="bad_arguments")
+    return _call_safely(tool, args, video)
+
+
+def _call_safely(tool: Tool, args: dict[str, Any], video: Any, decoded: dict[str, Video] | None = None) -> ToolResult:
     try:
-        return tool.call(args, video)
+        return tool.call(args, _decode_path(video, decoded))
     except Exception as exc:  # a tool bug or a broken input must reach the model as text, not stop the rollout
         return failure_result(tool.name, exc)
+
+
+def _decode_path(video: Any, decoded: dict[str, Video] | None = None) -> Any:
+    """A path decoded by `envs.video.as_video` (once per path kept in `decoded`); a Video or object ref as it is."""
+    if not isinstance(video, (str, os.PathLike)):
+        return video
+    from envs.video import as_video  # envs.video imports this module
+
+    path = os.fspath(video)
+    if decoded is None:
+        return as_video(path)
+    if path not in decoded:
+        decoded[path] = as_video(path)
+    return decoded[path]
 
 
 def failure_result(name: str, exc: Exception) -> ToolResult:
@@ -108,28 +130,36 @@ def failure_result(name: str, exc: Exception) -> ToolResult:
     return ToolResult(text=f"error: {name} failed: {detail}", ok=False, error="tool_failed")
 
 
-def run_tool_batch(tool: Tool, calls: list[tuple[Any, Video]]) -> list[ToolResult]:
-    """`run_tool` over many (args, video) calls, in order. A tool with `call_batch(calls)` gets all the valid calls
-    at once (one model forward over all their frames); if that raises as a whole, each call runs alone, so one
-    broken input cannot fail the others. Never raises."""
-    batch_fn = getattr(tool, "call_batch", None)
-    if batch_fn is None or len(calls) < 2:
-        return [run_tool(tool, args, video) for args, video in calls]
+def run_tool_batch(tool: Tool, calls: list[tuple[Any, Video | str | os.PathLike]]) -> list[ToolResult]:
+    """`run_tool` over many (args, video) calls, in order; a video path is decoded once for all its calls.
+
+    A tool with `call_batch(calls)` gets all the valid calls at once (one model forward over all their frames); if
+    that raises as a whole, each call runs alone, so one broken input cannot fail the others. Never raises."""
     out: list[ToolResult | None] = [None] * len(calls)
-    valid = []
-    for i, (args, _video) in enumerate(calls):
+    todo: list[int] = []  # calls with valid arguments and a decoded video
+    ready: list[tuple[dict[str, Any], Video]] = []
+    decoded: dict[str, Video] = {}
+    for i, (args, video) in enumerate(calls):
         problem = validate_args(tool.schema["function"]["parameters"], args)
-        if problem is None:
-            valid.append(i)
-        else:
+        if problem is not None:
             out[i] = ToolResult(text=f"error: {problem}", ok=False, error="bad_arguments")
-    try:
-        results = batch_fn([calls[i] for i in valid]) if valid else []
-    except Exception:
-        results = [None] * len(valid)  # run them one by one below
-    for i, res in zip(valid, results):
+            continue
+        try:
+            ready.append((args, _decode_path(video, decoded)))
+        except Exception as exc:  # a path that cannot be decoded: this call's reply names the file
+            out[i] = failure_result(tool.name, exc)
+            continue
+        todo.append(i)
+    batch_fn = getattr(tool, "call_batch", None)
+    results: list[Any] = [None] * len(ready)
+    if batch_fn is not None and len(ready) >= 2:
+        try:
+            results = batch_fn(ready)
+        except Exception:
+            pass  # run them one by one below
+    for i, call, res in zip(todo, ready, results):
         if res is None:
-            out[i] = run_tool(tool, *calls[i])
+            out[i] = _call_safely(tool, *call)
         elif isinstance(res, Exception):
             out[i] = failure_result(tool.name, res)
         else:
@@ -163,5 +193,21 @@ def tool_class(name: str) -> type:
 
 
 def make(name: str, **config: Any) -> Tool:
-    """Build the tool registered as `name` with its config (weights path, device, ...)."""
-    return tool_class(name)(**config)
+    """Build the tool registered as `name` with its config (weights path, device, ...).
+
+    The tool is an instance of the registered class whose `call` also takes a video path (str or os.PathLike),
+    decoded with `envs.video.as_video`'s defaults, so a tool can be tried in two lines:
+
+        pose = envs.make("pose_estimation")
+        print(pose.call({"frames": [0, 4]}, "clip.mp4").text)
+    """
+    tool = tool_class(name)(**config)
+    try:  # on the instance, so that the class, isinstance checks and pickling stay as they are
+        tool.call = functools.partial(_call_on_path, tool)
+    except AttributeError:  # a class with __slots__: paths then go through run_tool / run_tool_batch only
+        pass
+    return tool
+
+
+def _call_on_path(tool: Tool, args: dict[str, Any], video: Video | str | os.PathLike) -> ToolResult:
+    return type(tool).call(tool, args, _decode_path(video))

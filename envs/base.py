@@ -6,14 +6,17 @@ A tool has a `name`, a JSON `schema` of its arguments (shown to the model in the
 arguments: `run_tool` validates them and turns every failure into an error reply the model can read.
 
 The registry maps names to "module:Class" strings and imports on use, so ultralytics loads only when a recipe
-uses the pose tool.
+uses the pose tool. `config_problems` checks a tool's config against its class before anything is built.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
+import inspect
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -211,3 +214,80 @@ def make(name: str, **config: Any) -> Tool:
 
 def _call_on_path(tool: Tool, args: dict[str, Any], video: Video | str | os.PathLike) -> ToolResult:
     return type(tool).call(tool, args, _decode_path(video))
+
+
+def config_problems(name: str, config: Mapping[str, Any] | None, where: str = "") -> list[str]:
+    """What is wrong with the config of tool `name`, one line per problem naming its key path under `where`.
+
+    Finds unknown tool names and unknown or missing keys: the keys are the keyword parameters of the registered
+    class (imported through the registry, which loads no model), and of the option mappings the class lists in
+    `nested_options` (e.g. video_description's `describer`). A class that takes **kwargs accepts any key.
+
+    >>> config_problems("pose_estimation", {"imgsz": 320})
+    []
+    >>> print(*config_problems("pose_estimation", {"imgsize": 320}, where="tools"))  # doctest: +ELLIPSIS
+    tools.pose_estimation.imgsize: unknown key; did you mean 'imgsz'? (valid: weights, device, imgsz, conf, ...)
+    """
+    path = _key_path(where, name)
+    if name not in _REGISTRY:
+        names = available_tools()
+        return [f"{path}: unknown tool{did_you_mean(name, names)} (available: {', '.join(names)})"]
+    try:
+        cls = tool_class(name)
+    except Exception as exc:  # a registered module that is missing or broken
+        return [f"{path}: cannot import {_REGISTRY[name]!r}: {type(exc).__name__}: {exc}"]
+    return option_problems(cls, config, path)
+
+
+def option_problems(target: Callable, options: Any, where: str, extra: Sequence[str] = ()) -> list[str]:
+    """Problems of `options` as the keyword arguments of `target` (a class or function), keys named `where`.key.
+
+    `extra` are keys taken besides `target`'s parameters (e.g. a spec's `kind`). `target.nested_options`, if it
+    has one, maps options that are option mappings themselves to a checker `(options, where) -> list[str]`.
+
+    >>> def describe(model, max_new_tokens=16): ...
+    >>> print(*option_problems(describe, {"kind": "local", "max_new_token": 8}, "describer", ["kind"]), sep="\\n")
+    describer.max_new_token: unknown key; did you mean 'max_new_tokens'? (valid: kind, model, max_new_tokens)
+    describer.model: missing (required)
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        return [f"{where}: expected a mapping of options, got {type(options).__name__}"]
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # no signature to check against (a builtin): accept what is given
+        return []
+    params = [p for p in params if p.kind not in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL)]  # not settable by key
+    problems = []
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        valid = [*extra, *(p.name for p in params)]
+        for key in options:
+            if key not in valid:
+                hint = did_you_mean(str(key), valid)
+                problems.append(f"{_key_path(where, key)}: unknown key{hint} (valid: {', '.join(valid) or 'none'})")
+    required = [p.name for p in params if p.kind is not p.VAR_KEYWORD and p.default is p.empty]
+    problems += [f"{_key_path(where, key)}: missing (required)" for key in required if key not in options]
+    for key, check in getattr(target, "nested_options", {}).items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            problems.append(f"{_key_path(where, key)}: expected a mapping of options, got {type(value).__name__}")
+        else:
+            problems += check(value, _key_path(where, key))
+    return problems
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """The hint "; did you mean 'x'?" naming the closest of `choices`, or "" when none is close.
+
+    >>> did_you_mean("imgsize", ["weights", "imgsz"]), did_you_mean("colour", ["weights", "imgsz"])
+    ("; did you mean 'imgsz'?", '')
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _key_path(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 import pickle
 import re
 from pathlib import Path
@@ -100,3 +101,127 @@ def test_plain_class_instance_takes_paths_through_run_tool(bikes_path):
     tool = FrameShape()  # not built by make: its own call wants a Video, run_tool decodes for it
     assert envs.run_tool(tool, {}, Path(bikes_path)).text == "8 frames of 448x190"
     assert [r.text for r in envs.run_tool_batch(tool, [({}, bikes_path)] * 2)] == ["8 frames of 448x190"] * 2
+
+
+# ----- config_problems -----
+TOOLS = "action_explanation, human_detection, pose_estimation, video_description"
+POSE = "weights, device, imgsz, conf, max_frames, top_limbs"
+DESCRIPTION = "describer, pose, key_frames, max_key_frames"
+LOCAL = "kind, model, max_new_tokens, device"
+ENDPOINT = "kind, base_url, model, api_key_env, max_new_tokens, timeout_s"
+VLM = {"kind": "endpoint", "base_url": "http://vlm:8000/v1", "model": "Qwen2.5-VL-72B-Instruct", "api_key_env": "K"}
+
+
+class AnyOptions:
+    """A tool class that takes **kwargs: any key is accepted."""
+
+    def __init__(self, weights: str = "", **options):
+        self.options = options
+
+
+@pytest.mark.parametrize(
+    "name, config, where, expected",
+    [
+        ("pose_estimation", {"imgsz": 256, "device": "cpu"}, "rollout.tools", []),
+        ("video_description", None, "", []),
+        ("video_description", {"describer": VLM, "pose": {"imgsz": 256}, "key_frames": 3}, "rollout.tools", []),
+        (
+            "pose_estimaton",
+            {},
+            "rollout.tools",
+            [f"rollout.tools.pose_estimaton: unknown tool; did you mean 'pose_estimation'? (available: {TOOLS})"],
+        ),
+        ("optical_flow", {"k": 1}, "", [f"optical_flow: unknown tool (available: {TOOLS})"]),
+        (
+            "pose_estimation",
+            {"imgsize": 320, "conf": 0.5, "colour": "red"},
+            "tools",
+            [
+                f"tools.pose_estimation.imgsize: unknown key; did you mean 'imgsz'? (valid: {POSE})",
+                f"tools.pose_estimation.colour: unknown key (valid: {POSE})",
+            ],
+        ),
+        ("human_detection", ["imgsz"], "tools", ["tools.human_detection: expected a mapping of options, got list"]),
+        (
+            "video_description",
+            {"describer": {"kind": "local", "max_new_token": 8}},
+            "rollout.tools",
+            [
+                "rollout.tools.video_description.describer.max_new_token: unknown key; did you mean 'max_new_tokens'? "
+                f"(valid: {LOCAL})"
+            ],
+        ),
+        (
+            "video_description",
+            {"describer": {"max_new_token": 8}},  # no kind: the local describer
+            "",
+            [
+                "video_description.describer.max_new_token: unknown key; did you mean 'max_new_tokens'? "
+                f"(valid: {LOCAL})"
+            ],
+        ),
+        (
+            "video_description",
+            {"describer": {"kind": "endpoint", "model": "m", "api_key": "K"}},
+            "",
+            [
+                f"video_description.describer.api_key: unknown key; did you mean 'api_key_env'? (valid: {ENDPOINT})",
+                "video_description.describer.base_url: missing (required)",
+            ],
+        ),
+        (
+            "video_description",
+            {"describer": {"kind": "remote", "url": "x"}},  # an unknown kind: its keys cannot be checked
+            "",
+            ["video_description.describer.kind: unknown kind 'remote' (valid: local, endpoint)"],
+        ),
+        (
+            "video_description",
+            {"describer": "endpoint"},
+            "",
+            ["video_description.describer: expected a mapping of options, got str"],
+        ),
+        (
+            "video_description",
+            {"pose": {"imgsize": 256}, "keyframes": 3},
+            "",
+            [
+                f"video_description.keyframes: unknown key; did you mean 'key_frames'? (valid: {DESCRIPTION})",
+                f"video_description.pose.imgsize: unknown key; did you mean 'imgsz'? (valid: {POSE})",
+            ],
+        ),
+        ("any_options", {"weights": "a.pt", "whatever": 1}, "", []),
+        ("frame_shape", {"size": 1}, "tools", ["tools.frame_shape.size: unknown key (valid: none)"]),
+        (
+            "broken",
+            {},
+            "",
+            [
+                "broken: cannot import 'tests.envs.no_such_module:Tool': ModuleNotFoundError: "
+                "No module named 'tests.envs.no_such_module'"
+            ],
+        ),
+    ],
+)
+def test_config_problems(monkeypatch, name, config, where, expected):
+    if name in ("any_options", "frame_shape", "broken"):  # registered for this case only
+        targets = {"any_options": "tests.envs.test_base:AnyOptions", "frame_shape": "tests.envs.test_base:FrameShape"}
+        monkeypatch.setitem(envs.base._REGISTRY, name, targets.get(name, "tests.envs.no_such_module:Tool"))
+    assert envs.config_problems(name, config, where=where) == expected
+
+
+def test_config_problems_loads_no_model():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, envs\n"
+        "for name in envs.available_tools(): assert envs.config_problems(name, {'x': 1}), name\n"
+        "print(sorted(m for m in ('torch', 'ultralytics', 'transformers', 'ray') if m in sys.modules))\n"
+    )
+    root = str(Path(envs.__file__).parents[1])  # this checkout's envs, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+    assert out.stdout.strip() == "[]"

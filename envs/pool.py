@@ -5,10 +5,11 @@
     result = pool.call("pose_estimation", {"frames": [0, 3]}, video)   # never raises
     results = pool.call_many([(name, args, video), ...])               # concurrent
 
-The cache lives in the pool (the caller), keyed by (video key, tool, canonical JSON of the arguments): the G
-rollouts of one sample that ask the same question pay for one call, and identical calls in flight share one task.
-The other calls of one `call_many` are grouped per tool into batches, one actor task each, which tools with a
-`call_batch` method (pose, detection, explanation) serve with one model forward.
+The cache lives in the pool (the caller, `envs.cache`), keyed by (video key, tool, canonical JSON of the arguments):
+the G rollouts of one sample that ask the same question pay for one call, and identical calls in flight share one
+task. The other calls of one `call_many` are grouped per tool into batches, one actor task each, which tools with a
+`call_batch` method (pose, detection, explanation) serve with one model forward. The actors are started, checked
+and restarted by `envs.supervisor`; this module only batches, counts and runs `local` tools.
 `local=True` runs the tools in this process (tests, notebooks), one call at a time per tool and without
 timeouts. In an asyncio actor use `await asyncio.wrap_future(pool.submit(...))`. A pool pickles as its
 configuration, so it can be handed to a Ray actor, which rebuilds its own actors and cache there.

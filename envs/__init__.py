@@ -1,7 +1,8 @@
 """Tools the policy can call during rollouts (pose, human detection, action explanation, video description),
 video decoding, and the pooled tool actors.
 
-Importing this package is light: numpy only. ultralytics, torch and ray load when a tool or a pool is used.
+Importing this package is light: numpy only. ultralytics, torch and ray load when a tool or a pool is used;
+`config_problems` checks tool configs without loading them.
 """
 
 from envs.base import (
@@ -10,6 +11,7 @@ from envs.base import (
     ToolResult,
     Video,
     available_tools,
+    config_problems,
     make,
     register_tool,
     run_tool,
@@ -27,6 +29,7 @@ __all__ = [
     "Video",
     "VideoDecodeError",
     "available_tools",
+    "config_problems",
     "make",
     "read_video",
     "register_tool",

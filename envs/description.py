@@ -14,11 +14,12 @@ The reply is the description text, with the key frames attached as images for th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from envs.base import ToolResult, Video
+from envs.base import ToolResult, Video, did_you_mean, option_problems, tool_class
 from envs.geometry import link_identities
 
 VISION_TOKEN_IDS = (151652, 151653, 151654, 151655, 151656)  # Qwen2-VL vision specials: never sampled as text
@@ -113,18 +114,41 @@ class EndpointDescriber:
         return self.client.chat([{"role": "user", "content": content}], max_tokens=self.max_new_tokens).strip()
 
 
+DESCRIBERS = {"local": LocalDescriber, "endpoint": EndpointDescriber}  # a describer spec's `kind` -> its class
+
+
 def make_describer(config: dict[str, Any]) -> Any:
     config = dict(config)
     kind = config.pop("kind", "local")
-    if kind == "local":
-        return LocalDescriber(**config)
-    if kind == "endpoint":
-        return EndpointDescriber(**config)
-    raise ValueError(f"video_description: describer kind must be 'local' or 'endpoint', got {kind!r}")
+    if kind not in DESCRIBERS:
+        raise ValueError(f"video_description: describer kind must be 'local' or 'endpoint', got {kind!r}")
+    return DESCRIBERS[kind](**config)
+
+
+def describer_problems(spec: Mapping[str, Any], where: str) -> list[str]:
+    """Problems of a describer spec (`envs.base.config_problems` format): its `kind`, then the keys of that kind.
+
+    >>> describer_problems({"kind": "endpoint", "base_url": "http://vlm:8000/v1", "model": "m"}, "describer")
+    []
+    >>> print(*describer_problems({"kind": "endpont"}, "describer"))
+    describer.kind: unknown kind 'endpont'; did you mean 'endpoint'? (valid: local, endpoint)
+    """
+    kind = spec.get("kind", "local")
+    if not isinstance(kind, str) or kind not in DESCRIBERS:
+        hint = did_you_mean(kind, DESCRIBERS) if isinstance(kind, str) else ""
+        return [f"{where}.kind: unknown kind {kind!r}{hint} (valid: {', '.join(DESCRIBERS)})"]
+    return option_problems(DESCRIBERS[kind], spec, where, extra=["kind"])
+
+
+def pose_problems(config: Mapping[str, Any], where: str) -> list[str]:
+    """Problems of the `pose` option: a `pose_estimation` config."""
+    return option_problems(tool_class("pose_estimation"), config, where)
 
 
 class VideoDescriptionTool:
     name = "video_description"
+    # Options that are option mappings themselves, so that `envs.base.config_problems` checks their keys too.
+    nested_options = {"describer": describer_problems, "pose": pose_problems}
 
     def __init__(self, describer: dict[str, Any] | None = None, pose: dict[str, Any] | None = None,
                  key_frames: int = 2, max_key_frames: int = 4):  # fmt: skip

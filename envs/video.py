@@ -5,6 +5,9 @@ cannot open the file. Both give the same frames: RGB uint8, T x H x W x 3, optio
 is at most `max_side`.
 
 >>> # video = read_video("clip.mp4", num_frames=8, clip=(1.0, 3.0), max_side=448)
+
+A tool given a path instead of a `Video` decodes it with `as_video`: the rollout's default sampling
+(`DEFAULT_NUM_FRAMES` frames over the whole clip, longest side at most `DEFAULT_MAX_SIDE`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from envs.base import Video
 
 BACKENDS = ("auto", "decord", "av")
+# The rollout config's defaults, so that a tool tried on a path sees frames like the policy's.
+DEFAULT_NUM_FRAMES = 8
+DEFAULT_MAX_SIDE = 448
 
 
 class VideoDecodeError(ValueError):
@@ -118,7 +125,7 @@ def _read_av(path: str, num_frames: int, clip) -> tuple[np.ndarray, list[float]]
 
 def read_video(
     path: str | os.PathLike,
-    num_frames: int = 8,
+    num_frames: int = DEFAULT_NUM_FRAMES,
     clip: Sequence[float] | None = None,
     max_side: int | None = None,
     backend: str = "auto",
@@ -153,3 +160,18 @@ def read_video(
         frames = resize_frames(np.ascontiguousarray(frames, dtype=np.uint8), max_side)
         return Video(frames=frames, timestamps=timestamps, path=path, key=video_key(path, clip, num_frames, max_side))
     raise VideoDecodeError(path, "; ".join(reasons))
+
+
+def as_video(video: Any) -> Any:
+    """A path (str or os.PathLike) decoded by `read_video` with `DEFAULT_NUM_FRAMES` frames over the whole clip and
+    the longest side at most `DEFAULT_MAX_SIDE`; anything else (a `Video`, an object ref) as it is.
+
+    Raises `VideoDecodeError` naming the file when the path cannot be decoded:
+
+    >>> as_video("no/such/clip.mp4")
+    Traceback (most recent call last):
+    envs.video.VideoDecodeError: cannot decode video no/such/clip.mp4: no such file
+    """
+    if isinstance(video, (str, os.PathLike)):
+        return read_video(video, num_frames=DEFAULT_NUM_FRAMES, max_side=DEFAULT_MAX_SIDE)
+    return video

@@ -100,3 +100,11 @@ def test_unknown_describer_kind():
 
     with pytest.raises(ValueError, match="'local' or 'endpoint'"):
         make_describer({"kind": "magic"})
+
+
+def test_doctests():
+    import doctest
+
+    import envs.description
+
+    assert doctest.testmod(envs.description).failed == 0

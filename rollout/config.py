@@ -115,7 +115,7 @@ class RolloutConfig:
         if self.top_k < 0:
             problems.append(f"{where}.top_k: 0 (off) or a positive count, got {self.top_k}")
         for name, conf in self.tools.items():
-            problems += config_problems(name, None if conf is None else dict(conf), where=f"{where}.tools.{name}")
+            problems += config_problems(name, None if conf is None else dict(conf), where=f"{where}.tools")
         pool = self.tool_pool
         if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:
             problems.append(f"{where}.tool_pool: actors_per_tool >= 1, timeout_s > 0, cache_size >= 0; got {pool}")

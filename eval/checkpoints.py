@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKPOINT_PREFIX = "checkpoint-"  # as recipes/common.py writes them
+CHECKPOINT_PREFIX = "checkpoint-"  # as the recipes write them (rl.checkpoint.CHECKPOINT_PREFIX)
 _STEP = re.compile(r"(?:checkpoint|step|global_step)[-_]?(\d+)$")
 
 

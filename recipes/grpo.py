@@ -39,7 +39,7 @@ from recipes.run import (
 )
 from rewards.config import RewardsConfig
 from rl.config import TrainerConfig
-from rollout.config import RolloutConfig
+from rollout.config import RolloutConfig, engine_kwargs_problems
 
 
 @dataclass
@@ -80,6 +80,7 @@ class GrpoConfig:
 
     def validate(self) -> list[str]:
         problems = validate_sections(self)
+        problems += engine_kwargs_problems(self.rollout.engine, self.eval.engine_kwargs, "eval.engine_kwargs")
         group = self.data.batch_size * self.rollout.n
         if self.rollout.n < 2:
             problems.append(f"rollout.n: GRPO needs at least 2 rollouts per sample, got {self.rollout.n}")

@@ -116,7 +116,36 @@ class RolloutConfig:
             problems.append(f"{where}.top_k: 0 (off) or a positive count, got {self.top_k}")
         for name, conf in self.tools.items():
             problems += config_problems(name, None if conf is None else dict(conf), where=f"{where}.tools")
+        problems += engine_kwargs_problems(self.engine, self.engine_kwargs, f"{where}.engine_kwargs")
         pool = self.tool_pool
         if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:
             problems.append(f"{where}.tool_pool: actors_per_tool >= 1, timeout_s > 0, cache_size >= 0; got {pool}")
         return problems
+
+
+def engine_kwargs_problems(engine: str, kwargs: dict[str, Any], where: str) -> list[str]:
+    """Keys of `kwargs` the engine does not take, each with the closest valid one: the engine class's keyword
+    parameters, and for vllm (which passes the rest on to vLLM) vLLM's EngineArgs fields where vLLM is installed;
+    without vLLM there is nothing to check the rest against."""
+    import dataclasses
+    import importlib
+    import importlib.util
+    import inspect
+
+    from envs.base import did_you_mean
+    from rollout.engine import ENGINES as TARGETS
+
+    if engine not in TARGETS or not kwargs:
+        return []
+    module, _, name = TARGETS[engine].partition(":")
+    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters.values()
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    valid = [p.name for p in params if p.kind in named and p.name not in ("self", "model_path", "seed")]
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        if engine != "vllm" or importlib.util.find_spec("vllm") is None:
+            return []
+        from vllm import EngineArgs
+
+        valid += [f.name for f in dataclasses.fields(EngineArgs)]
+    return [f"{where}.{key}: unknown key{did_you_mean(key, valid)} (valid: {', '.join(valid)})"
+            for key in kwargs if key not in valid]  # fmt: skip

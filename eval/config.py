@@ -51,6 +51,13 @@ class EvalConfig:
             problems.append(f"{where}.actors: must be >= 1, got {self.actors}")
         if self.temperature < 0:
             problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
+        if self.every_k > 0:
+            from eval.benchmarks import BenchmarkError, load_benchmark
+
+            try:
+                load_benchmark(self.benchmark, limit=self.limit or None)
+            except BenchmarkError as e:
+                problems.append(f"{where}.benchmark: {e}")
         return problems
 
     def rollout_for_eval(self, rollout: RolloutConfig, uses_tools: bool = True) -> RolloutConfig:

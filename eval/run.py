@@ -103,6 +103,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         raise ValueError(f"{why} needs --judge, e.g. '{{\"kind\": \"openai\", \"base_url\": \"http://host:8000/v1\", "
                          "\"model\": \"NAME\", \"api_key_env\": \"JUDGE_KEY\"}'")  # fmt: skip
     rollout, sources = rollout_settings(args, [c.path.parent for c in checkpoints] or [Path(args.watch)])
+    if not benchmark.spec.uses_tools:  # the eval actors get no tools for such a task: say so in the report
+        rollout.tools, sources["tools"] = {}, f"not used by {benchmark.task}"
     options = EvalOptions(
         rollout=EvalConfig(temperature=args.temperature).rollout_for_eval(rollout), actors=args.actors,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, skip_failed=args.skip_failed, judge=judge,
@@ -158,7 +160,8 @@ def describe_settings(rollout: RolloutConfig, sources: dict[str, str]) -> str:
     lines = []
     for key, source in sources.items():
         value = getattr(rollout, key)
-        shown = repr(value if len(repr(value)) <= 80 else repr(value)[:77] + "...")
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         lines.append(f"  {key:<20} {shown:<84} ({source})")
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -110,6 +111,18 @@ def validate_sections(cfg: Any) -> list[str]:
         if dataclasses.is_dataclass(section) and hasattr(section, "validate"):
             problems += section.validate(f.name)
     return problems
+
+
+def cli(main: Callable[[list[str]], Any]) -> None:
+    """Run a recipe's `main` on the command line's arguments: a bad config prints its message, without a
+    traceback, and exits with status 2."""
+    import sys
+
+    try:
+        main(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def raise_problems(problems: list[str]) -> None:

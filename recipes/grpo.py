@@ -18,6 +18,7 @@ from typing import Any
 from eval.config import EvalConfig
 from recipes.config import (
     EMBEDDED,
+    ConfigError,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -124,6 +125,9 @@ def run(cfg: GrpoConfig, name: str = "grpo") -> dict[str, float]:
     from recipes.tracking import GRPO_CONSOLE_KEYS, Tracker, plot_rewards
     from rl.grpo import compute_advantages
 
+    if cfg.cold_start.steps > 0 and not cfg.init_from:
+        raise ConfigError("cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
+                          "recipes/videostar_grpo.py does) or set cold_start.steps=0")  # fmt: skip
     s = _start(cfg, name)
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
     for step in range(s.start_step + 1, cfg.run.steps + 1):

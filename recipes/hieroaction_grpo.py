@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
 from recipes import grpo  # noqa: E402
+from recipes.config import cli  # noqa: E402
 
 DEFAULT_YAML = Path(__file__).with_name("configs") / "hieroaction_grpo.yaml"
 
@@ -42,4 +43,4 @@ def main(argv: list[str]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
 from recipes import sft  # noqa: E402
+from recipes.config import cli  # noqa: E402
 
 DEFAULT_YAML = Path(__file__).with_name("configs") / "hieroaction_sft.yaml"
 
@@ -40,4 +41,4 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

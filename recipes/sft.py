@@ -159,11 +159,13 @@ def cold_start_config(grpo: Any) -> SftConfig:
 def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
     """Train; returns the last step's metrics (and the last checkpoint under "checkpoint"). The run directory gets
     config.yaml, metrics.jsonl, loss.png and checkpoint-<step>/."""
+    from eval.during_training import TrainingEval
     from recipes.tracking import SFT_CONSOLE_KEYS, Tracker, plot_sft
     from rl.trainer import TrainerGroup
     from rollout.group import RolloutGroup
 
     model_path, records, run_dir = _prepare(cfg, name)
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout)  # eval actors every eval.every_k steps (off by default)
     init_ray(cfg.run)
     workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
     trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
@@ -192,8 +194,10 @@ def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
             if step == cfg.run.steps and probe_records:  # what the policy does now: format, answers, tool calls
                 metrics.update(probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed + step))
             tracker.log(metrics)
-            if step % cfg.run.save_every == 0 or step == cfg.run.steps:
-                save_checkpoint(trainer, run_dir, step, sampler)
+            if step % cfg.run.save_every == 0 or step == cfg.run.steps or evals.due(step):
+                evals.launch(step, save_checkpoint(trainer, run_dir, step, sampler))
+            evals.poll()
+        evals.close()
         tracker.close()
     finally:
         trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule

@@ -3,7 +3,7 @@
 A recipe names its trackers in `run.trackers` (`jsonl`, `tensorboard`, `wandb`), checks them with
 `check_trackers` before Ray starts, and logs one dict of metrics per step:
 
-    start_step = common.maybe_resume(cfg, run_dir, trainer, sampler)
+    start_step = resume(cfg.run, run_dir, trainer, sampler)  # recipes.run.resume
     with Tracker(run_dir, cfg.run.trackers, config=dataclasses.asdict(cfg), run_name=run_dir.name,
                  resume_from_step=start_step) as tracker:
         for step in range(start_step + 1, cfg.run.steps + 1):

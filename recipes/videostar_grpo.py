@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout or a Ray job
 
 from recipes import grpo, sft  # noqa: E402
+from recipes.config import cli  # noqa: E402
 
 DEFAULT_YAML = Path(__file__).with_name("configs") / "videostar_grpo.yaml"
 
@@ -48,4 +49,4 @@ def main(argv: list[str]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

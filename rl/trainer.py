@@ -446,7 +446,7 @@ class TrainerGroup:
         if len(trajectories) % self.world_size:
             raise ValueError(
                 f"batch size {len(trajectories)} is not divisible by world_size {self.world_size}; "
-                "choose rollouts_per_sample * samples_per_step as a multiple of it"
+                "choose data.batch_size * rollout.n as a multiple of it"
             )
         return self._all("train_step", ray.put(list(trajectories)), ray.put([float(a) for a in advantages]))[0]
 

@@ -1,6 +1,7 @@
 """The multi-turn tool loop: generate, parse `<tool_call>`s, call the tools, append `<tool_response>`s, repeat.
 
-`run_episodes` advances many conversations turn by turn: one `engine.generate` call per turn across all the
+`run_episodes` takes a list of `Episode`s (prompt, video, processed video inputs, sample id, group index, record)
+and advances their conversations turn by turn: one `engine.generate` call per turn across all the
 conversations still running, and the tool calls of a turn dispatched together with `tools.call_many`. Model tokens
 get mask 1 and their engine log-probs; the tokens we insert (tool responses and the chat-format glue around them)
 get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
@@ -29,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from rollout.engine import GenerationRequest, SamplingParams
-from rollout.trajectory import ToolCall, Trajectory, Turn
+from rollout.trajectory import Episode, ToolCall, Trajectory, Turn
+
+__all__ = ["Episode", "format_tool_response", "parse_tool_calls", "run_episode", "run_episodes"]
 
 IM_END = "<|im_end|>"
 TURN_STOP_STRINGS = ("</tool_call>", "</answer>")
@@ -105,11 +108,9 @@ class _ErrorResult:
 
 @dataclass
 class _Conversation:
-    sample_id: str
-    group_index: int
-    prompt_ids: list[int]
-    video: Any  # envs.base.Video or None
-    mm_key: str
+    """An episode in progress: what the loop has appended so far."""
+
+    episode: Episode
     seconds_per_frame: float
     response_ids: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
@@ -119,13 +120,17 @@ class _Conversation:
     finish_reason: str = ""
     timings: dict[str, float] = field(default_factory=lambda: {"generate": 0.0, "tools": 0.0})
 
+    @property
+    def video(self) -> Any:
+        return self.episode.video
+
     def request(self) -> GenerationRequest:
         videos = [self.video.frames] if self.video is not None else []
         return GenerationRequest(
-            prompt_ids=self.prompt_ids + self.response_ids,
+            prompt_ids=self.episode.prompt_ids + self.response_ids,
             videos=videos,
             images=list(self.images),
-            mm_key=self.mm_key,
+            mm_key=self.episode.mm_key,
             video_seconds_per_frame=[self.seconds_per_frame] * len(videos),
         )
 
@@ -214,36 +219,25 @@ def _append_tool_reply(conv: _Conversation, replies: list, tokenizer: Any, im_en
 def run_episodes(
     engine: Any,
     tools: Any,
-    prompts: list[list[int]],
-    videos: list[Any],
+    episodes: list[Episode],
     sampling: SamplingParams,
     tokenizer: Any,
+    *,
     max_turns: int = 3,
     max_response_tokens: int = 1024,
-    sample_ids: list[str] | None = None,
-    group_indices: list[int] | None = None,
-    mm_keys: list[str] | None = None,
-    video_inputs: list[dict[str, np.ndarray]] | None = None,
     processor: Any = None,
 ) -> list[Trajectory]:
-    """Run one multi-turn episode per prompt (prompt ids with unexpanded placeholders, `videos[i]` a Video or None).
+    """Run every episode to its end; one trajectory per episode, in the same order, each with the episode's sample
+    id, group index and record.
 
     Turns end at `<|im_end|>`, `</tool_call>`, `</answer>` or the token budget. An episode ends with finish_reason
     "answer" (an `<answer>...</answer>` was written), "stop" (an end token without tool calls), "length" (the
     `max_response_tokens` budget, model and tool tokens together, is used up) or "max_turns".
-    Each trajectory's `mm_inputs` is `video_inputs[i]` (the processed video, shared, not copied) plus, when a
+    Each trajectory's `mm_inputs` holds the episode's `video_inputs` (the same arrays, not copies) plus, when a
     `processor` is given, the processed images that tool replies added (pixel_values, image_grid_thw).
     """
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
-    n = len(prompts)
-    if len(videos) != n:
-        raise ValueError(f"run_episodes: {n} prompts but {len(videos)} videos (use None for a sample without video)")
-    sample_ids, group_indices = sample_ids or [str(i) for i in range(n)], group_indices or [0] * n
-    mm_keys = mm_keys or [getattr(v, "key", "") or "" for v in videos]
-    convs = [
-        _Conversation(sample_ids[i], group_indices[i], list(prompts[i]), videos[i], mm_keys[i], _seconds_per_frame(v))
-        for i, v in enumerate(videos)
-    ]
+    convs = [_Conversation(ep, _seconds_per_frame(ep.video)) for ep in episodes]
     for turn in range(max_turns):
         active = [c for c in convs if not c.finish_reason]
         if not active:
@@ -267,14 +261,14 @@ def run_episodes(
         for (conv, _), (records, replies) in zip(pending, dispatched):
             conv.turns[-1].tool_calls = records
             _append_tool_reply(conv, replies, tokenizer, im_end_id, max_response_tokens)
-    return [_trajectory(c, video_inputs[i] if video_inputs else {}, processor) for i, c in enumerate(convs)]
+    return [_trajectory(c, processor) for c in convs]
 
 
 def run_episode(
-    engine: Any, tools: Any, prompt_ids: list[int], video: Any, sampling: SamplingParams, tokenizer: Any, **kwargs: Any
+    engine: Any, tools: Any, episode: Episode, sampling: SamplingParams, tokenizer: Any, **kwargs: Any
 ) -> Trajectory:
-    """One conversation; `run_episodes` with a batch of one (same keyword arguments)."""
-    return run_episodes(engine, tools, [prompt_ids], [video], sampling, tokenizer, **kwargs)[0]
+    """One episode; `run_episodes` with a batch of one (same keyword arguments)."""
+    return run_episodes(engine, tools, [episode], sampling, tokenizer, **kwargs)[0]
 
 
 def _clip(completion: Any, budget: int, tokenizer: Any) -> Any:
@@ -294,16 +288,17 @@ def _seconds_per_frame(video: Any) -> float:
     return seconds_per_frame(getattr(video, "timestamps", None))
 
 
-def _trajectory(conv: _Conversation, video_inputs: dict[str, np.ndarray], processor: Any) -> Trajectory:
-    mm_inputs = dict(video_inputs)
+def _trajectory(conv: _Conversation, processor: Any) -> Trajectory:
+    ep = conv.episode
+    mm_inputs = dict(ep.video_inputs)  # a new dict per trajectory, holding the group's shared arrays
     if conv.images and processor is not None:
         from rollout.multimodal import process_images
 
         mm_inputs.update(process_images(processor, conv.images))
     return Trajectory(
-        sample_id=conv.sample_id,
-        group_index=conv.group_index,
-        prompt_ids=conv.prompt_ids,
+        sample_id=ep.sample_id,
+        group_index=ep.group_index,
+        prompt_ids=list(ep.prompt_ids),  # its own list: the episodes of a group may share one prompt
         response_ids=conv.response_ids,
         response_mask=conv.mask,
         rollout_logprobs=conv.logprobs,
@@ -311,5 +306,6 @@ def _trajectory(conv: _Conversation, video_inputs: dict[str, np.ndarray], proces
         final_text=conv.turns[-1].text if conv.turns else "",
         finish_reason=conv.finish_reason or "max_turns",
         mm_inputs=mm_inputs,
+        record=ep.record,
         timings=dict(conv.timings),
     )

@@ -1,4 +1,5 @@
-"""The trajectory: what one rollout of one sample produced. A plain type that every package may import.
+"""The episode and the trajectory: what one rollout of one sample starts from, and what it produced. Plain types
+that every package may import.
 
 Rewards read `final_text`, `turns` and `tool_calls`; the trainer reads the token ids, the mask and the multimodal
 inputs. Token ids are kept with *unexpanded* vision placeholders (one `<|video_pad|>` per video, one
@@ -10,6 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class Episode:
+    """What one episode needs: the prompt, the video the tools see, and where the trajectory belongs.
+
+    The G episodes of a group share `video` and `video_inputs` (decoded and processed once per sample).
+    """
+
+    prompt_ids: list[int]  # the chat prompt with unexpanded placeholders, ending with the assistant cue
+    video: Any = None  # envs.base.Video (frames, timestamps, key), or None for a sample without video
+    # The engine's cache key for the video's vision features; defaults to the video's own `key`.
+    mm_key: str = ""
+    # The processed video for the trainer (pixel_values_videos, video_grid_thw, second_per_grid_ts), passed on as is
+    # to the trajectory's mm_inputs: shared by the group, never copied.
+    video_inputs: dict[str, Any] = field(default_factory=dict)
+    sample_id: str = ""
+    group_index: int = 0  # which of the G rollouts of this sample
+    record: dict[str, Any] = field(default_factory=dict)  # the sample record it came from
+
+    def __post_init__(self):
+        if not self.mm_key and self.video is not None:
+            self.mm_key = getattr(self.video, "key", "") or ""
 
 
 @dataclass

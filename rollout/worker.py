@@ -24,7 +24,7 @@ from rollout.config import DEFAULT_SYSTEM_PROMPT, RolloutConfig  # noqa: F401 (r
 from rollout.engine import SamplingParams, make_engine
 from rollout.multimodal import process_video, seconds_per_frame
 from rollout.tool_loop import run_episodes
-from rollout.trajectory import Trajectory
+from rollout.trajectory import Episode, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,43 @@ class RolloutWorker:
     def rollout(self, records: list[dict[str, Any]], n: int, sampling: SamplingParams) -> list[Trajectory]:
         """n trajectories per record, in record order then group order."""
         start = time.perf_counter()
-        prompts, videos, video_inputs, sample_ids, groups, owners, keys = [], [], [], [], [], [], []
-        out: list[Trajectory | None] = [None] * (len(records) * n)
+        episodes, failed = self._episodes(records, n)
+        trajs: list[Trajectory] = []
+        if episodes:
+            seed = sampling.seed if sampling.seed is not None else self.seed + self._stats["records"]
+            trajs = run_episodes(
+                self.engine,
+                self.tools,
+                episodes,
+                _with_seed(sampling, seed),
+                self.tokenizer,
+                max_turns=self.cfg.max_turns,
+                max_response_tokens=self.cfg.max_response_tokens,
+                processor=self.processor,
+            )
+        # The episodes are in record order then group order, so the trajectories of record r are the next n of them.
+        ran = iter(trajs)
+        out: list[Trajectory] = []
+        for r in range(len(records)):
+            out += failed[r] if r in failed else [next(ran) for _ in range(n)]
+        self._stats["records"] += len(records)
+        self._stats["trajectories"] += len(out)
+        self._stats["rollout_s"] += time.perf_counter() - start
+        return out
+
+    def _episodes(self, records: list[dict[str, Any]], n: int) -> tuple[list[Episode], dict[int, list[Trajectory]]]:
+        """n episodes per record whose video decodes, in record order then group order; and, by record position, the
+        n "video_error" placeholders of each record whose video does not (counted in `stats()`)."""
+        episodes: list[Episode] = []
+        failed: dict[int, list[Trajectory]] = {}
         for r, rec in enumerate(records):
+            sample_id = str(rec.get("id", r))
             video = self._read_video(rec)
             if video is None:
                 self._stats["video_errors"] += 1
-                for g in range(n):
-                    out[r * n + g] = Trajectory(
-                        sample_id=str(rec.get("id", r)),
+                failed[r] = [
+                    Trajectory(
+                        sample_id=sample_id,
                         group_index=g,
                         prompt_ids=[],
                         response_ids=[],
@@ -130,45 +158,29 @@ class RolloutWorker:
                         finish_reason="video_error",
                         record=rec,
                     )
+                    for g in range(n)
+                ]
                 continue
             prompt = self.build_prompt(rec)
+            # Decoded and processed once per record: the n episodes share the video and its arrays.
             inputs = process_video(self.processor, video.frames, seconds_per_frame(video.timestamps))
             key = (
                 getattr(video, "key", "")
                 or f"{rec['video']}|{rec.get('clip')}|{self.cfg.num_frames}|{self.cfg.max_side}"
             )
-            for g in range(n):
-                keys.append(key)
-                prompts.append(prompt)
-                videos.append(video)
-                video_inputs.append(inputs)
-                sample_ids.append(str(rec.get("id", r)))
-                groups.append(g)
-                owners.append((r, g))
-        if prompts:
-            seed = sampling.seed if sampling.seed is not None else self.seed + self._stats["records"]
-            trajs = run_episodes(
-                self.engine,
-                self.tools,
-                prompts,
-                videos,
-                _with_seed(sampling, seed),
-                self.tokenizer,
-                max_turns=self.cfg.max_turns,
-                max_response_tokens=self.cfg.max_response_tokens,
-                sample_ids=sample_ids,
-                group_indices=groups,
-                mm_keys=keys,
-                video_inputs=video_inputs,
-                processor=self.processor,
-            )
-            for (r, g), traj in zip(owners, trajs):
-                traj.record = records[r]
-                out[r * n + g] = traj
-        self._stats["records"] += len(records)
-        self._stats["trajectories"] += len(out)
-        self._stats["rollout_s"] += time.perf_counter() - start
-        return out  # type: ignore[return-value]
+            episodes += [
+                Episode(
+                    prompt_ids=prompt,
+                    video=video,
+                    mm_key=key,
+                    video_inputs=inputs,
+                    sample_id=sample_id,
+                    group_index=g,
+                    record=rec,
+                )
+                for g in range(n)
+            ]
+        return episodes, failed
 
     def replay(self, records: list[dict[str, Any]], scripts: list[list[str]], sampling: SamplingParams) -> list:
         """One trajectory per record whose assistant turns are `scripts[i]` (e.g. a teacher's chain), with the real

@@ -157,7 +157,7 @@ def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
     from envs.base import Video
     from rollout.multimodal import mm_token_type_ids, process_video
     from rollout.scripted_engine import ScriptedEngine
-    from rollout.tool_loop import run_episodes
+    from rollout.tool_loop import Episode, run_episodes
     from rollout.trajectory import expand_placeholders
 
     tok = engine.tokenizer
@@ -168,12 +168,10 @@ def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
     [traj] = run_episodes(
         looped,
         _CropTool(),
-        [prompt_ids],
-        [video],
+        [Episode(prompt_ids, video, video_inputs=process_video(engine.processor, frames, 1.0))],
         SamplingParams(max_new_tokens=24, seed=2),
         tok,
         max_turns=2,
-        video_inputs=[process_video(engine.processor, frames, 1.0)],
         processor=engine.processor,
     )
     mm = traj.mm_inputs

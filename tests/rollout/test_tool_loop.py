@@ -10,7 +10,7 @@ import pytest
 from envs.base import ToolResult, Video
 from rollout.engine import SamplingParams
 from rollout.scripted_engine import ScriptedEngine
-from rollout.tool_loop import run_episode, run_episodes
+from rollout.tool_loop import Episode, run_episode, run_episodes
 
 CALL = '<think>look</think>\n<tool_call>\n{"name": "count_frames", "arguments": {}}\n</tool_call>'
 BAD = '<tool_call>\n{"name": "count_frames", "arguments": {oops}}\n</tool_call>'
@@ -78,7 +78,9 @@ def test_tool_reply_masked_bad_call_answered_and_answer_stops(processor, video):
     tools = CountingTools()
     prompt_text, prompt_ids = _prompt(processor)
     sampling = SamplingParams(max_new_tokens=64, temperature=1.0)
-    [traj] = run_episodes(engine, tools, [prompt_ids], [video], sampling, tok, max_turns=5, max_response_tokens=400)
+    [traj] = run_episodes(
+        engine, tools, [Episode(prompt_ids, video)], sampling, tok, max_turns=5, max_response_tokens=400
+    )
 
     assert traj.finish_reason == "answer" and traj.final_text == ANSWER
     assert [t.text for t in traj.turns] == [CALL, BAD, ANSWER]
@@ -126,12 +128,38 @@ def test_turns_are_batched_across_conversations(processor, video):
 
     engine = ScriptedEngine(tok, script)
     tools = CountingTools()
-    prompts = [prompt_ids + tok.encode(f"conv{k}", add_special_tokens=False) for k in range(3)]
-    trajs = run_episodes(engine, tools, prompts, [video] * 3, SamplingParams(max_new_tokens=64), tok, max_turns=4)
+    episodes = [Episode(prompt_ids + tok.encode(f"conv{k}", add_special_tokens=False), video) for k in range(3)]
+    trajs = run_episodes(engine, tools, episodes, SamplingParams(max_new_tokens=64), tok, max_turns=4)
     assert [t.finish_reason for t in trajs] == ["answer"] * 3
     assert [len(t.turns) for t in trajs] == [1, 2, 3]
     assert engine.calls == 3 and [len(r.prompt_ids) > 0 for r in engine.requests].count(True) == 3 + 2 + 1
     assert tools.batches == [2, 1]  # all calls of a turn in one call_many
+
+
+def test_episodes_of_two_records_come_back_in_order_with_their_own_video_and_record(processor, video):
+    tok = processor.tokenizer
+    _, prompt_ids = _prompt(processor)
+    short = Video(frames=video.frames[:2], timestamps=[0.0, 0.5], path="short", key="short")
+    videos, records = {"a": video, "b": short}, {"a": {"id": "a"}, "b": {"id": "b"}}
+    inputs = {"a": {"video_grid_thw": np.array([[2, 4, 4]])}, "b": {"video_grid_thw": np.array([[1, 4, 4]])}}
+    order = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2)]  # interleaved on purpose
+    episodes = [
+        Episode(prompt_ids, videos[s], video_inputs=inputs[s], sample_id=s, group_index=g, record=records[s])
+        for s, g in order
+    ]
+    # Record a answers at once; record b first counts frames, so only its three episodes run a second turn.
+    engine = ScriptedEngine(tok, lambda req, turn: ANSWER if req.mm_key == "synthetic" or turn else CALL)
+    trajs = run_episodes(engine, CountingTools(), episodes, SamplingParams(max_new_tokens=64), tok)
+
+    assert [(t.sample_id, t.group_index) for t in trajs] == order
+    assert [t.finish_reason for t in trajs] == ["answer"] * 5 and [len(t.turns) for t in trajs] == [1, 2, 1, 2, 2]
+    assert [[c.response for c in t.tool_calls] for t in trajs] == [[], ["2 frames"], [], ["2 frames"], ["2 frames"]]
+    assert [r.mm_key for r in engine.requests] == ["synthetic", "short", "synthetic", "short", "short"] + ["short"] * 3
+    assert all(r.videos[0] is short.frames for r in engine.requests[5:])
+    for traj, (s, _) in zip(trajs, order):
+        assert traj.record is records[s]
+        assert traj.mm_inputs["video_grid_thw"] is inputs[s]["video_grid_thw"]  # the group's arrays, not copies
+    assert trajs[0].mm_inputs is not trajs[2].mm_inputs  # but each trajectory has its own dict (tool images go in)
 
 
 def test_stop_max_turns_and_length(processor, video):
@@ -139,13 +167,13 @@ def test_stop_max_turns_and_length(processor, video):
     _, prompt_ids = _prompt(processor)
     sampling = SamplingParams(max_new_tokens=64)
     stop = run_episode(
-        ScriptedEngine(tok, ["plain text<|im_end|>"]), CountingTools(), prompt_ids, video, sampling, tok
+        ScriptedEngine(tok, ["plain text<|im_end|>"]), CountingTools(), Episode(prompt_ids, video), sampling, tok
     )
     assert stop.finish_reason == "stop" and stop.final_text == "plain text"
     assert stop.response_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>") and set(stop.response_mask) == {1}
 
     [turns] = run_episodes(
-        ScriptedEngine(tok, [CALL] * 9), CountingTools(), [prompt_ids], [video], sampling, tok, max_turns=2
+        ScriptedEngine(tok, [CALL] * 9), CountingTools(), [Episode(prompt_ids, video)], sampling, tok, max_turns=2
     )
     assert turns.finish_reason == "max_turns" and len(turns.turns) == 2 and turns.response_mask[-1] == 0
 
@@ -158,8 +186,7 @@ def test_stop_max_turns_and_length(processor, video):
         [cut] = run_episodes(
             ScriptedEngine(tok, [CALL, "word " * 100]),
             CountingTools(),
-            [prompt_ids],
-            [video],
+            [Episode(prompt_ids, video)],
             sampling,
             tok,
             max_turns=3,
@@ -177,12 +204,10 @@ def test_tool_images_become_placeholders_and_trainer_inputs(processor, video):
     [traj] = run_episodes(
         engine,
         CountingTools(),
-        [prompt_ids],
-        [video],
+        [Episode(prompt_ids, video, video_inputs={"video_grid_thw": np.array([[2, 4, 4]])})],
         SamplingParams(max_new_tokens=64),
         tok,
         processor=processor,
-        video_inputs=[{"video_grid_thw": np.array([[2, 4, 4]])}],
     )
     image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
     positions = [i for i, t in enumerate(traj.response_ids) if t == image_pad]
@@ -204,8 +229,7 @@ def test_many_conversations_loop_overhead_is_small(processor, video):
     trajs = run_episodes(
         ScriptedEngine(tok, [CALL, ANSWER]),
         CountingTools(),
-        [prompt_ids] * 64,
-        [video] * 64,
+        [Episode(prompt_ids, video) for _ in range(64)],
         SamplingParams(max_new_tokens=64),
         tok,
     )

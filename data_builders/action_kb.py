@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_builders.class_lists import GLUONCV_DATASETS, class_list, readable
+from common.class_lists import GLUONCV_DATASETS, class_list, readable
 
 KB_VERSION = "1"
 DEFAULT_LISTS = ("hmdb51", "ucf101")  # the embedded default: small enough to embed in seconds
@@ -185,7 +185,7 @@ def collect_labels(lists: list[str], records: list[str], label_files: list[str])
         for label in class_list(name):
             add(label, name)
     for path in records:
-        from data_builders.schema import load_records
+        from common.schema import load_records
 
         for rec in load_records(path):
             if isinstance(rec.get("label"), str):
@@ -230,7 +230,7 @@ def build_kb(labels: dict[str, dict[str, Any]], out: str | Path, writer: str = "
     if embed:
         import numpy as np
 
-        from data_builders.embeddings import embed as embed_texts
+        from common.embeddings import embed as embed_texts
 
         np.save(out.with_suffix(".npy"), embed_texts([search_text(e) for e in entries]))
     print(f"[action_kb] {len(entries)} definitions -> {out}")
@@ -257,7 +257,7 @@ def load_kb(path: str | Path) -> list[dict[str, Any]]:
 
 
 def default_kb_path() -> Path:
-    from data_builders.tiny_model import default_home
+    from common.tiny_model import default_home
 
     return default_home() / "action_kb" / f"template-v{KB_VERSION}" / "kb.jsonl"
 
@@ -267,7 +267,7 @@ def build_default_kb(path: str | Path | None = None) -> Path:
     path = Path(path or default_kb_path())
     if path.is_file() and path.with_suffix(".npy").is_file():
         return path
-    from data_builders.sample_data import build_sample_data, default_sample_dir
+    from common.sample_data import build_sample_data, default_sample_dir
 
     samples = build_sample_data(default_sample_dir())
     records = [str(samples[k]) for k in ("train", "eval") if k in samples]
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.writer == "llm":
         if not a.endpoint or not a.model:
             p.error("--writer llm needs --endpoint and --model")
-        from data_builders.openai_compat import ChatClient
+        from common.openai_compat import ChatClient
 
         client = ChatClient(a.endpoint, a.model, api_key_env=a.api_key_env)
     build_kb(labels, a.out, writer=a.writer, client=client, embed=not a.no_embed)

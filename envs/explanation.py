@@ -31,8 +31,8 @@ class ActionExplanationTool:
     name = "action_explanation"
 
     def __init__(self, kb: str = "embedded", top_k: int = 2, max_k: int = 5):
+        from common.embeddings import embed
         from data_builders.action_kb import build_default_kb, load_kb, search_text
-        from data_builders.embeddings import embed
 
         path = build_default_kb() if kb == "embedded" else Path(kb)
         if not path.is_file():

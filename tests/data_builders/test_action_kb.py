@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from common.openai_compat import ChatClient, EndpointError
 from data_builders.action_kb import build_kb, collect_labels, load_kb, main, template_entry
-from data_builders.openai_compat import ChatClient, EndpointError
 from tests.fake_openai import FakeOpenAIEndpoint
 
 

@@ -114,7 +114,7 @@ def load_model(model_dir: str, device: str, dtype: str, size: tuple[int, int, in
     import torch
     from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
 
-    from data_builders.tiny_model import tiny_config
+    from common.tiny_model import tiny_config
 
     torch.manual_seed(0)
     if size is None:
@@ -199,7 +199,7 @@ def main(argv: list[str]) -> dict:
     size = tuple(int(x) for x in args.size.split(",")) if args.size else None
     model_dir = args.model
     if model_dir == "embedded":
-        from data_builders.tiny_model import build_tiny_model, default_model_dir
+        from common.tiny_model import build_tiny_model, default_model_dir
 
         model_dir = str(build_tiny_model(default_model_dir()))
     results, info = measure(model_dir, args.n, args.max_response, args.micro_batch_size, args.pack_tokens,

@@ -18,8 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.sample_data import AQA_PROMPT
 from data_builders.builder import Collector
-from data_builders.sample_data import AQA_PROMPT
 
 
 def runs(labels: Sequence) -> list[tuple[object, int, int]]:

@@ -5,7 +5,7 @@ A builder is a function `build(args, col: Collector) -> dict` (the protocol fact
 dataset folder `args.root` and calls `col.add(output_name, record, where)` for each record and
 `col.drop(reason, where, detail)` for each input it cannot use. `run_builder` does the rest:
 
-- every record is validated against the schema (`data_builders.schema`) before it is kept; ids are unique per
+- every record is validated against the schema (`common.schema`) before it is kept; ids are unique per
   output file; a bad record is dropped with its source file and line, never lost silently;
 - outputs are `<out>/<name>.jsonl` plus `<out>/stats.json` (records per output and class, dropped inputs by
   reason with the first problems' file:line), each written to a temp file and renamed, so a reader never sees
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from data_builders.schema import validate_record
+from common.schema import validate_record
 
 MAX_PROBLEMS_KEPT = 200  # problems listed in stats.json (all are counted)
 MAX_PROBLEMS_SHOWN = 20  # per reason on the console, then a count

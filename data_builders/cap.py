@@ -28,8 +28,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.class_lists import readable
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, json_at, load_json
-from data_builders.class_lists import readable
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi")
 DESCRIBE_PROMPT = (

@@ -116,7 +116,7 @@ class ResumableOutput:
         self.resumed = len(self.done)
 
     def keep(self, source_id: str, records: list[dict]) -> None:
-        from data_builders.schema import validate_record
+        from common.schema import validate_record
 
         with self.path.open("a", encoding="utf-8") as f:
             for rec in records:

@@ -206,7 +206,7 @@ def rank_by_cosine(names: Sequence[str], vectors: np.ndarray) -> dict[str, list[
 def embedding_similarity(names: Sequence[str]) -> dict[str, list[str]]:
     """`rank_by_cosine` of the all-MiniLM-L6-v2 embeddings of the names as the pbtxt writes them (their
     parenthesised examples, e.g. "ride (e.g., a bike, a car, a horse)", say what the action is about)."""
-    from data_builders.embeddings import embed
+    from common.embeddings import embed
 
     return rank_by_cosine(list(names), embed(list(names))) if names else {}
 

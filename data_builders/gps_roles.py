@@ -30,13 +30,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from common.schema import validate_record
 from data_builders.endpoint import (
     ChatEndpoint,
     build_resumable,
     load_prompt,
     print_summary,
 )
-from data_builders.schema import validate_record
 
 ROLES = ("gold_points", "validation", "socratic", "description")
 PROMPTS = {
@@ -188,7 +188,7 @@ if __name__ == "__main__":
 def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any = None) -> Path:
     """The SFT recipes' embedded default: describe annotations from the ovar records of `records_path` (their
     sub-motions and label as gold points), then the four roles by the template annotator."""
-    from data_builders.schema import load_records, write_records
+    from common.schema import load_records, write_records
 
     annotations = Path(out_dir) / "describe.jsonl"
     write_records(annotations, [describe_from_ovar(r) for r in load_records(records_path)])

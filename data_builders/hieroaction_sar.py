@@ -25,11 +25,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.schema import validate_record
 from data_builders.endpoint import (
     build_resumable,
     print_summary,
 )
-from data_builders.schema import validate_record
 
 
 def _num(x: float) -> float:
@@ -104,7 +104,7 @@ def build_record(record: dict[str, Any], max_tokens: int | None = None, count_to
 def _token_counter():
     from tokenizers import Tokenizer
 
-    from data_builders.tiny_model import qwen_tokenizer_dir
+    from common.tiny_model import qwen_tokenizer_dir
 
     tok = Tokenizer.from_file(str(qwen_tokenizer_dir() / "tokenizer.json"))
     return lambda text: len(tok.encode(text).ids)

@@ -21,8 +21,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from common.class_lists import class_list
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, read_csv_rows, require_file
-from data_builders.class_lists import class_list
 from data_builders.protocols import (
     K600_NOVEL_COUNT,
     Clip,

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.class_lists import class_list, readable
 from data_builders.builder import BuildError, Collector
-from data_builders.class_lists import class_list, readable
 
 OVAR_PROMPT = "What action is the person performing? Choose one of: {candidates}."
 K600_NOVEL_COUNT = 220

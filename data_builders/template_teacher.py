@@ -93,7 +93,7 @@ def template_reasoning(record: dict[str, Any], tool_text: str) -> str:
 def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) -> Path:
     """SFT records of fixed-call chains (`template_chain`) for the ovar records of `records_path`, with the tools
     and frames of `rollout` (a RolloutConfig): the data of GRPO's cold start on the embedded default."""
-    from data_builders.schema import load_records, write_records
+    from common.schema import load_records, write_records
 
     records = [r for r in load_records(records_path) if r.get("task") == "ovar"]
     if not records:

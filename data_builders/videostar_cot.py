@@ -27,13 +27,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from common.schema import validate_record
 from data_builders.endpoint import (
     ChatEndpoint,
     build_resumable,
     load_prompt,
     print_summary,
 )
-from data_builders.schema import validate_record
 from data_builders.template_teacher import pose_counts, template_chain, template_reasoning
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -177,7 +177,7 @@ class ChainBuilder:
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
-            from data_builders.tiny_model import qwen_tokenizer_dir
+            from common.tiny_model import qwen_tokenizer_dir
 
             self._tokenizer = Tokenizer.from_file(str(qwen_tokenizer_dir() / "tokenizer.json"))
         # each turn and tool reply also carries the chat format's few glue tokens

@@ -73,7 +73,7 @@ class LocalDescriber:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         if model == "embedded":
-            from data_builders.tiny_model import build_tiny_model, default_model_dir
+            from common.tiny_model import build_tiny_model, default_model_dir
 
             model = str(build_tiny_model(default_model_dir()))
         self.name = model
@@ -102,13 +102,13 @@ class EndpointDescriber:
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "", max_new_tokens: int = 128,
                  timeout_s: float = 60.0):  # fmt: skip
-        from data_builders.openai_compat import ChatClient
+        from common.openai_compat import ChatClient
 
         self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s)
         self.name, self.max_new_tokens = f"{model} at {base_url}", max_new_tokens
 
     def describe(self, images: list[np.ndarray], prompt: str) -> str:
-        from data_builders.openai_compat import image_part
+        from common.openai_compat import image_part
 
         content = [image_part(im) for im in images] + [{"type": "text", "text": prompt}]
         return self.client.chat([{"role": "user", "content": content}], max_tokens=self.max_new_tokens).strip()

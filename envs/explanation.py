@@ -1,6 +1,6 @@
 """The `action_explanation` tool: definitions of actions, decomposed into transitional phases, by retrieval.
 
-The knowledge base is a JSONL file written by `python -m data_builders.action_kb` (with its all-MiniLM-L6-v2
+The knowledge base is a JSONL file written by the builder named in common/action_kb.py (with its all-MiniLM-L6-v2
 embeddings beside it); `kb="embedded"` builds the default one (template definitions of the HMDB-51, UCF-101 and
 sample-data labels) once into the cache. A query is an action name or free text; its top-k definitions by cosine
 similarity come back, an exact name match first:
@@ -31,13 +31,13 @@ class ActionExplanationTool:
     name = "action_explanation"
 
     def __init__(self, kb: str = "embedded", top_k: int = 2, max_k: int = 5):
-        from data_builders.action_kb import build_default_kb, load_kb, search_text
-        from data_builders.embeddings import embed
+        from common.action_kb import build_default_kb, load_kb, search_text
+        from common.embeddings import embed
 
         path = build_default_kb() if kb == "embedded" else Path(kb)
         if not path.is_file():
             raise FileNotFoundError(
-                f"action knowledge base not found: {path} (build it: python -m data_builders.action_kb)"
+                f"action knowledge base not found: {path} (build it with the builder named in common/action_kb.py)"
             )
         self.kb_path, self.entries = str(path), load_kb(path)
         vectors_path = path.with_suffix(".npy")

@@ -1,6 +1,6 @@
 """Benchmarks by name or by path, resolved to validated records before any actor starts.
 
-A benchmark is a JSONL records file in the schema of `data_builders/schema.py`. It can be named:
+A benchmark is a JSONL records file in the schema of `common/schema.py`. It can be named:
   - by a built-in name: the bundled sample data (`sample-ovar`, `sample-aqa`, ...), built on first use;
   - by a name registered with `register_benchmark(name, path)`, or listed in the JSON file that the
     `ACTIONRL_BENCHMARKS` environment variable points to ({"name": "/data/hmdb51/test.jsonl", ...});
@@ -26,7 +26,7 @@ EVAL_SPLITS = ("test", "eval", "val")
 
 def _sample(split: str) -> Callable[[], Path]:
     def build() -> Path:
-        from data_builders.sample_data import build_sample_data, default_sample_dir
+        from common.sample_data import build_sample_data, default_sample_dir
 
         return Path(build_sample_data(default_sample_dir())[split])
 
@@ -125,7 +125,7 @@ def resolve(name_or_path: str) -> Path:
 
 def load_benchmark(name_or_path: str, limit: int | None = None) -> Benchmark:
     """Resolve, read and validate a benchmark (schema errors name the file and line); one task per benchmark."""
-    from data_builders.schema import RecordError, load_records
+    from common.schema import RecordError, load_records
 
     path = resolve(name_or_path)
     try:

@@ -57,7 +57,7 @@ class DataConfig:
     """Seed of the data order (a new shuffle each epoch)."""
 
     def validate(self, where: str = "data") -> list[str]:
-        from data_builders.sample_data import SPLITS
+        from common.sample_data import SPLITS
 
         problems = []
         if self.train.startswith(EMBEDDED):

@@ -33,7 +33,7 @@ def resolve_model(path: str) -> str:
     offline_env()
     if path != EMBEDDED:
         return str(Path(path).expanduser().resolve())
-    from data_builders.tiny_model import build_tiny_model, default_model_dir
+    from common.tiny_model import build_tiny_model, default_model_dir
 
     return str(build_tiny_model(default_model_dir()))
 
@@ -42,13 +42,13 @@ def resolve_records(train: str) -> str:
     """A records file: `train`, or one split of the sample data built (once) for "embedded[:split]"."""
     if not train.startswith(EMBEDDED):
         return str(Path(train).expanduser().resolve())
-    from data_builders.sample_data import build_sample_data, default_sample_dir
+    from common.sample_data import build_sample_data, default_sample_dir
 
     return str(build_sample_data(default_sample_dir())[train.partition(":")[2] or "train"])
 
 
 def load_records(path: str) -> list[dict]:
-    from data_builders.schema import load_records as load
+    from common.schema import load_records as load
 
     records = load(path)
     if not records:

@@ -226,7 +226,7 @@ def _prepare(cfg: SftConfig, name: str) -> tuple[str, list[dict], Path]:
 def load_chain_records(path: str) -> list[dict]:
     """Schema-valid records that each carry a non-empty `chain` of strings (ConfigError naming the file, line
     and id of the first that does not)."""
-    from data_builders.schema import load_records
+    from common.schema import load_records
 
     records = load_records(path)
     for i, rec in enumerate(records, 1):

@@ -9,7 +9,7 @@ object with the action class, the timed sub-actions, the difficulty and the scor
     <answer>{"action": "407C", "sub_actions": [{"name": "take off", "start": 0.0, "end": 0.4},
              {"name": "entry", "start": 1.2, "end": 1.5}], "difficulty": 3.2, "score": 81.5}</answer>
 
-They are scored against an `aqa` record (data_builders/schema.py): `sub_actions` [{name, start, end}],
+They are scored against an `aqa` record (common/schema.py): `sub_actions` [{name, start, end}],
 `score`, `difficulty`, `score_range` [lo, hi], and optionally `label` (the action class). Times are seconds
 (any unit works if the record uses the same). Nothing here raises on any completion text; the values stay in
 [0, 1].

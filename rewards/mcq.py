@@ -38,7 +38,7 @@ def mcq(traj: Trajectory, record: dict) -> float | None:
     """1.0 when the reply's option letter (see `reply_letter`) is `record["answer"]`, else 0.0 (a blank reply,
     one with no letter A-D, scores 0.0). None when the record's `answer` is not one of A, B, C, D.
 
-    Reads: `traj.final_text` and `record["answer"]` (a letter, as in mcq records of data_builders/schema.py).
+    Reads: `traj.final_text` and `record["answer"]` (a letter, as in mcq records of common/schema.py).
 
     >>> from rollout.trajectory import Trajectory
     >>> t = Trajectory("m1", 0, [], [], [], [], final_text="The best answer is C.")

@@ -15,7 +15,7 @@ semicolons or commas, or as a numbered (`1.` / `1)`) or bulleted (`-`, `*`) list
 
 or `<think>Sub-motions: leg bending → torso jumping → arm extending. ...</think>` (a trailing period ends the
 one-line form's last item, and so does a tag). The ground truth is the record's `sub_motions` (a ranked list of
-strings, the sub-motions of its action; see data_builders/schema.py).
+strings, the sub-motions of its action; see common/schema.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data_builders.embeddings import sentence_embedder
+from common.embeddings import sentence_embedder
 from rewards.helpers import submotion_weights
 from rewards.registry import register
 from rewards.videostar import THINK_CLOSE, THINK_OPEN, accuracy, normalize_label

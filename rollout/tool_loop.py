@@ -6,7 +6,7 @@ conversations still running, and the tool calls of a turn dispatched together wi
 get mask 1 and their engine log-probs; the tokens we insert (tool responses and the chat-format glue around them)
 get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
 
-The text format is the Qwen2.5 one of our chat template (data_builders/templates/qwen2_5_vl_tools.jinja):
+The text format is the Qwen2.5 one of our chat template (common/templates/qwen2_5_vl_tools.jinja):
 
     <tool_call>
     {"name": "pose_estimation", "arguments": {"frames": [0, 4]}}

@@ -51,6 +51,6 @@ def ray_local():
 @pytest.fixture(scope="session")
 def tiny_model_dir():
     """The embedded default model, built once into the cache ($ACTIONRL_HOME) and loaded by path."""
-    from data_builders.tiny_model import build_tiny_model, default_model_dir
+    from common.tiny_model import build_tiny_model, default_model_dir
 
     return str(build_tiny_model(default_model_dir()))

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from data_builders.action_kb import build_kb, collect_labels, load_kb, main, template_entry
-from data_builders.openai_compat import ChatClient, EndpointError
+from common.action_kb import build_kb, collect_labels, load_kb, template_entry
+from common.openai_compat import ChatClient, EndpointError
+from data_builders.action_kb import main
 from tests.fake_openai import FakeOpenAIEndpoint
 
 

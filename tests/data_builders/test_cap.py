@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.schema import load_records
 from data_builders import cap
-from data_builders.schema import load_records
 
 SPLITS = ("tuning", "held_in", "held_out")
 ACTIVITIES = ["person_pulls_out_chair", "person_pushes_in_chair", "person_hugs_dog", "person_opens_laptop"]

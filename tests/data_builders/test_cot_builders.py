@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from data_builders.schema import validate_record
+from common.schema import validate_record
 from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 
 @pytest.fixture(scope="module")
 def sample():
-    from data_builders.sample_data import build_sample_data, default_sample_dir
+    from common.sample_data import build_sample_data, default_sample_dir
 
     return build_sample_data(default_sample_dir())
 
@@ -26,7 +26,7 @@ def _lines(path: Path) -> list[dict]:
 
 def _fixture(sample, tmp_path: Path, task_file: str, n: int) -> tuple[Path, list[dict]]:
     """n good records (videos made absolute), one without a prompt, one whose video is missing, one bad line."""
-    from data_builders.schema import load_records
+    from common.schema import load_records
 
     good = load_records(sample[task_file])[:n]
     no_prompt = {k: v for k, v in good[0].items() if k != "prompt"} | {"id": "no-prompt"}

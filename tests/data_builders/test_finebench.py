@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_builders import embeddings, finebench
+from common import embeddings
+from common.schema import load_records
+from data_builders import finebench
 from data_builders.finebench import spatial_descriptors
-from data_builders.schema import load_records
 
 # AVA v2.2's action list: (label_id, name, label_type); T: things (object manipulation)
 M, T, P = "PERSON_MOVEMENT", "OBJECT_MANIPULATION", "PERSON_INTERACTION"

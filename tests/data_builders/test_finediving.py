@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.schema import load_records
 from data_builders import finediving
 from data_builders.safe_pickle import UnsafePickleError, load_pickle
-from data_builders.schema import load_records
 
 SUBS = {1: "Forward", 10: "2.5 Soms.Pike", 22: "Entry"}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from common.class_lists import class_list, readable
+from common.schema import load_records
 from data_builders import hmdb51
-from data_builders.class_lists import class_list, readable
-from data_builders.schema import load_records
 
 # ViFi-CLIP's released base classes of HMDB-51 (labels/hmdb_51_base_labels.csv): with equal training counts the
 # frequency rule must give exactly these

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.class_lists import class_list, readable
+from common.schema import load_records
 from data_builders import kinetics
-from data_builders.class_lists import class_list, readable
-from data_builders.schema import load_records
 
 HEADER = "label,youtube_id,time_start,time_end,split\n"
 

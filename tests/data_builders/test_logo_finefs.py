@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.schema import load_records
 from data_builders import finefs, logo
-from data_builders.schema import load_records
 
 
 def make_logo(root: Path) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.schema import load_records
 from data_builders import ssv2
-from data_builders.schema import load_records
 
 TEMPLATES = [
     "Approaching [something] with your camera",

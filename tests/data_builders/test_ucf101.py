@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.class_lists import class_list
+from common.schema import load_records
 from data_builders import ucf101
-from data_builders.class_lists import class_list
-from data_builders.schema import load_records
 
 
 def make_ucf(root: Path, classes, train_per_class=None) -> Path:

@@ -103,7 +103,7 @@ def test_two_actors_then_watch_with_one(run_dir, ray_local, tmp_path):
 
 
 def mcq_records(tmp_path: Path) -> Path:
-    from data_builders.sample_data import build_sample_data, default_sample_dir
+    from common.sample_data import build_sample_data, default_sample_dir
 
     videos = sorted((build_sample_data(default_sample_dir())["root"] / "videos").glob("eval_*.mp4"))
     broken = tmp_path / "broken.mp4"

@@ -20,7 +20,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def _two_chains(tmp_path: Path) -> Path:
     """Template-teacher chains (real pose replies) of two sample records: few enough to learn in a short test."""
-    from data_builders.sample_data import build_sample_data, default_sample_dir
+    from common.sample_data import build_sample_data, default_sample_dir
     from data_builders.videostar_cot import ChainBuilder, TemplateTeacher, build, template_judge
 
     out = tmp_path / "chains.jsonl"

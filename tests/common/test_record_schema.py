@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_builders.schema import RecordError, load_records, validate_record, write_records
+from common.schema import RecordError, load_records, validate_record, write_records
 
 COMMON = {"video": "videos/a.mp4", "prompt": "What is happening?"}
 VALID = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_builders.class_lists import class_list, readable
+from common.class_lists import class_list, readable
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_builders.stick_figure import SPECS, action_spec, pose_at, random_look, render_action, segments, skeleton
+from common.stick_figure import SPECS, action_spec, pose_at, random_look, render_action, segments, skeleton
 
 BONE_LENGTHS = {("shoulder", "elbow"): 0.22, ("elbow", "hand"): 0.20, ("hip", "knee"): 0.26, ("knee", "foot"): 0.26}
 

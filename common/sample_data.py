@@ -18,7 +18,7 @@ clip was rendered, not judged by anyone (see `aqa_targets`): the score rises wit
 (a slower, more fully drawn motion) and falls with the render noise; the difficulty rises with the number of
 phases. They give the AQA rewards a deterministic, learnable ground truth, not a model of real judging.
 
-    python -m data_builders.sample_data --out ~/.cache/actionrl/data/sample --seed 0
+    python -m common.sample_data --out ~/.cache/actionrl/data/sample --seed 0
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_builders.schema import write_records
-from data_builders.stick_figure import action_spec, random_look, render_action, segments
-from data_builders.tiny_model import default_home
+from common.schema import write_records
+from common.stick_figure import action_spec, random_look, render_action, segments
+from common.tiny_model import default_home
 
 SAMPLE_VERSION = "2"  # bump when the built data changes, so cached copies are rebuilt
 STAMP = "actionrl_sample.json"

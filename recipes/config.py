@@ -49,7 +49,7 @@ class DataConfig:
     """Training records and how they are drawn."""
 
     train: str = EMBEDDED
-    """Training records (JSONL, the schema of data_builders/schema.py), or "embedded" for the bundled sample data
+    """Training records (JSONL, the schema of common/schema.py), or "embedded" for the bundled sample data
     ("embedded:aqa_train" for another of its splits)."""
     batch_size: int = 2
     """Samples per step (all ranks together); in GRPO each is rolled out `rollout.n` times."""

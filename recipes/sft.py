@@ -1,7 +1,7 @@
 """The SFT loop (the cold start before GRPO): replay chains -> SFT steps -> log -> checkpoint -> probe, once for
 every recipe.
 
-An SFT record is a sample record (data_builders/schema.py) plus `chain`: the assistant turns a builder wrote
+An SFT record is a sample record (common/schema.py) plus `chain`: the assistant turns a builder wrote
 (`data_builders.videostar_cot`, `.hieroaction_sar`, `.gps_roles`, `.template_teacher`). Each chain is replayed on
 a rollout worker (`RolloutWorker.replay`): its turns are tokenised exactly as a rollout's, and a turn that calls
 a tool is followed by the real tool's reply. So SFT trains on the token layout GRPO samples, with the tool replies

@@ -89,9 +89,6 @@ class GrpoConfig:
             problems.append(f"data.batch_size * rollout.n = {group} must be divisible by trainer.world_size")
         if self.init_from and not (Path(self.init_from).expanduser() / "config.json").is_file():
             problems.append(f"init_from: no model directory (config.json) at {self.init_from}")
-        steps = self.run.steps * self.trainer.mini_batches
-        if self.trainer.lr_schedule == "cosine" and steps <= self.trainer.warmup_steps:
-            problems.append(f"trainer.warmup_steps: {self.trainer.warmup_steps} >= the run's {steps} optimizer steps")
         cold = self.cold_start
         if cold.steps > 0 and not self.init_from:
             if self.model.path != EMBEDDED:

@@ -109,8 +109,6 @@ class SftConfig:
         problems = validate_sections(self)
         if self.data.batch_size % self.trainer.world_size:
             problems.append(f"data.batch_size {self.data.batch_size} must be a multiple of trainer.world_size")
-        if self.trainer.lr_schedule == "cosine" and self.run.steps <= self.trainer.warmup_steps:
-            problems.append(f"trainer.warmup_steps: {self.trainer.warmup_steps} >= run.steps {self.run.steps}")
         return problems
 
 

@@ -58,8 +58,13 @@ def measure(num_frames: int = 32, repeats: int = 3, imgsz: int = 320, device: st
         repeat.append(time.perf_counter() - t0)
         if miss.cached or not hit.cached or hit.text != miss.text:
             raise RuntimeError("the cached repeat did not come from the cache")
-    return {"frames": num_frames, "batched_s": min(batched), "single_s": min(single), "first_s": min(first),
-            "cached_s": min(repeat)}  # fmt: skip
+    return {
+        "frames": num_frames,
+        "batched_s": min(batched),
+        "single_s": min(single),
+        "first_s": min(first),
+        "cached_s": min(repeat),
+    }
 
 
 def report(m: dict) -> str:
@@ -75,15 +80,17 @@ def report(m: dict) -> str:
       cached speed-up              1000.0x
     """
     n = m["frames"]
-    return "\n".join([
-        f"pose, {n} frames",
-        f"  {'batched (one call_batch)':<26}{n / m['batched_s']:>9.1f} frames/s",
-        f"  {'one call per frame':<26}{n / m['single_s']:>9.1f} frames/s",
-        f"  {'batching speed-up':<26}{m['single_s'] / m['batched_s']:>9.2f}x",
-        f"  {'first call':<26}{1000 * m['first_s']:>9.3f} ms",
-        f"  {'cached repeat':<26}{1000 * m['cached_s']:>9.3f} ms",
-        f"  {'cached speed-up':<26}{m['first_s'] / max(m['cached_s'], 1e-9):>9.1f}x",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"pose, {n} frames",
+            f"  {'batched (one call_batch)':<26}{n / m['batched_s']:>9.1f} frames/s",
+            f"  {'one call per frame':<26}{n / m['single_s']:>9.1f} frames/s",
+            f"  {'batching speed-up':<26}{m['single_s'] / m['batched_s']:>9.2f}x",
+            f"  {'first call':<26}{1000 * m['first_s']:>9.3f} ms",
+            f"  {'cached repeat':<26}{1000 * m['cached_s']:>9.3f} ms",
+            f"  {'cached speed-up':<26}{m['first_s'] / max(m['cached_s'], 1e-9):>9.1f}x",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -93,8 +93,15 @@ def _aqa(rng: random.Random, i: int) -> Trajectory:
 
 
 def _mcq(rng: random.Random, i: int) -> Trajectory:
-    text = rng.choice(["C", "The best answer is B.", "<think>The leftmost person walks.</think><answer>C</answer>",
-                       "I am not sure what the person in this clip is doing at the moment", "(D) run"])  # fmt: skip
+    text = rng.choice(
+        [
+            "C",
+            "The best answer is B.",
+            "<think>The leftmost person walks.</think><answer>C</answer>",
+            "I am not sure what the person in this clip is doing at the moment",
+            "(D) run",
+        ]
+    )
     record = {"id": f"m{i}", "task": "mcq", "answer": "C", "options": {"A": "a", "B": "b", "C": "c", "D": "d"}}
     return Trajectory(f"m{i}", 0, [], [], [], [], final_text=text, record=record)
 

@@ -125,9 +125,18 @@ def load_model(model_dir: str, device: str, dtype: str, size: tuple[int, int, in
     return model.to(device)
 
 
-def measure(model_dir: str, n: int, max_response: int, micro_batch_size: int, pack_tokens: int, repeats: int,
-            device: str = "cpu", dtype: str = "float32", size: tuple[int, int, int] | None = None,
-            attn: str = "sdpa"):  # fmt: skip
+def measure(
+    model_dir: str,
+    n: int,
+    max_response: int,
+    micro_batch_size: int,
+    pack_tokens: int,
+    repeats: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    size: tuple[int, int, int] | None = None,
+    attn: str = "sdpa",
+):
     import torch
 
     from rl.batch import build_batch
@@ -202,8 +211,18 @@ def main(argv: list[str]) -> dict:
         from common.tiny_model import build_tiny_model, default_model_dir
 
         model_dir = str(build_tiny_model(default_model_dir()))
-    results, info = measure(model_dir, args.n, args.max_response, args.micro_batch_size, args.pack_tokens,
-                            args.repeats, args.device, args.dtype, size, args.attn)  # fmt: skip
+    results, info = measure(
+        model_dir,
+        args.n,
+        args.max_response,
+        args.micro_batch_size,
+        args.pack_tokens,
+        args.repeats,
+        args.device,
+        args.dtype,
+        size,
+        args.attn,
+    )
     print(report(results, info))
     print(f"(model: {args.size or model_dir}; {args.device}, {args.dtype}, {args.attn} attention)")
     return results

@@ -131,8 +131,11 @@ def template_entry(label: str, phases: list[str] | None = None) -> dict[str, Any
         if verb:
             phases = [re.sub(r"\s+", " ", p.replace("{x}", obj)).strip() for p in VERB_PHASES[verb]]
         else:
-            phases = [f"get into position to {action}", f"perform the main movement of {action}",
-                      "return to a resting position"]  # fmt: skip
+            phases = [
+                f"get into position to {action}",
+                f"perform the main movement of {action}",
+                "return to a resting position",
+            ]
     definition = f"{action}: " + ", then ".join(phases) + "."
     return {"action": action, "label": label, "definition": definition, "phases": list(phases), "writer": "template"}
 
@@ -170,9 +173,13 @@ def search_text(entry: dict[str, Any]) -> str:
     return f"{entry['action']}. {entry['definition']} Phases: {'; '.join(entry['phases'])}"
 
 
-def build_kb(labels: dict[str, dict[str, Any]], out: str | Path, writer: str = "template",
-             llm_writer: Callable[[str], dict[str, Any] | None] | None = None,
-             embed: bool = True) -> Path:  # fmt: skip
+def build_kb(
+    labels: dict[str, dict[str, Any]],
+    out: str | Path,
+    writer: str = "template",
+    llm_writer: Callable[[str], dict[str, Any] | None] | None = None,
+    embed: bool = True,
+) -> Path:
     """Write the knowledge base JSONL (and its embeddings, `.npy` beside it) for `labels` (see collect_labels).
 
     Writer "llm" needs `llm_writer(label)`: the entry a model wrote, or None to fall back to the template."""

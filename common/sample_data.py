@@ -195,9 +195,12 @@ def _aqa_record(rec: dict) -> dict:
     sub_actions = [dict(s) for s in segs]
     truth = {"action": rec["label"], "sub_actions": sub_actions, "difficulty": difficulty, "score": score}
     prompt = AQA_PROMPT.format(
-        d_lo=DIFFICULTY_RANGE[0], d_hi=DIFFICULTY_RANGE[1], q_lo=SCORE_RANGE[0], q_hi=SCORE_RANGE[1],
+        d_lo=DIFFICULTY_RANGE[0],
+        d_hi=DIFFICULTY_RANGE[1],
+        q_lo=SCORE_RANGE[0],
+        q_hi=SCORE_RANGE[1],
         candidates=", ".join(rec["candidates"]),
-    )  # fmt: skip
+    )
     return {
         "id": rec["id"].replace("sample-", "sample-aqa-", 1),
         "task": "aqa",

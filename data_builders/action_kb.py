@@ -53,8 +53,13 @@ def llm_entry(client: Any, label: str) -> dict[str, Any] | None:
     definition = obj["definition"].strip()
     if not definition.lower().startswith(action):
         definition = f"{action}: {definition}"
-    return {"action": action, "label": label, "definition": definition, "phases": [p.strip() for p in phases[:8]],
-            "writer": f"llm:{client.model}"}  # fmt: skip
+    return {
+        "action": action,
+        "label": label,
+        "definition": definition,
+        "phases": [p.strip() for p in phases[:8]],
+        "writer": f"llm:{client.model}",
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

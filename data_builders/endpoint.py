@@ -50,9 +50,14 @@ class ChatEndpoint:
     """POST {base_url}/chat/completions; returns the first choice's message content."""
 
     def __init__(
-        self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120.0,
-        temperature: float = 0.2, max_tokens: int = 1024,
-    ):  # fmt: skip
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 120.0,
+        temperature: float = 0.2,
+        max_tokens: int = 1024,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env, self.timeout_s = model, api_key_env, timeout_s
         self.temperature, self.max_tokens = temperature, max_tokens

@@ -433,10 +433,16 @@ def add_questions(col: Collector, output: str, frames: dict, vocab: Vocabulary, 
             for acts, at in questions_of(people[pid], vocab):
                 stamp = f"{int(ts):04d}" if ts == int(ts) else f"{ts:g}"
                 ctx = {
-                    "split": output, "video_id": video_id, "timestamp": stamp, "t": round(ts + args.time_offset, 3),
-                    "person_id": pid, "box": people[pid].box, "num_people": len(people), "video": videos[video_id],
+                    "split": output,
+                    "video_id": video_id,
+                    "timestamp": stamp,
+                    "t": round(ts + args.time_offset, 3),
+                    "person_id": pid,
+                    "box": people[pid].box,
+                    "num_people": len(people),
+                    "video": videos[video_id],
                     "window": args.window,
-                }  # fmt: skip
+                }
                 ids = "+".join(str(a.id) for a in acts)
                 rng = np.random.default_rng([args.seed, zlib.crc32(f"{video_id}/{stamp}/{pid}/{ids}".encode())])
                 rec = make_record(acts, names[pid], correct_letter(n, args.seed, output), ctx, vocab, rng)

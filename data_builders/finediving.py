@@ -75,9 +75,17 @@ def item_of(col: Collector, key, at: str, coarse: dict, fine: dict, args, videos
     start, end = int(c["start_frame"]), int(c["end_frame"])
     meta = {"judge_scores": [float(x) for x in c.get("judge_scores", [])], "start_frame": start, "end_frame": end}
     return AqaItem(
-        split, f"finediving-{key[0]}-{key[1]}", str(video.resolve()), at, str(c["action_type"]), subs,
-        round(float(c["dive_score"]), 3), float(c["difficulty"]), [start / args.fps, (end + 1) / args.fps], meta,
-    )  # fmt: skip
+        split,
+        f"finediving-{key[0]}-{key[1]}",
+        str(video.resolve()),
+        at,
+        str(c["action_type"]),
+        subs,
+        round(float(c["dive_score"]), 3),
+        float(c["difficulty"]),
+        [start / args.fps, (end + 1) / args.fps],
+        meta,
+    )
 
 
 def build(args, col: Collector) -> dict:

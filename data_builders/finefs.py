@@ -32,8 +32,11 @@ from data_builders.builder import BuildError, Collector, base_parser, cli_main, 
 SHORT_LAST = 728  # files 0-728 are short programs
 TEST_SHARE = {"short program": 146 / 729, "free skating": 88 / 438}
 ELEMENTS, SCORE, TES, PCS = (
-    "executed_element", "total_segment_score", "total_element_score", "total_program_component_score(factored)"
-)  # fmt: skip
+    "executed_element",
+    "total_segment_score",
+    "total_element_score",
+    "total_program_component_score(factored)",
+)
 
 
 def program(n: int) -> str:

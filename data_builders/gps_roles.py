@@ -81,8 +81,10 @@ class TemplateAnnotator:
 
     def socratic(self, gold: list[str], partial: list[str]) -> list[dict[str, str]]:
         missing = [p for p in gold if p not in partial] or gold[-1:]
-        return [{"q": f"Is there a detail beyond the listed points? ({i})", "a": _sentence(p)}
-                for i, p in enumerate(missing, 1)]  # fmt: skip
+        return [
+            {"q": f"Is there a detail beyond the listed points? ({i})", "a": _sentence(p)}
+            for i, p in enumerate(missing, 1)
+        ]
 
     def description(self, gold: list[str]) -> str:
         return " ".join(_sentence(p) for p in gold)
@@ -130,8 +132,9 @@ def role_records(annotation: dict[str, Any], annotator: Any) -> list[dict]:
     meta = annotation.get("meta", {})
     partial = meta.get("annotated_gold_points") or gold[:-1]  # an extraction that misses the last point
     out = [_record(annotation, "gold_points", "gpe", PROMPTS["gold_points"], "Gold points:\n" + numbered(gold))]
-    out.append(_record(annotation, "validation", "gpv-yes", PROMPTS["validation"].format(points=numbered(gold)),
-                       "yes"))  # fmt: skip
+    out.append(
+        _record(annotation, "validation", "gpv-yes", PROMPTS["validation"].format(points=numbered(gold)), "yes")
+    )
     qa: list[dict[str, str]] = []
     if partial and set(partial) != set(gold):
         qa = meta.get("socratic") or annotator.socratic(gold, partial)
@@ -149,19 +152,29 @@ def role_records(annotation: dict[str, Any], annotator: Any) -> list[dict]:
 def describe_from_ovar(record: dict[str, Any]) -> dict[str, Any]:
     """A `describe` annotation made from an `ovar` record (its sub-motions and label as the gold points), so the
     GPS recipe has something to train on with the bundled sample data, which has no described videos."""
-    points = [f"the person's {m}" if not m.startswith(("the ", "body", "mouth", "head")) else m
-              for m in record.get("sub_motions") or []]  # fmt: skip
+    points = [
+        f"the person's {m}" if not m.startswith(("the ", "body", "mouth", "head")) else m
+        for m in record.get("sub_motions") or []
+    ]
     points.append(f"the person performs the action '{record['label']}'")
     rec = {k: v for k, v in record.items() if k not in ("label", "candidates", "sub_motions", "segments")}
     prompt = "Describe the person's action, intention and context in detail."
-    return {**rec, "id": record["id"] + "-describe", "task": "describe", "prompt": prompt,
-            "answer": " ".join(_sentence(p) for p in points), "gold_points": points}  # fmt: skip
+    return {
+        **rec,
+        "id": record["id"] + "-describe",
+        "task": "describe",
+        "prompt": prompt,
+        "answer": " ".join(_sentence(p) for p in points),
+        "gold_points": points,
+    }
 
 
-def build(records_path: str | Path, out: str | Path, annotator: Any, resume: bool = True,
-          progress: bool = True) -> dict:  # fmt: skip
-    return build_resumable(records_path, out, lambda rec: role_records(rec, annotator), "GPS roles",
-                           resume=resume, progress=progress)  # fmt: skip
+def build(
+    records_path: str | Path, out: str | Path, annotator: Any, resume: bool = True, progress: bool = True
+) -> dict:
+    return build_resumable(
+        records_path, out, lambda rec: role_records(rec, annotator), "GPS roles", resume=resume, progress=progress
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -173,9 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ap.add_argument("--no-resume", action="store_true")
     args = ap.parse_args(argv)
-    annotator = TemplateAnnotator() if args.annotator == "template" else EndpointAnnotator(
-        ChatEndpoint(args.annotator, model=args.annotator_model, api_key_env=args.api_key_env)
-    )  # fmt: skip
+    annotator = (
+        TemplateAnnotator()
+        if args.annotator == "template"
+        else EndpointAnnotator(ChatEndpoint(args.annotator, model=args.annotator_model, api_key_env=args.api_key_env))
+    )
     summary = build(args.records, args.out, annotator, resume=not args.no_resume)
     print_summary("gps_roles", summary)
     return summary

@@ -110,11 +110,22 @@ def _token_counter():
     return lambda text: len(tok.encode(text).ids)
 
 
-def build(records_path: str | Path, out: str | Path, max_tokens: int | None = 1024, resume: bool = True,
-          progress: bool = True) -> dict:  # fmt: skip
+def build(
+    records_path: str | Path,
+    out: str | Path,
+    max_tokens: int | None = 1024,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict:
     count = _token_counter() if max_tokens else None
-    return build_resumable(records_path, out, lambda rec: [build_record(rec, max_tokens, count)], "SAR targets",
-                           resume=resume, progress=progress)  # fmt: skip
+    return build_resumable(
+        records_path,
+        out,
+        lambda rec: [build_record(rec, max_tokens, count)],
+        "SAR targets",
+        resume=resume,
+        progress=progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -125,9 +125,16 @@ def build_600(args, col: Collector, ann: Path, videos: Path) -> dict:
     evals = read_annotations(col, val_csv, videos, "600")
     for k, label_set in enumerate(splits, 1):
         add_ovar(
-            col, f"zs_split{k}", evals, label_set, dataset="kinetics600", split="eval", base_or_novel="novel",
-            seed=args.seed, num_candidates=args.num_candidates,
-        )  # fmt: skip
+            col,
+            f"zs_split{k}",
+            evals,
+            label_set,
+            dataset="kinetics600",
+            split="eval",
+            base_or_novel="novel",
+            seed=args.seed,
+            num_candidates=args.num_candidates,
+        )
     return {"novel_classes": novel, "zero_shot_splits": splits, "source": source, "eval": "validate.csv"}
 
 

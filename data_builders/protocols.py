@@ -244,9 +244,16 @@ def add_official_splits(
     for k, parts in splits.items():
         for part, clips in parts.items():
             add_ovar(
-                col, f"split{k}_{part}", clips, names, dataset=dataset, split=part,
-                base_or_novel=FULL_ROLE[part], seed=args.seed, num_candidates=args.num_candidates,
-            )  # fmt: skip
+                col,
+                f"split{k}_{part}",
+                clips,
+                names,
+                dataset=dataset,
+                split=part,
+                base_or_novel=FULL_ROLE[part],
+                seed=args.seed,
+                num_candidates=args.num_candidates,
+            )
     return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
 
 

@@ -49,17 +49,27 @@ def template_chain(
     candidates = [label, *others[:2]]
     motions = record.get("sub_motions") or [label]
     frames = sorted({num_frames // 4, (3 * num_frames) // 4})
-    people = [c for c in (
-        {"name": "pose_estimation", "arguments": {"frames": frames, "person": 0}},
-        {"name": "human_detection", "arguments": {"frames": frames}},
-    ) if c["name"] in tools]  # fmt: skip
-    knowledge = [c for c in (
-        {"name": "video_description", "arguments": {"num_key_frames": 1}},
-        {"name": "action_explanation", "arguments": {"actions": sorted(candidates[:2]), "top_k": 1}},
-    ) if c["name"] in tools]  # fmt: skip
+    people = [
+        c
+        for c in (
+            {"name": "pose_estimation", "arguments": {"frames": frames, "person": 0}},
+            {"name": "human_detection", "arguments": {"frames": frames}},
+        )
+        if c["name"] in tools
+    ]
+    knowledge = [
+        c
+        for c in (
+            {"name": "video_description", "arguments": {"num_key_frames": 1}},
+            {"name": "action_explanation", "arguments": {"actions": sorted(candidates[:2]), "top_k": 1}},
+        )
+        if c["name"] in tools
+    ]
     turns = []
-    for calls, thinks in ((people, ("Check the pose.", "Find the people.")),
-                          (knowledge, ("Describe the key frame.", "Look up the candidates."))):  # fmt: skip
+    for calls, thinks in (
+        (people, ("Check the pose.", "Find the people.")),
+        (knowledge, ("Describe the key frame.", "Look up the candidates.")),
+    ):
         if calls:
             think = thinks[0] if calls[0]["name"] in ("pose_estimation", "video_description") else thinks[1]
             turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(calls[0])}\n</tool_call>")

@@ -100,17 +100,23 @@ class EndpointTeacher:
 
     def first_turn(self, record: dict, tools: list[dict], num_frames: int, frames: Any) -> str:
         prompt = load_prompt("videostar_teacher_tools.txt").format(
-            num_frames=num_frames, max_frame=num_frames - 1, question=record["prompt"], label=record["label"],
-            sub_motions="; ".join(record.get("sub_motions") or []) or "(not given)", tools=json.dumps(tools),
-        )  # fmt: skip
+            num_frames=num_frames,
+            max_frame=num_frames - 1,
+            question=record["prompt"],
+            label=record["label"],
+            sub_motions="; ".join(record.get("sub_motions") or []) or "(not given)",
+            tools=json.dumps(tools),
+        )
         return self.client.chat([{"role": "user", "content": prompt}], self._frames(frames))
 
     def second_turn(self, record: dict, first: str, tool_texts: list[str], frames: Any) -> str:
         prompt = load_prompt("videostar_teacher_reason.txt").format(
-            question=record["prompt"], label=record["label"], candidates=", ".join(record["candidates"]),
+            question=record["prompt"],
+            label=record["label"],
+            candidates=", ".join(record["candidates"]),
             sub_motions="; ".join(record.get("sub_motions") or []) or "(not given)",
             tool_outputs="\n\n".join(tool_texts),
-        )  # fmt: skip
+        )
         return self.client.chat([{"role": "user", "content": prompt}], self._frames(frames))
 
 
@@ -159,8 +165,15 @@ def check_chain(record: dict, chain: list[str], tool_texts: list[str], judge: An
 class ChainBuilder:
     """Builds one chain per record; tools are made once (`envs.make`) and reused."""
 
-    def __init__(self, teacher: Any, judge: Any, tools: dict[str, dict], num_frames: int = 8, max_side: int = 112,
-                 max_response_tokens: int = 640):  # fmt: skip
+    def __init__(
+        self,
+        teacher: Any,
+        judge: Any,
+        tools: dict[str, dict],
+        num_frames: int = 8,
+        max_side: int = 112,
+        max_response_tokens: int = 640,
+    ):
         self.teacher, self.judge, self.tool_configs = teacher, judge, dict(tools)
         self.num_frames, self.max_side, self.max_response_tokens = num_frames, max_side, max_response_tokens
         self._tools: dict[str, Any] = {}
@@ -218,11 +231,19 @@ class ChainBuilder:
         return {**record, "chain": chain, "meta": {**record.get("meta", {}), "cot": cot}}
 
 
-def build(records_path: str | Path, out: str | Path, builder: ChainBuilder, resume: bool = True,
-          progress: bool = True) -> dict:  # fmt: skip
+def build(
+    records_path: str | Path, out: str | Path, builder: ChainBuilder, resume: bool = True, progress: bool = True
+) -> dict:
     """Run `builder` over every record of `records_path`, appending to `out`; returns the summary."""
-    return build_resumable(records_path, out, lambda rec: [builder.build(rec)], "videostar chains",
-                           drop_on=(Dropped,), resume=resume, progress=progress)  # fmt: skip
+    return build_resumable(
+        records_path,
+        out,
+        lambda rec: [builder.build(rec)],
+        "videostar chains",
+        drop_on=(Dropped,),
+        resume=resume,
+        progress=progress,
+    )
 
 
 def _client(url: str, model: str, key_env: str) -> ChatEndpoint:
@@ -244,14 +265,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-response-tokens", type=int, default=640, help="rollout.max_response_tokens of the recipe")
     ap.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     args = ap.parse_args(argv)
-    teacher = TemplateTeacher() if args.teacher == "template" else EndpointTeacher(
-        _client(args.teacher, args.teacher_model, args.api_key_env)
-    )  # fmt: skip
-    judge = template_judge if args.judge == "template" else EndpointJudge(
-        _client(args.judge, args.judge_model, args.api_key_env)
-    )  # fmt: skip
-    builder = ChainBuilder(teacher, judge, json.loads(args.tools), args.num_frames, args.max_side,
-                           args.max_response_tokens)  # fmt: skip
+    teacher = (
+        TemplateTeacher()
+        if args.teacher == "template"
+        else EndpointTeacher(_client(args.teacher, args.teacher_model, args.api_key_env))
+    )
+    judge = (
+        template_judge
+        if args.judge == "template"
+        else EndpointJudge(_client(args.judge, args.judge_model, args.api_key_env))
+    )
+    builder = ChainBuilder(
+        teacher, judge, json.loads(args.tools), args.num_frames, args.max_side, args.max_response_tokens
+    )
     summary = build(args.records, args.out, builder, resume=not args.no_resume)
     print_summary("videostar_cot", summary)
     return summary
@@ -265,8 +291,14 @@ def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) 
     """The SFT recipes' embedded default: template-teacher chains through the real tools of `rollout` (a
     RolloutConfig: its tools, frames and response budget) for the records of `records_path`."""
     out = Path(out_dir) / "videostar_cot.jsonl"
-    builder = ChainBuilder(TemplateTeacher(), template_judge, rollout.enabled_tools(), rollout.num_frames,
-                           rollout.max_side, rollout.max_response_tokens)  # fmt: skip
+    builder = ChainBuilder(
+        TemplateTeacher(),
+        template_judge,
+        rollout.enabled_tools(),
+        rollout.num_frames,
+        rollout.max_side,
+        rollout.max_response_tokens,
+    )
     summary = build(records_path, out, builder, progress=False)
     print(f"[chains] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")
     return out

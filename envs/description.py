@@ -45,8 +45,11 @@ def motion_scores(frames_people: list[list[dict]], min_conf: float = 0.3) -> lis
                 continue
             q = prev[pid]
             height = max(1e-6, (p["box"][3] - p["box"][1] + q["box"][3] - q["box"][1]) / 2)
-            moves = [math.hypot(a[0] - b[0], a[1] - b[1]) for a, b in zip(p["keypoints"], q["keypoints"])
-                     if a[2] >= min_conf and b[2] >= min_conf]  # fmt: skip
+            moves = [
+                math.hypot(a[0] - b[0], a[1] - b[1])
+                for a, b in zip(p["keypoints"], q["keypoints"])
+                if a[2] >= min_conf and b[2] >= min_conf
+            ]
             if moves:
                 best = max(best, sum(moves) / len(moves) / height)
         scores.append(round(best, 4))
@@ -91,8 +94,13 @@ class LocalDescriber:
         inputs = self.processor(text=[text], images=list(images), return_tensors="pt").to(self.device)
         pad = self.processor.tokenizer.pad_token_id
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      suppress_tokens=list(VISION_TOKEN_IDS), pad_token_id=pad)  # fmt: skip
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                suppress_tokens=list(VISION_TOKEN_IDS),
+                pad_token_id=pad,
+            )
         new = out[0, inputs["input_ids"].shape[1] :]
         return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
@@ -100,8 +108,9 @@ class LocalDescriber:
 class EndpointDescriber:
     """A vision-language model behind an OpenAI-compatible chat-completions endpoint (images as data URLs)."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "", max_new_tokens: int = 128,
-                 timeout_s: float = 60.0):  # fmt: skip
+    def __init__(
+        self, base_url: str, model: str, api_key_env: str = "", max_new_tokens: int = 128, timeout_s: float = 60.0
+    ):
         from common.openai_compat import ChatClient
 
         self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s)
@@ -150,8 +159,13 @@ class VideoDescriptionTool:
     # Options that are option mappings themselves, so that `envs.base.config_problems` checks their keys too.
     nested_options = {"describer": describer_problems, "pose": pose_problems}
 
-    def __init__(self, describer: dict[str, Any] | None = None, pose: dict[str, Any] | None = None,
-                 key_frames: int = 2, max_key_frames: int = 4):  # fmt: skip
+    def __init__(
+        self,
+        describer: dict[str, Any] | None = None,
+        pose: dict[str, Any] | None = None,
+        key_frames: int = 2,
+        max_key_frames: int = 4,
+    ):
         from envs.pose import PoseEstimationTool
 
         self.pose = PoseEstimationTool(**(pose or {}))
@@ -172,13 +186,13 @@ class VideoDescriptionTool:
                             "description": f"key frames (default {key_frames})",
                             "minimum": 1,
                             "maximum": max_key_frames,
-                        },  # fmt: skip
+                        },
                         "focus": {
                             "type": "string",
                             "description": "what the description should pay attention to",
                             "minLength": 1,
                             "maxLength": 200,
-                        },  # fmt: skip
+                        },
                     },
                     "additionalProperties": False,
                 },

@@ -76,7 +76,7 @@ class ActionExplanationTool:
                             "description": f"definitions per name or query (default {top_k})",
                             "minimum": 1,
                             "maximum": max_k,
-                        },  # fmt: skip
+                        },
                     },
                     "additionalProperties": False,
                 },

@@ -146,8 +146,14 @@ class PoseEstimationTool(FrameTool):
             seen.sort(key=lambda s: s[0])  # frames may be asked for in any order; motion follows time
             height = float(np.mean([p["box"][3] - p["box"][1] for _, p in seen]))
             disp = joint_displacement([p["keypoints"] for _, p in seen], height, MIN_KEYPOINT_CONF)
-            out.append({"id": pid, "frames": [f for f, _ in seen], "displacement": disp,
-                        "top_limbs": limb_motion(disp, self.top_limbs)})  # fmt: skip
+            out.append(
+                {
+                    "id": pid,
+                    "frames": [f for f, _ in seen],
+                    "displacement": disp,
+                    "top_limbs": limb_motion(disp, self.top_limbs),
+                }
+            )
         return out
 
     def _overlays(self, video: Video, data_frames: list[dict]) -> list[np.ndarray]:

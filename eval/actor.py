@@ -84,8 +84,10 @@ def fineagent_context(record: dict, video: Any, modules: list[str], tools: dict[
         box = record_box(record)
         if box is not None:
             coords = ", ".join(f"{x:.3f}" for x in box)
-            lines.append(f"Localizer: the person asked about is in the box [{coords}] (x1, y1, x2, y2 as fractions "
-                         "of the frame width and height).")  # fmt: skip
+            lines.append(
+                f"Localizer: the person asked about is in the box [{coords}] (x1, y1, x2, y2 as fractions "
+                "of the frame width and height)."
+            )
         else:
             tool = tools["human_detection"]
             lines.append("Localizer (people detected): " + run_tool(tool, _tool_args(tool, video), video).text)
@@ -164,24 +166,29 @@ class EvalActor:
         prompts = self._fineagent(records, fineagent) if fineagent else records
         cfg = self.rollout
         sampling = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
             seed=self.seed,
-        )  # fmt: skip
+        )
         trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []
         for i, (rec, traj) in enumerate(zip(records, trajs, strict=True)):
             failed = traj.finish_reason == "video_error"
-            rows.append({
-                "index": indices[i] if indices else i,
-                "id": rec["id"],
-                "prediction": traj.final_text,
-                "finish_reason": traj.finish_reason,
-                "failed": failed,
-                "error": "video could not be decoded" if failed else None,
-                "turns": len(traj.turns),
-                "tool_calls": [{"name": c.name, "ok": c.ok} for c in traj.tool_calls],
-                "model_tokens": traj.num_model_tokens,
-                **({"prompt": prompts[i]["prompt"]} if fineagent else {}),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "index": indices[i] if indices else i,
+                    "id": rec["id"],
+                    "prediction": traj.final_text,
+                    "finish_reason": traj.finish_reason,
+                    "failed": failed,
+                    "error": "video could not be decoded" if failed else None,
+                    "turns": len(traj.turns),
+                    "tool_calls": [{"name": c.name, "ok": c.ok} for c in traj.tool_calls],
+                    "model_tokens": traj.num_model_tokens,
+                    **({"prompt": prompts[i]["prompt"]} if fineagent else {}),
+                }
+            )
         score_rows(task, rows, records)
         return rows

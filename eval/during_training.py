@@ -35,9 +35,12 @@ class TrainingEval:
         self.benchmark = load_benchmark(cfg.benchmark, limit=cfg.limit or None) if cfg.every_k > 0 else None
         uses_tools = self.benchmark is None or self.benchmark.spec.uses_tools
         self.options = EvalOptions(
-            rollout=cfg.rollout_for_eval(rollout, uses_tools), actors=cfg.actors, num_cpus=cfg.num_cpus,
-            num_gpus=cfg.num_gpus, skip_failed=cfg.skip_failed,
-        )  # fmt: skip
+            rollout=cfg.rollout_for_eval(rollout, uses_tools),
+            actors=cfg.actors,
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            skip_failed=cfg.skip_failed,
+        )
         self.evaluator = None
         self.pending: list = []
         self.entries: list[dict] = []

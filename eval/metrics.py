@@ -191,8 +191,11 @@ def mcq_accuracy(letters: Sequence[str], answers: Sequence[str], categories: Seq
     per: dict[str, Any] = {}
     for cat in sorted(set(categories)):
         idx = [i for i, c in enumerate(categories) if c == cat]
-        per[cat] = {"accuracy": _mean([correct[i] for i in idx]), "blank_rate": _mean([blank[i] for i in idx]),
-                    "n": len(idx)}  # fmt: skip
+        per[cat] = {
+            "accuracy": _mean([correct[i] for i in idx]),
+            "blank_rate": _mean([blank[i] for i in idx]),
+            "n": len(idx),
+        }
     return {"accuracy": _mean(correct), "blank_rate": _mean(blank), "per_category": per}
 
 

@@ -47,8 +47,13 @@ def append_results(out: Path, result: EvalResult) -> None:
 
 def entry(result: EvalResult) -> dict:
     c = result.checkpoint
-    return {"checkpoint": str(c.path), "label": c.label, "step": c.step, "variant": result.variant,
-            "metrics": json_value(result.metrics)}  # fmt: skip
+    return {
+        "checkpoint": str(c.path),
+        "label": c.label,
+        "step": c.step,
+        "variant": result.variant,
+        "metrics": json_value(result.metrics),
+    }
 
 
 def load_entries(out: Path, benchmark: Benchmark) -> list[dict]:
@@ -62,8 +67,13 @@ def load_entries(out: Path, benchmark: Benchmark) -> list[dict]:
 
 def write_metrics(out: Path, benchmark: Benchmark, entries: list[dict]) -> Path:
     path = out / "metrics.json"
-    data = {"benchmark": benchmark.name, "records": str(benchmark.path), "task": benchmark.task,
-            "num_records": len(benchmark.records), "results": entries}  # fmt: skip
+    data = {
+        "benchmark": benchmark.name,
+        "records": str(benchmark.path),
+        "task": benchmark.task,
+        "num_records": len(benchmark.records),
+        "results": entries,
+    }
     path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
     return path
 

@@ -31,9 +31,14 @@ from rollout.config import RolloutConfig
 
 def _offline_env() -> None:
     # the HF hub and ultralytics look hosts up at import unless told not to; evaluation never needs the network
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("YOLO_OFFLINE", "1"),
-                       ("YOLO_AUTOINSTALL", "False"), ("TOKENIZERS_PARALLELISM", "false"),
-                       ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo"))):  # fmt: skip
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("YOLO_OFFLINE", "1"),
+        ("YOLO_AUTOINSTALL", "False"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo")),
+    ):
         os.environ.setdefault(key, value)
 
 
@@ -62,8 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
     p.add_argument("--system-prompt", default=None, help="system prompt text, or a .txt file")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N records only")
-    p.add_argument("--fineagent", default="", help="mcq: 'localizer', 'descriptor' or 'localizer,descriptor'; "
-                   "each checkpoint is then evaluated with and without")  # fmt: skip
+    p.add_argument(
+        "--fineagent",
+        default="",
+        help="mcq: 'localizer', 'descriptor' or 'localizer,descriptor'; "
+        "each checkpoint is then evaluated with and without",
+    )
     judge_help = 'JSON judge spec (needed for describe and --llm-judge), e.g. \'{"kind": "openai", "base_url": '
     judge_help += 'URL, "model": NAME, "api_key_env": "JUDGE_KEY"}\''
     p.add_argument("--judge", default="", help=judge_help)
@@ -100,16 +109,23 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
     judge = _json_arg(args.judge, "--judge") or None
     if (benchmark.task == "describe" or args.llm_judge) and judge is None:
         why = "--llm-judge" if args.llm_judge else f"the describe benchmark {benchmark.name} (semantic entailment)"
-        raise ValueError(f"{why} needs --judge, e.g. '{{\"kind\": \"openai\", \"base_url\": \"http://host:8000/v1\", "
-                         "\"model\": \"NAME\", \"api_key_env\": \"JUDGE_KEY\"}'")  # fmt: skip
+        raise ValueError(
+            f'{why} needs --judge, e.g. \'{{"kind": "openai", "base_url": "http://host:8000/v1", '
+            '"model": "NAME", "api_key_env": "JUDGE_KEY"}\''
+        )
     rollout, sources = rollout_settings(args, [c.path.parent for c in checkpoints] or [Path(args.watch)])
     if not benchmark.spec.uses_tools:  # the eval actors get no tools for such a task: say so in the report
         rollout.tools, sources["tools"] = {}, f"not used by {benchmark.task}"
     options = EvalOptions(
-        rollout=EvalConfig(temperature=args.temperature).rollout_for_eval(rollout), actors=args.actors,
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, skip_failed=args.skip_failed, judge=judge,
-        llm_judge=args.llm_judge, sources=sources,
-    )  # fmt: skip
+        rollout=EvalConfig(temperature=args.temperature).rollout_for_eval(rollout),
+        actors=args.actors,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        skip_failed=args.skip_failed,
+        judge=judge,
+        llm_judge=args.llm_judge,
+        sources=sources,
+    )
     previous = Path(args.out).expanduser() / "metrics.json"
     if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):
         raise ValueError(f"--out {args.out} holds the results of another benchmark ({previous}); choose another --out")
@@ -120,10 +136,16 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
 # Settings an evaluation takes from the run's config.yaml unless a flag gives them; without a run config (a bare
 # model directory) the fallbacks below, which suit a real model.
 FLAG_SETTINGS = {
-    "engine": "engine", "engine_kwargs": "engine_kwargs", "tools": "tools", "num_frames": "num_frames",
-    "max_side": "max_side", "max_new_tokens": "max_new_tokens", "max_response_tokens": "max_response_tokens",
-    "max_turns": "max_turns", "system_prompt": "system_prompt",
-}  # fmt: skip
+    "engine": "engine",
+    "engine_kwargs": "engine_kwargs",
+    "tools": "tools",
+    "num_frames": "num_frames",
+    "max_side": "max_side",
+    "max_new_tokens": "max_new_tokens",
+    "max_response_tokens": "max_response_tokens",
+    "max_turns": "max_turns",
+    "system_prompt": "system_prompt",
+}
 FALLBACKS = {"tools": {"pose_estimation": {}}, "max_new_tokens": 256, "max_side": 448}
 
 
@@ -134,8 +156,10 @@ def rollout_settings(args: argparse.Namespace, run_dirs: list[Path]) -> tuple[Ro
     found = {d: c for d, c in configs.items() if c is not None}
     distinct = {repr(c) for c in found.values()}
     if len(distinct) > 1:
-        raise ValueError(f"the checkpoints come from runs with different rollout settings ({', '.join(found)}): "
-                         "evaluate each run on its own")  # fmt: skip
+        raise ValueError(
+            f"the checkpoints come from runs with different rollout settings ({', '.join(found)}): "
+            "evaluate each run on its own"
+        )
     base = next(iter(found.values()), None)
     sources = dict.fromkeys(FLAG_SETTINGS, "run config" if base is not None else "default")
     if base is None:
@@ -186,8 +210,11 @@ class Session:
         report.append_results(self.out, result)
         self.write()
         m = result.metrics
-        print(f"[eval] {checkpoint.label} (step {checkpoint.step}){' +' + variant if variant else ''}: n={m['n']} "
-              f"failed={m['failed']}", flush=True)  # fmt: skip
+        print(
+            f"[eval] {checkpoint.label} (step {checkpoint.step}){' +' + variant if variant else ''}: n={m['n']} "
+            f"failed={m['failed']}",
+            flush=True,
+        )
         return result
 
     def write(self) -> None:
@@ -204,8 +231,12 @@ def watch(run_dir: Path, session: Session, variants: list[str], poll_s: float, t
     print(f"[eval] watching {run_dir} (stops at the run's last step or after {timeout_s:.0f}s without a checkpoint)")
     while True:
         final = run_final_step(run_dir)
-        todo = [(c, v) for c in run_checkpoints(run_dir) for v in variants
-                if not session.done(c, v) and (str(c.path), v) not in failed]  # fmt: skip
+        todo = [
+            (c, v)
+            for c in run_checkpoints(run_dir)
+            for v in variants
+            if not session.done(c, v) and (str(c.path), v) not in failed
+        ]
         for ckpt, variant in todo:
             try:
                 check_checkpoint(ckpt.path)

@@ -138,8 +138,10 @@ def _llm_judge(rows: list[dict], records: list[dict], judge: dict | None) -> Non
     from eval.metrics import judge_prompt, parse_judge_reply
     from rewards.entailment import get_judge
 
-    prompts = [judge_prompt(rec["prompt"], rec["answer"], "" if r["failed"] else r["prediction"])
-               for r, rec in zip(rows, records)]  # fmt: skip
+    prompts = [
+        judge_prompt(rec["prompt"], rec["answer"], "" if r["failed"] else r["prediction"])
+        for r, rec in zip(rows, records)
+    ]
     replies = get_judge(judge)(prompts)
     for row, reply in zip(rows, replies, strict=True):
         yes, score = parse_judge_reply(reply)

@@ -121,8 +121,9 @@ def _mcq_score(text: str, record: dict) -> tuple[dict, dict]:
 
 
 def _mcq_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
-    m = M.mcq_accuracy([r["parsed"]["letter"] for r in rows], [rec["answer"] for rec in records],
-                       [rec["category"] for rec in records])  # fmt: skip
+    m = M.mcq_accuracy(
+        [r["parsed"]["letter"] for r in rows], [rec["answer"] for rec in records], [rec["category"] for rec in records]
+    )
     out = {"accuracy": m["accuracy"], "blank_rate": m["blank_rate"]}
     for cat, v in m["per_category"].items():
         out[f"accuracy/{cat}"] = v["accuracy"]
@@ -153,25 +154,42 @@ def _describe_aggregate(rows: list[dict], records: list[dict]) -> dict[str, floa
 
 TASKS: dict[str, TaskSpec] = {
     "ovar": TaskSpec(
-        _ovar_score, _ovar_aggregate, uses_tools=True, plots=("top1", "hm"),
+        _ovar_score,
+        _ovar_aggregate,
+        uses_tools=True,
+        plots=("top1", "hm"),
         columns=(("Base", "base"), ("Novel", "novel"), ("HM", "hm"), ("Top-1", "top1")),
     ),
     "aqa": TaskSpec(
-        _aqa_score, _aqa_aggregate, plots=("action_accuracy", "sed", "score_spearman", "score_rl2"),
-        columns=(("Action Acc.", "action_accuracy"), ("SED", "sed"), ("tIoU", "tiou"),
-                 ("Difficulty ρ", "difficulty_spearman"), ("Difficulty R-ℓ2", "difficulty_rl2"),
-                 ("Score ρ", "score_spearman"), ("Score R-ℓ2", "score_rl2"),
-                 ("Judge Acc.", "judge_accuracy"), ("Judge Score", "judge_score")),
+        _aqa_score,
+        _aqa_aggregate,
+        plots=("action_accuracy", "sed", "score_spearman", "score_rl2"),
+        columns=(
+            ("Action Acc.", "action_accuracy"),
+            ("SED", "sed"),
+            ("tIoU", "tiou"),
+            ("Difficulty ρ", "difficulty_spearman"),
+            ("Difficulty R-ℓ2", "difficulty_rl2"),
+            ("Score ρ", "score_spearman"),
+            ("Score R-ℓ2", "score_rl2"),
+            ("Judge Acc.", "judge_accuracy"),
+            ("Judge Score", "judge_score"),
+        ),
     ),
     "mcq": TaskSpec(
-        _mcq_score, _mcq_aggregate, dynamic_prefix="accuracy/", plots=("accuracy",),
+        _mcq_score,
+        _mcq_aggregate,
+        dynamic_prefix="accuracy/",
+        plots=("accuracy",),
         columns=(("Avg.", "accuracy"), ("Blank", "blank_rate")),
     ),
     "describe": TaskSpec(
-        _describe_score, _describe_aggregate, plots=("whole",),
+        _describe_score,
+        _describe_aggregate,
+        plots=("whole",),
         columns=(("Held-in", "held_in"), ("Held-out", "held_out"), ("Whole", "whole")),
     ),
-}  # fmt: skip
+}
 
 
 def score_rows(task: str, rows: list[dict], records: list[dict]) -> None:

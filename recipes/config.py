@@ -262,8 +262,10 @@ def help_text(cfg: Any, title: str = "") -> str:
     its docstring, sections with their class docstring."""
     lines = [title] if title else []
     _help_lines(cfg, "", lines)
-    lines.append("\nSet any key as key=value (nested: rollout.tools.pose_estimation.device=cuda); config=FILE.yaml "
-                 "replaces the recipe's YAML.")  # fmt: skip
+    lines.append(
+        "\nSet any key as key=value (nested: rollout.tools.pose_estimation.device=cuda); config=FILE.yaml "
+        "replaces the recipe's YAML."
+    )
     return "\n".join(lines)
 
 

@@ -92,9 +92,11 @@ class GrpoConfig:
         cold = self.cold_start
         if cold.steps > 0 and not self.init_from:
             if self.model.path != EMBEDDED:
-                problems.append("cold_start.steps: the cold start trains on template chains at a rate tuned for the "
-                                "embedded tiny model; for a real model run an SFT recipe and pass init_from=..., "
-                                "or set cold_start.steps=0")  # fmt: skip
+                problems.append(
+                    "cold_start.steps: the cold start trains on template chains at a rate tuned for the "
+                    "embedded tiny model; for a real model run an SFT recipe and pass init_from=..., "
+                    "or set cold_start.steps=0"
+                )
             if cold.batch_size % self.trainer.world_size:
                 problems.append(f"cold_start.batch_size {cold.batch_size} must be a multiple of trainer.world_size")
         return problems
@@ -123,8 +125,10 @@ def run(cfg: GrpoConfig, name: str = "grpo") -> dict[str, float]:
     from rl.grpo import compute_advantages
 
     if cfg.cold_start.steps > 0 and not cfg.init_from:
-        raise ConfigError("cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
-                          "recipes/videostar_grpo.py does) or set cold_start.steps=0")  # fmt: skip
+        raise ConfigError(
+            "cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
+            "recipes/videostar_grpo.py does) or set cold_start.steps=0"
+        )
     s = _start(cfg, name)
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
     for step in range(s.start_step + 1, cfg.run.steps + 1):
@@ -199,10 +203,16 @@ def _start(cfg: GrpoConfig, name: str) -> _Started:
 
     init_ray(cfg.run)
     workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
-    rewards = RewardPool(cfg.rewards.components, num_workers=cfg.rewards.num_workers,
-                         actor_options={"num_cpus": cfg.rewards.num_cpus})  # fmt: skip
-    trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, temperature=cfg.rollout.temperature,
-                           total_steps=cfg.run.steps * cfg.trainer.mini_batches)  # fmt: skip
+    rewards = RewardPool(
+        cfg.rewards.components, num_workers=cfg.rewards.num_workers, actor_options={"num_cpus": cfg.rewards.num_cpus}
+    )
+    trainer = TrainerGroup(
+        cfg.trainer,
+        model_path,
+        seed=cfg.run.seed,
+        temperature=cfg.rollout.temperature,
+        total_steps=cfg.run.steps * cfg.trainer.mini_batches,
+    )
     sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
     start_step = resume(cfg.run, run_dir, trainer, sampler)
     if start_step > 0:
@@ -237,18 +247,20 @@ def step_metrics(step, trajs, out, dropped, scored, advs, train_metrics, times) 
     n = max(1, len(trajs))
     m: dict[str, float] = {"step": step, **summarize(scored), **_stats("adv", list(advs))}
     m.update({k: float(v) for k, v in train_metrics.items()})
-    m.update({
-        "rollout/trajectories": len(trajs),
-        "rollout/skipped_samples": out.skipped,  # their video failed to decode
-        "rollout/dropped_groups": dropped,  # left out so the batch splits evenly across trainer ranks
-        "rollout/model_tokens_mean": sum(t.num_model_tokens for t in trajs) / n,
-        "rollout/response_tokens_mean": sum(len(t.response_ids) for t in trajs) / n,
-        "rollout/turns_mean": sum(len(t.turns) for t in trajs) / n,
-        "tools/calls": len(calls),
-        "tools/failed": sum(1 for c in calls if not c.ok),
-        "tools/cached": sum(1 for c in calls if c.cached),
-        "tools/call_rate": sum(1 for t in trajs if t.tool_calls) / n,
-    })  # fmt: skip
+    m.update(
+        {
+            "rollout/trajectories": len(trajs),
+            "rollout/skipped_samples": out.skipped,  # their video failed to decode
+            "rollout/dropped_groups": dropped,  # left out so the batch splits evenly across trainer ranks
+            "rollout/model_tokens_mean": sum(t.num_model_tokens for t in trajs) / n,
+            "rollout/response_tokens_mean": sum(len(t.response_ids) for t in trajs) / n,
+            "rollout/turns_mean": sum(len(t.turns) for t in trajs) / n,
+            "tools/calls": len(calls),
+            "tools/failed": sum(1 for c in calls if not c.ok),
+            "tools/cached": sum(1 for c in calls if c.cached),
+            "tools/call_rate": sum(1 for t in trajs if t.tool_calls) / n,
+        }
+    )
     for tool, stat in out.tool_stats.items():
         m.update({f"tools/{tool}/{key}": value for key, value in stat.items()})
     # Tool time is spent inside the rollout call; split the rollout wall time by the workers' own accounting.

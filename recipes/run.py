@@ -16,15 +16,26 @@ from typing import Any
 from recipes.config import EMBEDDED, ConfigError, save_config
 from rl.checkpoint import checkpoint_path, latest_checkpoint
 
-OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR",
-               "TOKENIZERS_PARALLELISM")  # fmt: skip
+OFFLINE_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "YOLO_OFFLINE",
+    "YOLO_AUTOINSTALL",
+    "YOLO_CONFIG_DIR",
+    "TOKENIZERS_PARALLELISM",
+)
 
 
 def offline_env() -> None:
     # ultralytics and the HF hub look hosts up at import unless told not to; runs never need the network.
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("YOLO_OFFLINE", "1"),
-                       ("YOLO_AUTOINSTALL", "False"), ("TOKENIZERS_PARALLELISM", "false"),
-                       ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo"))):  # fmt: skip
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("YOLO_OFFLINE", "1"),
+        ("YOLO_AUTOINSTALL", "False"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo")),
+    ):
         os.environ.setdefault(key, value)
 
 
@@ -97,12 +108,16 @@ def resolve_init_from(init_from: str, rollout: Any) -> str:
     if before != now:
         extra, missing = sorted(set(now) - set(before)), sorted(set(before) - set(now))
         fix = [f"rollout.tools.{n}=null" for n in extra] + [f"rollout.tools.{n}={{}}" for n in missing]
-        print(f"[init_from] WARNING: {path.parent} was trained with tools {before}, this run enables {now}: the "
-              f"system prompt differs from the one the checkpoint learned. To match: {' '.join(fix)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[init_from] WARNING: {path.parent} was trained with tools {before}, this run enables {now}: the "
+            f"system prompt differs from the one the checkpoint learned. To match: {' '.join(fix)}",
+            file=sys.stderr,
+        )
     if trained.system_prompt != rollout.system_prompt:
-        print(f"[init_from] WARNING: {path.parent} was trained with another rollout.system_prompt than this run's",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[init_from] WARNING: {path.parent} was trained with another rollout.system_prompt than this run's",
+            file=sys.stderr,
+        )
     return str(path)
 
 

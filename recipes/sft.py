@@ -79,8 +79,9 @@ class SftDataConfig(DataConfig):
 
 
 def _sft_trainer() -> TrainerConfig:
-    return TrainerConfig(lr=5e-3, lr_schedule="cosine", warmup_steps=5, min_lr_ratio=0.1, kl_coef=0.0,
-                         group_by_length=True)  # fmt: skip
+    return TrainerConfig(
+        lr=5e-3, lr_schedule="cosine", warmup_steps=5, min_lr_ratio=0.1, kl_coef=0.0, group_by_length=True
+    )
 
 
 @dataclass
@@ -144,8 +145,9 @@ def cold_start_config(grpo: Any) -> SftConfig:
     model, rollout (prompt, tools, frames) and trainer ranks, a constant rate, written under <run_dir>/cold_start."""
     cold = grpo.cold_start
     cfg = SftConfig(model=copy.deepcopy(grpo.model), rollout=copy.deepcopy(grpo.rollout))
-    cfg.data = SftDataConfig(train=grpo.data.train, batch_size=cold.batch_size, seed=grpo.data.seed,
-                             builder="template_teacher")  # fmt: skip
+    cfg.data = SftDataConfig(
+        train=grpo.data.train, batch_size=cold.batch_size, seed=grpo.data.seed, builder="template_teacher"
+    )
     cfg.trainer = dataclasses.replace(grpo.trainer, lr=cold.lr, lr_schedule="constant", warmup_steps=0, kl_coef=0.0)
     cfg.eval = EvalConfig(samples=0)
     run_dir = str(Path(grpo.run.run_dir).expanduser().resolve() / "cold_start")
@@ -172,15 +174,24 @@ def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
         t0 = time.perf_counter()
         chains, dropped = replay_chains(workers, records, cfg.rollout.max_response_tokens)
         write_chains(chains, run_dir / "chains" / "replayed.jsonl")
-        print(f"[{name}] {len(chains)}/{len(records)} chains replayed ({time.perf_counter() - t0:.1f}s); "
-              f"dropped {dropped}")  # fmt: skip
+        print(
+            f"[{name}] {len(chains)}/{len(records)} chains replayed ({time.perf_counter() - t0:.1f}s); "
+            f"dropped {dropped}"
+        )
         if not chains:
-            raise RuntimeError(f"no chain fits rollout.max_response_tokens={cfg.rollout.max_response_tokens}: "
-                               f"{dropped}")  # fmt: skip
+            raise RuntimeError(
+                f"no chain fits rollout.max_response_tokens={cfg.rollout.max_response_tokens}: {dropped}"
+            )
         sampler = Sampler(chains, cfg.data.batch_size, seed=cfg.data.seed)
         start = resume(cfg.run, run_dir, trainer, sampler)
-        tracker = Tracker(run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, SFT_CONSOLE_KEYS,
-                          start if cfg.run.resume else None)  # fmt: skip
+        tracker = Tracker(
+            run_dir,
+            cfg.run.trackers,
+            dataclasses.asdict(cfg),
+            name,
+            SFT_CONSOLE_KEYS,
+            start if cfg.run.resume else None,
+        )
         probe_records = records[: cfg.eval.samples]
         if start == 0 and cfg.eval.before and probe_records:
             tracker.log({"step": 0, **probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed)})
@@ -265,8 +276,9 @@ def write_chains(trajs: list, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for t in trajs:
-            turns = [{"text": turn.text, "tool_calls": [dataclasses.asdict(c) for c in turn.tool_calls]}
-                     for turn in t.turns]  # fmt: skip
+            turns = [
+                {"text": turn.text, "tool_calls": [dataclasses.asdict(c) for c in turn.tool_calls]} for turn in t.turns
+            ]
             f.write(json.dumps({"id": t.sample_id, "video": t.record.get("video"), "turns": turns}) + "\n")
 
 

@@ -147,5 +147,8 @@ def engine_kwargs_problems(engine: str, kwargs: dict[str, Any], where: str) -> l
         from vllm import EngineArgs
 
         valid += [f.name for f in dataclasses.fields(EngineArgs)]
-    return [f"{where}.{key}: unknown key{did_you_mean(key, valid)} (valid: {', '.join(valid)})"
-            for key in kwargs if key not in valid]  # fmt: skip
+    return [
+        f"{where}.{key}: unknown key{did_you_mean(key, valid)} (valid: {', '.join(valid)})"
+        for key in kwargs
+        if key not in valid
+    ]

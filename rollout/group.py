@@ -43,8 +43,9 @@ class RolloutGroup:
     def sampling(self, seed: int | None = None) -> SamplingParams:
         """The config's sampling parameters (per-turn budget, temperature, top-p, top-k) with `seed`."""
         c = self.cfg
-        return SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                              top_k=c.top_k, seed=seed)  # fmt: skip
+        return SamplingParams(
+            max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=seed
+        )
 
     def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
         import ray

@@ -22,9 +22,13 @@ class FakeOpenAIEndpoint:
             def do_POST(self):  # noqa: N802 (the http.server API)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "auth": self.headers.get("Authorization"),
-                     "body": body}
-                )  # fmt: skip
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "auth": self.headers.get("Authorization"),
+                        "body": body,
+                    }
+                )
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": "no such route"})
                 elif fake.status != 200:

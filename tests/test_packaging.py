@@ -90,6 +90,8 @@ def test_common_imports_no_other_project_package():
 
 def test_the_import_scan_sees_every_form(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import data_builders.cap as c\nfrom envs import base\nfrom .x import y\n"
-                      "def f():\n    from rewards.mcq import score\n")  # fmt: skip
+    module.write_text(
+        "import data_builders.cap as c\nfrom envs import base\nfrom .x import y\n"
+        "def f():\n    from rewards.mcq import score\n"
+    )
     assert _imported_packages(module) == {"data_builders", "envs", "rewards"}

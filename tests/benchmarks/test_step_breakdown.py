@@ -7,11 +7,23 @@ from benchmarks.step_breakdown import breakdown, report
 
 def test_breakdown_means_and_other():
     rows = [
-        {"time/rollout": 2.0, "time/tools": 1.0, "time/rewards": 0.0, "time/train": 3.0, "time/sync": 0.5,
-         "time/step": 7.0},
-        {"time/rollout": 4.0, "time/tools": 1.0, "time/rewards": 0.2, "time/train": 3.0, "time/sync": 0.5,
-         "time/step": 9.0},
-    ]  # fmt: skip
+        {
+            "time/rollout": 2.0,
+            "time/tools": 1.0,
+            "time/rewards": 0.0,
+            "time/train": 3.0,
+            "time/sync": 0.5,
+            "time/step": 7.0,
+        },
+        {
+            "time/rollout": 4.0,
+            "time/tools": 1.0,
+            "time/rewards": 0.2,
+            "time/train": 3.0,
+            "time/sync": 0.5,
+            "time/step": 9.0,
+        },
+    ]
     mean = breakdown(rows)
     assert mean["rollout"] == pytest.approx(3.0) and mean["step"] == pytest.approx(8.0)
     # 8.0 - (3 + 1 + 0.1 + 3 + 0.5) = 0.4

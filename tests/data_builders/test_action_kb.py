@@ -20,8 +20,11 @@ def test_template_entries():
     assert kick["action"] == "kicking ball" and "swing it forward to strike ball" in kick["phases"]
     # an unknown verb gets the generic three phases, named after the action
     make_up = template_entry("ApplyEyeMakeup")
-    assert make_up["phases"] == ["get into position to apply eye makeup", "perform the main movement of apply eye "
-                                 "makeup", "return to a resting position"]  # fmt: skip
+    assert make_up["phases"] == [
+        "get into position to apply eye makeup",
+        "perform the main movement of apply eye makeup",
+        "return to a resting position",
+    ]
     # given phases (a record's sub_motions) are used as they are
     assert template_entry("walk", ["step", "swing arms"])["definition"] == "walk: step, then swing arms."
 
@@ -66,8 +69,23 @@ def test_llm_writer_against_a_fake_endpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_KEY", "sk-secret-123")
     out = tmp_path / "kb.jsonl"
     with FakeOpenAIEndpoint(_llm_reply) as fake:
-        main(["--out", str(out), "--labels", str(labels), "--writer", "llm", "--endpoint", fake.base_url,
-              "--model", "fake-model", "--api-key-env", "FAKE_KEY", "--no-embed"])  # fmt: skip
+        main(
+            [
+                "--out",
+                str(out),
+                "--labels",
+                str(labels),
+                "--writer",
+                "llm",
+                "--endpoint",
+                fake.base_url,
+                "--model",
+                "fake-model",
+                "--api-key-env",
+                "FAKE_KEY",
+                "--no-embed",
+            ]
+        )
     entries = {e["action"]: e for e in load_kb(out)}
     assert entries["run"]["writer"] == "llm:fake-model" and entries["run"]["phases"] == ["begin", "end"]
     assert entries["run"]["definition"] == "run is done with the whole body."

@@ -105,8 +105,9 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
     out = tmp_path / "cot.jsonl"
     with FakeOpenAIEndpoint(lambda body: _teacher_reply(body["messages"])) as server:
         client = ChatEndpoint(server.base_url, model="fake-model", api_key_env="FAKE_KEY")
-        builder = ChainBuilder(EndpointTeacher(client, images=2), EndpointJudge(client), {"pose_estimation": {}},
-                               max_response_tokens=2000)  # fmt: skip
+        builder = ChainBuilder(
+            EndpointTeacher(client, images=2), EndpointJudge(client), {"pose_estimation": {}}, max_response_tokens=2000
+        )
         summary = build(records_path, out, builder, progress=False)
     assert summary["kept_records"] == 2
     kept = _lines(out)
@@ -160,8 +161,15 @@ GOLD = ["a woman sits at a desk", "she lifts a mug with her right hand", "she dr
 
 
 def _describe(**meta):
-    return {"id": "d1", "task": "describe", "video": "v.mp4", "prompt": "Describe.", "answer": "x",
-            "gold_points": list(GOLD), "meta": meta}  # fmt: skip
+    return {
+        "id": "d1",
+        "task": "describe",
+        "video": "v.mp4",
+        "prompt": "Describe.",
+        "answer": "x",
+        "gold_points": list(GOLD),
+        "meta": meta,
+    }
 
 
 def test_gps_four_roles_from_one_annotation(tmp_path):
@@ -172,8 +180,10 @@ def test_gps_four_roles_from_one_annotation(tmp_path):
     assert [r["meta"]["role"] for r in recs] == ["gold_points", "validation", "validation", "socratic", "description"]
     assert all(validate_record(r) == [] and r["chain"] == [r["answer"]] for r in recs)
     gpe, yes, no, sqr, des = recs
-    assert gpe["answer"] == "Gold points:\n1. a woman sits at a desk\n2. she lifts a mug with her right hand\n" \
-                            "3. she drinks from the mug"  # fmt: skip
+    assert (
+        gpe["answer"] == "Gold points:\n1. a woman sits at a desk\n2. she lifts a mug with her right hand\n"
+        "3. she drinks from the mug"
+    )
     assert (yes["answer"], no["answer"]) == ("yes", "no")
     assert "3. she drinks from the mug" in yes["prompt"] and "drinks" not in no["prompt"]  # the list misses it
     assert "A: She drinks from the mug." in sqr["answer"] and "drinks" not in sqr["prompt"]

@@ -19,28 +19,87 @@ from data_builders.finebench import spatial_descriptors
 # AVA v2.2's action list: (label_id, name, label_type); T: things (object manipulation)
 M, T, P = "PERSON_MOVEMENT", "OBJECT_MANIPULATION", "PERSON_INTERACTION"
 AVA_ACTIONS = [
-    (1, "bend/bow (at the waist)", M), (2, "crawl", M), (3, "crouch/kneel", M), (4, "dance", M), (5, "fall down", M),
-    (6, "get up", M), (7, "jump/leap", M), (8, "lie/sleep", M), (9, "martial art", M), (10, "run/jog", M),
-    (11, "sit", M), (12, "stand", M), (13, "swim", M), (14, "walk", M), (15, "answer phone", T),
-    (16, "brush teeth", T), (17, "carry/hold (an object)", T), (18, "catch (an object)", T), (19, "chop", T),
-    (20, "climb (e.g., a mountain)", T), (21, "clink glass", T), (22, "close (e.g., a door, a box)", T),
-    (23, "cook", T), (24, "cut", T), (25, "dig", T), (26, "dress/put on clothing", T), (27, "drink", T),
-    (28, "drive (e.g., a car, a truck)", T), (29, "eat", T), (30, "enter", T), (31, "exit", T), (32, "extract", T),
-    (33, "fishing", T), (34, "hit (an object)", T), (35, "kick (an object)", T), (36, "lift/pick up", T),
-    (37, "listen (e.g., to music)", T), (38, "open (e.g., a window, a car door)", T), (39, "paint", T),
-    (40, "play board game", T), (41, "play musical instrument", T), (42, "play with pets", T),
-    (43, "point to (an object)", T), (44, "press", T), (45, "pull (an object)", T), (46, "push (an object)", T),
-    (47, "put down", T), (48, "read", T), (49, "ride (e.g., a bike, a car, a horse)", T), (50, "row boat", T),
-    (51, "sail boat", T), (52, "shoot", T), (53, "shovel", T), (54, "smoke", T), (55, "stir", T),
-    (56, "take a photo", T), (57, "text on/look at a cellphone", T), (58, "throw", T), (59, "touch (an object)", T),
-    (60, "turn (e.g., a screwdriver)", T), (61, "watch (e.g., TV)", T), (62, "work on a computer", T),
-    (63, "write", T), (64, "fight/hit (a person)", P), (65, "give/serve (an object) to (a person)", P),
-    (66, "grab (a person)", P), (67, "hand clap", P), (68, "hand shake", P), (69, "hand wave", P),
-    (70, "hug (a person)", P), (71, "kick (a person)", P), (72, "kiss (a person)", P), (73, "lift (a person)", P),
-    (74, "listen to (a person)", P), (75, "play with kids", P), (76, "push (another person)", P),
-    (77, "sing to (e.g., self, a person, a group)", P), (78, "take (an object) from (a person)", P),
-    (79, "talk to (e.g., self, a person, a group)", P), (80, "watch (a person)", P),
-]  # fmt: skip
+    (1, "bend/bow (at the waist)", M),
+    (2, "crawl", M),
+    (3, "crouch/kneel", M),
+    (4, "dance", M),
+    (5, "fall down", M),
+    (6, "get up", M),
+    (7, "jump/leap", M),
+    (8, "lie/sleep", M),
+    (9, "martial art", M),
+    (10, "run/jog", M),
+    (11, "sit", M),
+    (12, "stand", M),
+    (13, "swim", M),
+    (14, "walk", M),
+    (15, "answer phone", T),
+    (16, "brush teeth", T),
+    (17, "carry/hold (an object)", T),
+    (18, "catch (an object)", T),
+    (19, "chop", T),
+    (20, "climb (e.g., a mountain)", T),
+    (21, "clink glass", T),
+    (22, "close (e.g., a door, a box)", T),
+    (23, "cook", T),
+    (24, "cut", T),
+    (25, "dig", T),
+    (26, "dress/put on clothing", T),
+    (27, "drink", T),
+    (28, "drive (e.g., a car, a truck)", T),
+    (29, "eat", T),
+    (30, "enter", T),
+    (31, "exit", T),
+    (32, "extract", T),
+    (33, "fishing", T),
+    (34, "hit (an object)", T),
+    (35, "kick (an object)", T),
+    (36, "lift/pick up", T),
+    (37, "listen (e.g., to music)", T),
+    (38, "open (e.g., a window, a car door)", T),
+    (39, "paint", T),
+    (40, "play board game", T),
+    (41, "play musical instrument", T),
+    (42, "play with pets", T),
+    (43, "point to (an object)", T),
+    (44, "press", T),
+    (45, "pull (an object)", T),
+    (46, "push (an object)", T),
+    (47, "put down", T),
+    (48, "read", T),
+    (49, "ride (e.g., a bike, a car, a horse)", T),
+    (50, "row boat", T),
+    (51, "sail boat", T),
+    (52, "shoot", T),
+    (53, "shovel", T),
+    (54, "smoke", T),
+    (55, "stir", T),
+    (56, "take a photo", T),
+    (57, "text on/look at a cellphone", T),
+    (58, "throw", T),
+    (59, "touch (an object)", T),
+    (60, "turn (e.g., a screwdriver)", T),
+    (61, "watch (e.g., TV)", T),
+    (62, "work on a computer", T),
+    (63, "write", T),
+    (64, "fight/hit (a person)", P),
+    (65, "give/serve (an object) to (a person)", P),
+    (66, "grab (a person)", P),
+    (67, "hand clap", P),
+    (68, "hand shake", P),
+    (69, "hand wave", P),
+    (70, "hug (a person)", P),
+    (71, "kick (a person)", P),
+    (72, "kiss (a person)", P),
+    (73, "lift (a person)", P),
+    (74, "listen to (a person)", P),
+    (75, "play with kids", P),
+    (76, "push (another person)", P),
+    (77, "sing to (e.g., self, a person, a group)", P),
+    (78, "take (an object) from (a person)", P),
+    (79, "talk to (e.g., self, a person, a group)", P),
+    (80, "watch (a person)", P),
+]
 NAMES = {i: n for i, n, _ in AVA_ACTIONS}
 CATEGORY = {n: {M: "person movement", T: "object manipulation", P: "person interaction"}[t] for _, n, t in AVA_ACTIONS}
 ACTIONS = {i: finebench.Action(i, n, CATEGORY[n]) for i, n, _ in AVA_ACTIONS}
@@ -111,8 +170,9 @@ def test_every_question_is_valid_and_counts_match_the_rows(built):
     lines = [ln for f in ("ava_train_v2.2.csv", "ava_val_v2.2.csv") for ln in (root / f).read_text().splitlines()]
     # one question per (keyframe, person, action), plus one per (keyframe, person, category) with 2+ actions
     singles = len(lines)
-    groups = Counter((ln.split(",")[0], ln.split(",")[1], ln.split(",")[7], CATEGORY[NAMES[int(ln.split(",")[6])]])
-                     for ln in lines)  # fmt: skip
+    groups = Counter(
+        (ln.split(",")[0], ln.split(",")[1], ln.split(",")[7], CATEGORY[NAMES[int(ln.split(",")[6])]]) for ln in lines
+    )
     combined = sum(1 for c in groups.values() if c >= 2)
     assert len(recs) == singles + combined and combined > 0
     stats = json.loads((out / "stats.json").read_text())
@@ -234,11 +294,16 @@ def test_spatial_descriptors_of_the_hand_built_keyframe(built):
         ),
         (
             {i: [0.1 * i, 0, 0.1 * i + 0.05, 1] for i in range(5)},
-            {0: "the leftmost person", 1: "the second person from the left", 2: "the person in the center",
-             3: "the second person from the right", 4: "the rightmost person"},
+            {
+                0: "the leftmost person",
+                1: "the second person from the left",
+                2: "the person in the center",
+                3: "the second person from the right",
+                4: "the rightmost person",
+            },
         ),
     ],
-)  # fmt: skip
+)
 def test_spatial_descriptors(boxes, expected):
     assert spatial_descriptors(boxes) == expected
 

@@ -31,13 +31,26 @@ def make_finediving(root: Path, protocol: int = 4) -> Path:
             labels = np.array([1] * 5 + [10] * 10 + [22] * 5, dtype=np.int64)  # 20 frames
             score = np.float64(60.0 + 10 * inst + v)
             coarse[key] = {
-                "action_type": "107B" if inst % 2 else "5253B", "dive_score": score, "difficulty": 3.0 + 0.1 * inst,
-                "judge_scores": [8.0, 8.5, 7.5], "start_frame": start, "end_frame": start + 19,
-            }  # fmt: skip
-            fine[key] = {"action_type": coarse[key]["action_type"], "dive_score": score, "frames_labels": labels,
-                         "steps_transit_frames": np.array([5, 15]), "sub-action_types": dict(SUBS)}  # fmt: skip
-    for name, obj in (("FineDiving_coarse_annotation.pkl", coarse), ("FineDiving_fine-grained_annotation.pkl", fine),
-                      ("train_split.pkl", keys[:4]), ("test_split.pkl", keys[4:])):  # fmt: skip
+                "action_type": "107B" if inst % 2 else "5253B",
+                "dive_score": score,
+                "difficulty": 3.0 + 0.1 * inst,
+                "judge_scores": [8.0, 8.5, 7.5],
+                "start_frame": start,
+                "end_frame": start + 19,
+            }
+            fine[key] = {
+                "action_type": coarse[key]["action_type"],
+                "dive_score": score,
+                "frames_labels": labels,
+                "steps_transit_frames": np.array([5, 15]),
+                "sub-action_types": dict(SUBS),
+            }
+    for name, obj in (
+        ("FineDiving_coarse_annotation.pkl", coarse),
+        ("FineDiving_fine-grained_annotation.pkl", fine),
+        ("train_split.pkl", keys[:4]),
+        ("test_split.pkl", keys[4:]),
+    ):
         (ann / name).write_bytes(pickle.dumps(obj, protocol=protocol))
     return root
 

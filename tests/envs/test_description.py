@@ -65,8 +65,14 @@ def test_endpoint_describer_sends_the_key_frames(riding, monkeypatch):
 
     monkeypatch.setenv("FAKE_VLM_KEY", "sk-vlm-456")
     with FakeOpenAIEndpoint(lambda body: "A man rides a bicycle.") as fake:
-        tool = VideoDescriptionTool(describer={"kind": "endpoint", "base_url": fake.base_url, "model": "fake-vlm",
-                                               "api_key_env": "FAKE_VLM_KEY"})  # fmt: skip
+        tool = VideoDescriptionTool(
+            describer={
+                "kind": "endpoint",
+                "base_url": fake.base_url,
+                "model": "fake-vlm",
+                "api_key_env": "FAKE_VLM_KEY",
+            }
+        )
         result = run_tool(tool, {"num_key_frames": 3, "focus": "the legs"}, riding)
     assert result.ok, result.text
     assert result.text.endswith(":\nA man rides a bicycle.") and "sk-vlm" not in result.text
@@ -88,8 +94,10 @@ def test_no_people_gives_evenly_spaced_frames(local_tool):
     assert result.ok and result.data["key_frames"] == [0, 2, 4] and "evenly spaced" in result.text
 
 
-@pytest.mark.parametrize("args, needle", [({"num_key_frames": 9}, "num_key_frames"), ({"focus": 3}, "focus"),
-                                          ({"model": "/tmp/x"}, "model")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, needle",
+    [({"num_key_frames": 9}, "num_key_frames"), ({"focus": 3}, "focus"), ({"model": "/tmp/x"}, "model")],
+)
 def test_malformed_calls(local_tool, riding, args, needle):
     result = run_tool(local_tool, args, riding)
     assert not result.ok and result.error == "bad_arguments" and needle in result.text

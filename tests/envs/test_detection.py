@@ -82,8 +82,12 @@ def test_cyclist_in_bikes(tool):
 
 
 def test_batched_calls_match_single_calls(tool, carphone, two_people):
-    calls = [({"frames": [0, 2]}, carphone), ({"frames": [1]}, two_people), ({"frames": [9]}, carphone),
-             ({"frames": [3]}, two_people)]  # fmt: skip
+    calls = [
+        ({"frames": [0, 2]}, carphone),
+        ({"frames": [1]}, two_people),
+        ({"frames": [9]}, carphone),
+        ({"frames": [3]}, two_people),
+    ]
     batched = run_tool_batch(tool, calls)
     single = [run_tool(tool, args, video) for args, video in calls]
     assert [r.text for r in batched] == [r.text for r in single]

@@ -52,9 +52,14 @@ def test_batched_calls_match_single_calls(tool):
 
 @pytest.mark.parametrize(
     "args, needle",
-    [({"actions": "run"}, "actions"), ({"query": "x" * 301}, "query"), ({"top_k": 9, "query": "run"}, "top_k"),
-     ({"query": "run", "path": "/etc"}, "path"), ({"actions": []}, "actions")],
-)  # fmt: skip
+    [
+        ({"actions": "run"}, "actions"),
+        ({"query": "x" * 301}, "query"),
+        ({"top_k": 9, "query": "run"}, "top_k"),
+        ({"query": "run", "path": "/etc"}, "path"),
+        ({"actions": []}, "actions"),
+    ],
+)
 def test_malformed_calls(tool, args, needle):
     result = run_tool(tool, args, None)
     assert not result.ok and result.error == "bad_arguments" and needle in result.text

@@ -23,12 +23,22 @@ def test_angles_of_a_hand_drawn_figure():
     # a right angle at the elbow. Right arm hangs straight: 180. Left leg: hip (0,30), knee (0,50), and the ankle
     # 20 px from the knee in the direction (sin 60, cos 60), i.e. 60 degrees off the straight-down line.
     ankle = (20 * math.sin(math.radians(60)), 50 + 20 * math.cos(math.radians(60)))
-    kp = _person({
-        "left_shoulder": (0, 0), "left_elbow": (0, 10), "left_wrist": (10, 10),
-        "right_shoulder": (20, 0), "right_elbow": (20, 10), "right_wrist": (20, 20),
-        "left_hip": (0, 30), "left_knee": (0, 50), "left_ankle": ankle,
-        "right_hip": (20, 30), "right_knee": (40, 30), "right_ankle": (40, 50),
-    })  # fmt: skip
+    kp = _person(
+        {
+            "left_shoulder": (0, 0),
+            "left_elbow": (0, 10),
+            "left_wrist": (10, 10),
+            "right_shoulder": (20, 0),
+            "right_elbow": (20, 10),
+            "right_wrist": (20, 20),
+            "left_hip": (0, 30),
+            "left_knee": (0, 50),
+            "left_ankle": ankle,
+            "right_hip": (20, 30),
+            "right_knee": (40, 30),
+            "right_ankle": (40, 50),
+        }
+    )
     angles = joint_angles(kp)
     assert angles["left_elbow"] == pytest.approx(90.0)
     assert angles["right_elbow"] == pytest.approx(180.0)

@@ -164,8 +164,10 @@ def test_joint_angles_on_the_cyclist(riding):
     for frame in result.data["frames"]:
         for p in frame["people"]:
             kp = p["keypoints"]
-            for joint, (a, v, b) in {"left_elbow": ("left_shoulder", "left_elbow", "left_wrist"),
-                                     "right_knee": ("right_hip", "right_knee", "right_ankle")}.items():  # fmt: skip
+            for joint, (a, v, b) in {
+                "left_elbow": ("left_shoulder", "left_elbow", "left_wrist"),
+                "right_knee": ("right_hip", "right_knee", "right_ankle"),
+            }.items():
                 if min(kp[k[a]][2], kp[k[v]][2], kp[k[b]][2]) >= 0.3:
                     assert p["angles"][joint] == pytest.approx(_angle(kp[k[a]], kp[k[v]], kp[k[b]]), abs=0.06)
                     assert f"{joint} {p['angles'][joint]:.0f}" in result.text

@@ -41,8 +41,15 @@ def trained_run(tmp_path, tiny_model_dir):
     checkpoint."""
     from recipes.config import save_config
 
-    cfg = _grpo_cfg(["rollout.num_frames=6", "rollout.max_side=96", "rollout.system_prompt=Name the action.",
-                     "rollout.tools.action_explanation=null", "rollout.tools.video_description=null"])  # fmt: skip
+    cfg = _grpo_cfg(
+        [
+            "rollout.num_frames=6",
+            "rollout.max_side=96",
+            "rollout.system_prompt=Name the action.",
+            "rollout.tools.action_explanation=null",
+            "rollout.tools.video_description=null",
+        ]
+    )
     save_config(cfg, tmp_path / "config.yaml")
     shutil.copytree(tiny_model_dir, tmp_path / "checkpoint-4")
     return tmp_path, cfg
@@ -54,13 +61,25 @@ def test_cli_evaluates_a_checkpoint_under_its_runs_prompt_tools_and_frames(train
     run, cfg = trained_run
     _, _, _, options = prepare(parse_args(["--checkpoint", str(run / "checkpoint-4"), "--benchmark", "sample-ovar"]))
     r = options.rollout
-    assert r.system_prompt == "Name the action." and sorted(r.enabled_tools()) == ["human_detection",
-                                                                                    "pose_estimation"]  # fmt: skip
+    assert r.system_prompt == "Name the action." and sorted(r.enabled_tools()) == [
+        "human_detection",
+        "pose_estimation",
+    ]
     assert (r.num_frames, r.max_side, r.max_turns, r.max_response_tokens) == (6, 96, 3, 1024)
     assert set(options.sources.values()) == {"run config"}
     # a flag overrides its setting and says so; the rest stays the run's
-    args = parse_args(["--checkpoint", str(run / "checkpoint-4"), "--benchmark", "sample-ovar", "--max-side", "64",
-                       "--system-prompt", "Other."])  # fmt: skip
+    args = parse_args(
+        [
+            "--checkpoint",
+            str(run / "checkpoint-4"),
+            "--benchmark",
+            "sample-ovar",
+            "--max-side",
+            "64",
+            "--system-prompt",
+            "Other.",
+        ]
+    )
     _, _, _, options = prepare(args)
     assert (options.rollout.max_side, options.rollout.system_prompt, options.rollout.num_frames) == (64, "Other.", 6)
     assert options.sources["max_side"] == options.sources["system_prompt"] == "flag"

@@ -26,8 +26,10 @@ def save_checkpoint(src: str, dst: Path, step: int, noise: float = 0.0) -> Path:
         gen = torch.Generator().manual_seed(step)
         for path in dst.glob("*.safetensors"):
             state = load_file(str(path))
-            state = {k: v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * noise if v.is_floating_point() else v
-                     for k, v in state.items()}  # fmt: skip
+            state = {
+                k: v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * noise if v.is_floating_point() else v
+                for k, v in state.items()
+            }
             save_file(state, str(path), metadata={"format": "pt"})
     (dst / "trainer_state").mkdir()
     (dst / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": step}))
@@ -77,8 +79,23 @@ def test_two_actors_then_watch_with_one(run_dir, ray_local, tmp_path):
     writer = write_later(run_dir / "checkpoint-4", run / "checkpoint-4", 2.0, when)
     started = time.time()
     try:
-        main(["--watch", str(run), "--benchmark", "sample-aqa", "--actors", "1", "--out", str(one), "--poll", "0.5",
-              "--watch-timeout", "120", *COMMON])  # fmt: skip
+        main(
+            [
+                "--watch",
+                str(run),
+                "--benchmark",
+                "sample-aqa",
+                "--actors",
+                "1",
+                "--out",
+                str(one),
+                "--poll",
+                "0.5",
+                "--watch-timeout",
+                "120",
+                *COMMON,
+            ]
+        )
     finally:
         writer.join()
     assert when["written"] > started  # checkpoint-4 appeared while the watch was running, and it stopped by itself
@@ -110,12 +127,20 @@ def mcq_records(tmp_path: Path) -> Path:
     broken.write_bytes(b"not a video")
     options = {"A": "waving", "B": "squatting", "C": "kicking", "D": "clapping"}
     recs = [
-        {"id": f"m{i}", "task": "mcq", "video": str(v), "prompt": "What is the person doing? Answer with a letter.",
-         "answer": "A", "options": options, "category": cat,
-         "meta": {"boxes": [{"box": [0.1 * (i + 1), 0.2, 0.6, 0.9], "person_id": 1}]}}
-        for i, (v, cat) in enumerate([(videos[0], "person movement"), (videos[1], "object manipulation"),
-                                      (broken, "person movement")])
-    ]  # fmt: skip
+        {
+            "id": f"m{i}",
+            "task": "mcq",
+            "video": str(v),
+            "prompt": "What is the person doing? Answer with a letter.",
+            "answer": "A",
+            "options": options,
+            "category": cat,
+            "meta": {"boxes": [{"box": [0.1 * (i + 1), 0.2, 0.6, 0.9], "person_id": 1}]},
+        }
+        for i, (v, cat) in enumerate(
+            [(videos[0], "person movement"), (videos[1], "object manipulation"), (broken, "person movement")]
+        )
+    ]
     path = tmp_path / "mcq.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
@@ -126,8 +151,19 @@ def test_fineagent_on_mcq_with_and_without(run_dir, ray_local, tmp_path):
 
     out = tmp_path / "out"
     bench = mcq_records(tmp_path)
-    main(["--checkpoint", str(run_dir / "checkpoint-2"), "--benchmark", str(bench), "--fineagent", "localizer",
-          "--out", str(out), *COMMON])  # fmt: skip
+    main(
+        [
+            "--checkpoint",
+            str(run_dir / "checkpoint-2"),
+            "--benchmark",
+            str(bench),
+            "--fineagent",
+            "localizer",
+            "--out",
+            str(out),
+            *COMMON,
+        ]
+    )
     entries = json.loads((out / "metrics.json").read_text())["results"]
     assert [e["variant"] for e in entries] == ["", "localizer"]
     assert all(e["metrics"]["failed"] == 1 and e["metrics"]["n"] == 3 for e in entries)  # the broken video

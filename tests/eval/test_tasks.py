@@ -16,10 +16,18 @@ from eval.checkpoints import CheckpointError, check_checkpoint, checkpoint_step,
 from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 AQA_RECORD = {
-    "id": "a0", "task": "aqa", "label": "wave", "score": 50.0, "difficulty": 1.0, "score_range": [0, 100],
-    "sub_actions": [{"name": "raise arm", "start": 0.0, "end": 0.4}, {"name": "wave", "start": 0.4, "end": 0.8},
-                    {"name": "lower arm", "start": 0.8, "end": 1.0}],
-}  # fmt: skip
+    "id": "a0",
+    "task": "aqa",
+    "label": "wave",
+    "score": 50.0,
+    "difficulty": 1.0,
+    "score_range": [0, 100],
+    "sub_actions": [
+        {"name": "raise arm", "start": 0.0, "end": 0.4},
+        {"name": "wave", "start": 0.4, "end": 0.8},
+        {"name": "lower arm", "start": 0.8, "end": 1.0},
+    ],
+}
 
 
 def sar(answer: dict | None) -> str:
@@ -28,8 +36,17 @@ def sar(answer: dict | None) -> str:
 
 
 def test_aqa_score_by_hand():
-    text = sar({"action": "Wave", "sub_actions": [{"name": "raise arm", "start": 0.0, "end": 0.5},
-                {"name": "lower arm", "start": 0.5, "end": 1.0}], "score": 60, "difficulty": 2.0})  # fmt: skip
+    text = sar(
+        {
+            "action": "Wave",
+            "sub_actions": [
+                {"name": "raise arm", "start": 0.0, "end": 0.5},
+                {"name": "lower arm", "start": 0.5, "end": 1.0},
+            ],
+            "score": 60,
+            "difficulty": 2.0,
+        }
+    )
     parsed, values = tasks.TASKS["aqa"].score(text, AQA_RECORD)
     assert parsed["score"] == 60 and parsed["difficulty"] == 2.0 and parsed["action"] == "Wave"
     assert values["action_correct"] == 1.0
@@ -205,19 +222,26 @@ def test_llm_judge_through_a_fake_endpoint(monkeypatch, capsys):
 
     monkeypatch.setenv("EVAL_JUDGE_KEY", "sk-secret-123")
     records = [dict(AQA_RECORD, id=f"a{i}", prompt="Assess it.", answer='{"action": "wave"}') for i in range(3)]
-    rows = [{"id": r["id"], "prediction": p, "failed": f} for r, p, f in
-            zip(records, ["<answer>wave</answer>", "<answer>squat</answer>", "<answer>wave</answer>"],
-                [False, False, True])]  # fmt: skip
+    rows = [
+        {"id": r["id"], "prediction": p, "failed": f}
+        for r, p, f in zip(
+            records, ["<answer>wave</answer>", "<answer>squat</answer>", "<answer>wave</answer>"], [False, False, True]
+        )
+    ]
     tasks.score_rows("aqa", rows, records)
     with FakeOpenAIEndpoint(rule_judge) as endpoint:
-        judge = {"kind": "openai", "base_url": endpoint.base_url, "model": "fake-judge",
-                 "api_key_env": "EVAL_JUDGE_KEY"}  # fmt: skip
+        judge = {
+            "kind": "openai",
+            "base_url": endpoint.base_url,
+            "model": "fake-judge",
+            "api_key_env": "EVAL_JUDGE_KEY",
+        }
         _llm_judge(rows, records, judge)
     assert [r["judge"] for r in rows] == [
         {"yes": True, "score": 4},
         {"yes": False, "score": 1},
         {"yes": False, "score": 1},
-    ]  # fmt: skip  (the failed one is judged as "")
+    ]  # the failed one is judged as ""
     m = tasks.aggregate("aqa", rows, records)
     assert math.isclose(m["judge_accuracy"], 1 / 3) and m["judge_score"] == 2.0 and m["judge_unparsed"] == 0
     # the key went to the endpoint, from the env var
@@ -250,8 +274,14 @@ class FakeCaptionTool:
 
     name = "video_description"
     frames = {"type": "array", "items": {"type": "integer"}}
-    schema = {"type": "function", "function": {"name": "video_description", "description": "captions",
-              "parameters": {"type": "object", "properties": {"frames": frames}, "required": ["frames"]}}}  # fmt: skip
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "video_description",
+            "description": "captions",
+            "parameters": {"type": "object", "properties": {"frames": frames}, "required": ["frames"]},
+        },
+    }
 
     def call(self, args, video):
         from envs.base import ToolResult
@@ -289,9 +319,10 @@ def test_fineagent_context_with_the_real_tools_on_a_real_clip():
     video = read_video(carphone, num_frames=8, max_side=160)
     tools = {
         "human_detection": envs.make("human_detection"),
-        "video_description": envs.make("video_description", key_frames=1,
-                                       describer={"kind": "local", "model": "embedded", "max_new_tokens": 4}),
-    }  # fmt: skip
+        "video_description": envs.make(
+            "video_description", key_frames=1, describer={"kind": "local", "model": "embedded", "max_new_tokens": 4}
+        ),
+    }
     text = fineagent_context({"meta": {}}, video, ["localizer", "descriptor"], tools)
     localizer, descriptor = text.split("\nDescriptor (frame captions): ")
     assert localizer.startswith("Localizer (people detected): ")

@@ -100,9 +100,19 @@ def test_every_field_of_every_recipe_config_has_a_docstring():
     classes = _config_classes(GrpoConfig) | _config_classes(SftConfig)
     names = {c.__name__ for c in classes}
     # the five components, and what they hold
-    assert {"RolloutConfig", "TrainerConfig", "RewardsConfig", "EvalConfig", "RunConfig", "ToolPoolConfig",
-            "RewardSpec", "ColdStartConfig", "SftDataConfig"} <= names  # fmt: skip
-    undocumented = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
-                    if not field_docs(c).get(f.name)]  # fmt: skip
+    assert {
+        "RolloutConfig",
+        "TrainerConfig",
+        "RewardsConfig",
+        "EvalConfig",
+        "RunConfig",
+        "ToolPoolConfig",
+        "RewardSpec",
+        "ColdStartConfig",
+        "SftDataConfig",
+    } <= names
+    undocumented = [
+        f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if not field_docs(c).get(f.name)
+    ]
     assert undocumented == []
     assert all((c.__doc__ or "").strip() and not c.__doc__.startswith(c.__name__ + "(") for c in classes)

@@ -32,7 +32,7 @@ def test_fit_world_size_drops_whole_trailing_groups():
         (
             ["rewards.components=[{name: format, wen: accuracy}]"],
             "rewards.components[].wen: unknown key; did you mean 'when'?",
-        ),  # fmt: skip
+        ),
         (["rewards.components=[{name: aqa_score, args: {lam_qq: 1}}]"], "did you mean 'lam_q'?"),
         (["rollout.tools.pose_estimation.devise=cuda"], "rollout.tools.pose_estimation.devise"),
         (["rollout.tools.video_description.describer.max_new_token=4"], "did you mean 'max_new_tokens'?"),

@@ -51,8 +51,9 @@ def test_a_cold_start_on_aqa_records_is_refused_before_ray(tmp_path):
     import ray
 
     was_running = ray.is_initialized()
-    cfg = grpo.load([f"run.run_dir={tmp_path}", "cold_start.steps=2", "cold_start.batch_size=2"],
-                    hieroaction_grpo.DEFAULT_YAML)  # fmt: skip
+    cfg = grpo.load(
+        [f"run.run_dir={tmp_path}", "cold_start.steps=2", "cold_start.batch_size=2"], hieroaction_grpo.DEFAULT_YAML
+    )
     # the cold start's template teacher writes Video-STAR chains, which only ovar records have
     with pytest.raises(ValueError, match="no ovar records"):
         sft.cold_start(cfg)

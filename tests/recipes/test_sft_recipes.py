@@ -34,11 +34,21 @@ def _two_chains(tmp_path: Path) -> Path:
 def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny_model_dir, tmp_path):
     sft_dir = tmp_path / "sft"
     steps = 100  # seen: the loss falls from ~12 to ~0.2-0.4 by step 60 and below 0.01 by step 100
-    videostar_sft.main([
-        f"run.run_dir={sft_dir}", f"data.train={_two_chains(tmp_path)}", f"run.steps={steps}",
-        f"run.save_every={steps}", "data.batch_size=2", "trainer.lr=1e-2", "trainer.lr_schedule=constant",
-        "trainer.warmup_steps=2", "eval.samples=2", "rollout.n=4", "eval.before=true",
-    ])  # fmt: skip
+    videostar_sft.main(
+        [
+            f"run.run_dir={sft_dir}",
+            f"data.train={_two_chains(tmp_path)}",
+            f"run.steps={steps}",
+            f"run.save_every={steps}",
+            "data.batch_size=2",
+            "trainer.lr=1e-2",
+            "trainer.lr_schedule=constant",
+            "trainer.warmup_steps=2",
+            "eval.samples=2",
+            "rollout.n=4",
+            "eval.before=true",
+        ]
+    )
     rows = _rows(sft_dir)
     before, train_rows, after = rows[0], rows[1:], rows[-1]
     assert before["step"] == 0 and [r["step"] for r in train_rows] == list(range(1, steps + 1))
@@ -53,12 +63,19 @@ def test_videostar_sft_learns_the_format_and_grpo_starts_from_it(ray_local, tiny
     assert (checkpoint / "trainer_state").is_dir() and (sft_dir / "loss.png").is_file()
 
     grpo_dir = tmp_path / "grpo"
-    videostar_grpo.main([
-        f"run.run_dir={grpo_dir}", "run.steps=1", f"init_from={checkpoint}", "data.batch_size=1", "rollout.n=2",
-        # the tools the SFT run showed (pose only): the system prompt lists the enabled tools' schemas
-        "rollout.tools.human_detection=null", "rollout.tools.action_explanation=null",
-        "rollout.tools.video_description=null",
-    ])  # fmt: skip
+    videostar_grpo.main(
+        [
+            f"run.run_dir={grpo_dir}",
+            "run.steps=1",
+            f"init_from={checkpoint}",
+            "data.batch_size=1",
+            "rollout.n=2",
+            # the tools the SFT run showed (pose only): the system prompt lists the enabled tools' schemas
+            "rollout.tools.human_detection=null",
+            "rollout.tools.action_explanation=null",
+            "rollout.tools.video_description=null",
+        ]
+    )
     (row,) = _rows(grpo_dir)
     assert not (grpo_dir / "cold_start").exists()  # no cold-start stage: the SFT checkpoint is the start
     assert row["rollout/trajectories"] == 2 and row["tools/call_rate"] > 0  # the SFT policy calls the tool
@@ -88,10 +105,14 @@ def test_sft_bad_trainer_config_fails_before_ray(tmp_path):
 
     was_running = ray.is_initialized()
     with pytest.raises(ConfigError) as err:
-        videostar_sft.main([
-            f"run.run_dir={tmp_path}", "trainer.strategy=megatron", "trainer.pack_max_tokens=-1",
-            "data.batch_size=3",
-        ])  # fmt: skip
+        videostar_sft.main(
+            [
+                f"run.run_dir={tmp_path}",
+                "trainer.strategy=megatron",
+                "trainer.pack_max_tokens=-1",
+                "data.batch_size=3",
+            ]
+        )
     text = str(err.value)
     for needle in ("trainer.strategy", "'megatron'", "trainer.pack_max_tokens", "data.batch_size 3"):
         assert needle in text, text

@@ -38,8 +38,15 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     videostar_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=1", *quick])
 
     cold = run_dir / "cold_start"  # stage 1: an SFT run of its own, whose last checkpoint GRPO starts from
-    for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-1", "checkpoint-2",
-                 "cold_start/metrics.jsonl", "cold_start/checkpoint-2/trainer_state"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "rewards.png",
+        "checkpoint-1",
+        "checkpoint-2",
+        "cold_start/metrics.jsonl",
+        "cold_start/checkpoint-2/trainer_state",
+    ):
         assert (run_dir / name).exists(), name
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["init_from"] == str(cold / "checkpoint-2")
@@ -102,12 +109,20 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
 
     was_running = ray.is_initialized()
     with pytest.raises(ConfigError) as err:
-        videostar_grpo.main([
-            f"run.run_dir={tmp_path}", "model.path=/no/such/model", "data.train=/no/such.jsonl",
-            "rollout.tools={nope: {}}", "rewards.components=[{name: not_a_reward}]", "cold_start.steps=0",
-            "trainer.strategy=deepspeed", "trainer.zero_stage=1", "trainer.pack_max_tokens=-5",
-            "trainer.attn_implementation=flash3",
-        ])  # fmt: skip
+        videostar_grpo.main(
+            [
+                f"run.run_dir={tmp_path}",
+                "model.path=/no/such/model",
+                "data.train=/no/such.jsonl",
+                "rollout.tools={nope: {}}",
+                "rewards.components=[{name: not_a_reward}]",
+                "cold_start.steps=0",
+                "trainer.strategy=deepspeed",
+                "trainer.zero_stage=1",
+                "trainer.pack_max_tokens=-5",
+                "trainer.attn_implementation=flash3",
+            ]
+        )
     text = str(err.value)
     for needle in (
         "/no/such/model",

@@ -96,8 +96,14 @@ def test_specs_given_as_dataclasses_score_the_same():
 
 def test_gate_skips_the_plugin_where_closed(plugins):
     names, calls = plugins
-    out = score_batch(BATCH, [{"name": "format"}, {"name": names["counted"], "when": "accuracy", "args": {"scale": 3}},
-                              {"name": "accuracy", "weight": 0}])  # fmt: skip
+    out = score_batch(
+        BATCH,
+        [
+            {"name": "format"},
+            {"name": names["counted"], "when": "accuracy", "args": {"scale": 3}},
+            {"name": "accuracy", "weight": 0},
+        ],
+    )
     assert calls == ["a", "c"]  # accuracy is 1 only on a and c; d has no answer (None closes the gate)
     assert out.components[names["counted"]] == [3.0, 0.0, 3.0, 0.0]
     assert out.totals == [4.0, 0.0, 4.0, 1.0]

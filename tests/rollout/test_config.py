@@ -30,11 +30,13 @@ def test_system_prompt_is_text_or_a_file(tmp_path):
         ({"n": 0}, "rollout.n: must be >= 1, got 0"),
         ({"top_p": 0.0}, "rollout.top_p: in (0, 1], got 0.0"),
         ({"max_side": 10}, "rollout.max_side: at least 28 pixels (one vision patch pair), got 10"),
-        ({"engine_kwargs": {"dtyp": "float32"}},
-         "rollout.engine_kwargs.dtyp: unknown key; did you mean 'dtype'? (valid: dtype, device, cache_size)"),
+        (
+            {"engine_kwargs": {"dtyp": "float32"}},
+            "rollout.engine_kwargs.dtyp: unknown key; did you mean 'dtype'? (valid: dtype, device, cache_size)",
+        ),
         ({"tools": {"pose_estimaton": {}}}, "rollout.tools.pose_estimaton: unknown tool"),
     ],
-)  # fmt: skip
+)
 def test_each_bad_field_is_named_with_its_value(kwargs, expected):
     problems = RolloutConfig(**kwargs).validate()
     assert any(p.startswith(expected) for p in problems), problems

@@ -14,7 +14,7 @@ token then sees exactly what it would see alone, and no position is spent on pad
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,72 @@ def split_packs(packs: list[list[int]], count: int) -> list[list[int]]:
         half = len(packs[k]) // 2
         packs[k : k + 1] = [packs[k][:half], packs[k][half:]]
     return packs
+
+
+@dataclass
+class StepPlan:
+    """How a rank runs its share of one step: `order` is the order its sequences run in, and `chunks` holds, for
+    each chunk (a GRPO mini-batch, one optimizer step each; SFT has one), the [start, stop) range in that order of
+    each forward (a padded micro-batch or a pack). `positions`: the sequence positions those forwards compute,
+    padding included."""
+
+    order: list[int]
+    chunks: list[list[tuple[int, int]]]
+    positions: int
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """Every forward's range, chunk after chunk (the passes that only score, e.g. old and reference)."""
+        return [r for chunk in self.chunks for r in chunk]
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        """Each chunk's [start, stop) in `order`."""
+        return [(chunk[0][0], chunk[-1][1]) for chunk in self.chunks]
+
+
+def plan_step(
+    lengths: Sequence[int],
+    chunk: int,
+    *,
+    micro_batch_size: int = 0,
+    group_by_length: bool = False,
+    pack_max_tokens: int = 0,
+    agree_count: Callable[[int], int] | None = None,
+) -> StepPlan:
+    """Plan a rank's forwards over sequences of `lengths`, cut into consecutive chunks of `chunk` sequences. Every
+    sequence stays in its chunk, so each mini-batch trains on the sequences it was given.
+
+    Padding: micro-batches of `micro_batch_size` (0: the whole chunk), longest first within a chunk with
+    `group_by_length`. Packing (`pack_max_tokens` > 0): each chunk's packs (`pack_plan`); `agree_count(n)` turns
+    this rank's pack count into the count every rank runs (the maximum over ranks; None: a rank on its own), and
+    a rank with fewer packs splits its plan (`split_packs`), so the ranks' forwards and their collectives line up.
+
+    >>> plan_step([5, 90, 7, 88], 4, micro_batch_size=2, group_by_length=True)  # padded to 90 and to 7
+    StepPlan(order=[1, 3, 2, 0], chunks=[[(0, 2), (2, 4)]], positions=194)
+    """
+    if chunk <= 0:
+        raise ValueError(f"plan_step: chunk must be positive, got {chunk}")
+    order: list[int] = []
+    chunks: list[list[tuple[int, int]]] = []
+    positions = 0
+    for first in range(0, len(lengths), chunk):
+        members = list(range(first, min(first + chunk, len(lengths))))
+        within = [lengths[i] for i in members]
+        if pack_max_tokens > 0:
+            packs = pack_plan(within, pack_max_tokens)
+            groups = split_packs(packs, agree_count(len(packs)) if agree_count else len(packs))
+        else:
+            ranked = length_order(within) if group_by_length else list(range(len(members)))
+            size = micro_batch_size or len(members)
+            groups = [ranked[k : k + size] for k in range(0, len(ranked), size)]
+        chunks.append([])
+        for group in groups:
+            chunks[-1].append((len(order), len(order) + len(group)))
+            order.extend(members[k] for k in group)
+            sizes = [within[k] for k in group]
+            positions += sum(sizes) if pack_max_tokens > 0 else max(sizes) * len(sizes)  # a packed row has no pad
+    return StepPlan(order, chunks, positions)
 
 
 def _expand(traj: Trajectory, merge_size: int) -> Sample:

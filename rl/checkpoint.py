@@ -1,13 +1,14 @@
 """Checkpoint files without pickle: optimizer state and RNG states as safetensors + JSON, processor files copied.
 
-Layout written by `TrainerRank.save_checkpoint`:
+Layout written by `save_rank` (every trainer rank calls it; `load_rank` reads it back):
 
     dir/                       loads with AutoModelForImageTextToText.from_pretrained / vLLM as is
       config.json, model*.safetensors, generation_config.json, tokenizer / processor / chat template files
       trainer_state/
-        optimizer.safetensors  every tensor of the (full, flattened) optimizer state
-        optimizer.json         every other entry (param groups, scalar steps), with the tensor keys
+        optimizer.safetensors  every tensor of the (full, flattened) optimizer state (DeepSpeed: one
+        optimizer.json         optimizer_rank{r} pair per rank); every other entry (param groups, scalar steps)
         rng_rank{r}.safetensors, rng_rank{r}.json   torch / CUDA / numpy / python RNG of each rank
+        trainer.json           the trainer config, world size and optimizer step count
         extra_state.json       the caller's state (data cursor, step, ...)
 """
 
@@ -17,6 +18,7 @@ import fnmatch
 import json
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,83 @@ def latest_checkpoint(run_dir: str | Path, complete: bool = True) -> Path | None
         if tail.isdigit() and (not complete or (path / STATE_DIR).is_dir()):
             found.append((int(tail), path))
     return max(found)[1] if found else None
+
+
+def save_rank(
+    directory: str | Path,
+    extra_state: dict[str, Any],
+    *,
+    rank: int,
+    cfg: Any,
+    model: Any,
+    strategy: Any,
+    model_path: str,
+    opt_steps: int,
+) -> Path:
+    """One trainer rank's part of writing a checkpoint (every rank calls it): rank 0 writes the model directory
+    (weights gathered from every rank, processor files of `model_path`), trainer.json and `extra_state`; each rank
+    its optimizer state through `strategy` and its RNG states. The same layout for every strategy, except that
+    DeepSpeed writes one optimizer partition per rank."""
+    import torch.distributed as dist
+
+    out = Path(directory)
+    state_dir = out / STATE_DIR
+    state = strategy.full_state_dict(model)  # a collective: every rank takes part, rank 0 keeps the result
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        module = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+        module.save_pretrained(str(out), state_dict=state, safe_serialization=True)
+        copy_processor_files(model_path, out)
+        write_json(state_dir / "extra_state.json", extra_state)
+        write_json(
+            state_dir / "trainer.json", {"world_size": cfg.world_size, "config": asdict(cfg), "opt_steps": opt_steps}
+        )
+    dist.barrier()  # the folder exists before the other ranks write their files
+    strategy.save_optimizer(state_dir, rank)
+    save_flat_state(rng_state(), state_dir, f"rng_rank{rank}")
+    dist.barrier()
+    return out
+
+
+def check_resumable(saved: dict[str, Any], cfg: Any, where: str | Path) -> None:
+    """Raise unless a trainer of config `cfg` can resume from a checkpoint whose trainer.json is `saved`: the same
+    strategy, and for DeepSpeed (each rank reads its own optimizer partition) the same world size and ZeRO stage.
+    FSDP2 checkpoints hold the full optimizer state and resume on any number of ranks."""
+    saved_cfg = saved.get("config", {})
+    if saved_cfg.get("strategy", "fsdp2") != cfg.strategy:
+        raise ValueError(
+            f"{where}: saved by strategy {saved_cfg.get('strategy')!r}, this trainer is {cfg.strategy!r}; "
+            "start from its weights instead (model.path / init_from) to change strategy"
+        )
+    if cfg.strategy == "deepspeed" and (
+        saved["world_size"] != cfg.world_size or saved_cfg.get("zero_stage") != cfg.zero_stage
+    ):
+        raise ValueError(
+            f"{where}: a DeepSpeed checkpoint of world_size {saved['world_size']} and ZeRO stage "
+            f"{saved_cfg.get('zero_stage')} resumes only with the same (here {cfg.world_size}, {cfg.zero_stage})"
+        )
+
+
+def load_rank(directory: str | Path, *, rank: int, cfg: Any, model: Any, strategy: Any) -> tuple[dict[str, Any], int]:
+    """One trainer rank's part of resuming (every rank calls it): check the checkpoint fits `cfg`, load the
+    weights into `model` and the optimizer state through `strategy`, restore this rank's RNG. Returns the saved
+    extra_state and the optimizer step count (the learning-rate schedule's clock)."""
+    import torch.distributed as dist
+    from transformers import AutoModelForImageTextToText
+
+    src = Path(directory)
+    state_dir = src / STATE_DIR
+    extra = read_json(state_dir / "extra_state.json")
+    saved = read_json(state_dir / "trainer.json")
+    check_resumable(saved, cfg, src)
+    # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
+    dtype = next(getattr(model, "module", model).parameters()).dtype
+    loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
+    strategy.load_full_state_dict(model, loaded.state_dict())
+    del loaded
+    strategy.load_optimizer(state_dir, rank)
+    rng_name = f"rng_rank{rank}"
+    if (state_dir / f"{rng_name}.json").is_file():
+        set_rng_state(load_flat_state(state_dir, rng_name))
+    dist.barrier()
+    return extra, int(saved.get("opt_steps", 0))

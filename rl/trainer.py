@@ -15,6 +15,7 @@ The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="
 cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
 sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding, and
 `pack_max_tokens` instead packs them into rows of at most that many tokens with no padding at all (SFT and GRPO).
+`rl.batch.plan_step` makes that plan for a step; `rl.checkpoint.save_rank` / `load_rank` do a rank's checkpoint I/O.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rl import checkpoint as ckpt
+from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
 from rl.schedule import lr_at
 from rl.strategies import make_strategy  # how a loaded model is wrapped for data parallelism
+
+# Per-rank metric sums of a GRPO step, all-reduced together at its end.
+GRPO_SUMS = ("loss", "pg_loss", "kl", "clipfrac", "entropy", "rollout_logprob_diff", "num_tokens")
 
 
 def resolve_attn_implementation(name: str, device_type: str) -> str:
@@ -134,53 +138,49 @@ class TrainerRank:
     # ---- training -------------------------------------------------------------------------------------------
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
-        """One GRPO update on this rank's contiguous shard of the batch; returns metrics averaged over ranks."""
+        """One GRPO update on this rank's contiguous shard of the batch (`mini_batches` optimizer steps); returns
+        metrics averaged over ranks."""
         import torch
 
         from rl.batch import build_batch
 
-        world, cfg = self.cfg.world_size, self.cfg
-        n = len(trajectories)
-        if len(advantages) != n:
-            raise ValueError(f"train_step: {n} trajectories but {len(advantages)} advantages")
-        if n == 0 or n % world:
-            raise ValueError(f"train_step: batch size {n} must be a positive multiple of world_size {world}")
-        local = n // world
-        if local % cfg.mini_batches:
-            raise ValueError(f"train_step: per-rank batch {local} is not divisible by mini_batches {cfg.mini_batches}")
-        shard = slice(self.rank * local, (self.rank + 1) * local)
-        size = local // cfg.mini_batches
+        cfg = self.cfg
+        if len(advantages) != len(trajectories):
+            raise ValueError(f"train_step: {len(trajectories)} trajectories but {len(advantages)} advantages")
+        shard = self._shard("train_step", len(trajectories), cfg.mini_batches)
         batch = build_batch(trajectories[shard], self.merge_size)
-        order, ranges = self._layout(batch, size)  # the order keeps every sequence in its mini-batch
-        batch = batch.reorder(order)
-        adv = torch.tensor([float(advantages[shard][i]) for i in order], device=self.device)
+        plan = self._plan(batch, len(batch) // cfg.mini_batches)
+        batch = batch.reorder(plan.order)
+        adv = torch.tensor([float(advantages[shard][i]) for i in plan.order], device=self.device)
         mask = batch.response_mask.to(self.device)
         with torch.no_grad():
-            sizes = {"temperature": self.temperature, "ranges": ranges}
-            old = self._logprobs(self.model, batch, **sizes)
-            ref = self._logprobs(self.ref, batch, **sizes) if self.ref is not None else None
-        diff = ((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum()
-        sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-        skipped = 0
-        for start in range(0, local, size):
-            within = [(a - start, b - start) for a, b in ranges if start <= a < start + size]
-            stats = self._mini_batch(batch.select(start, start + size), old, ref, adv, mask, start, within)
-            for key in sums:
-                sums[key] += stats[key]
-            skipped += stats["skipped"]
-        totals = self._all_reduce([sums["clipfrac"], sums["entropy"], float(diff), float(mask.sum())])
-        tokens = max(totals[3], 1.0)
-        steps = cfg.mini_batches
+            scoring = {"temperature": self.temperature, "ranges": plan.ranges}
+            old = self._logprobs(self.model, batch, **scoring)
+            ref = self._logprobs(self.ref, batch, **scoring) if self.ref is not None else None
+        # Each mini-batch's tokens and sequences over all ranks normalise its loss, so the gradient depends on
+        # neither micro_batch_size nor world_size.
+        counts = [float(x) for a, b in plan.bounds for x in (mask[a:b].sum(), (mask[a:b].sum(-1) > 0).sum())]
+        norms = self._all_reduce(counts)
+        sums = dict.fromkeys(GRPO_SUMS, 0.0)
+        grad_norm, skipped = 0.0, 0
+        for k, ranges in enumerate(plan.chunks):
+            self._set_lr()
+            self.strategy.zero_grad()
+            part = self._grpo_backward(batch, ranges, old, ref, adv, mask, norms[2 * k], norms[2 * k + 1])
+            norm, stepped = self._step()
+            grad_norm, skipped = grad_norm + norm, skipped + int(not stepped)
+            for key, value in part.items():
+                sums[key] += value
+        sums["rollout_logprob_diff"] = float(((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum())
+        sums["num_tokens"] = float(mask.sum())
+        totals = dict(zip(sums, self._all_reduce(list(sums.values()))))
+        tokens, steps = max(totals["num_tokens"], 1.0), cfg.mini_batches
         return {
-            "train/loss": self._all_reduce([sums["loss"]])[0] / steps,
-            "train/pg_loss": self._all_reduce([sums["pg_loss"]])[0] / steps,
-            "train/kl": self._all_reduce([sums["kl"]])[0] / steps,
-            "train/clipfrac": totals[0] / tokens,
-            "train/entropy": totals[1] / tokens,
-            "train/grad_norm": sums["grad_norm"] / steps,
+            **{f"train/{key}": totals[key] / steps for key in ("loss", "pg_loss", "kl")},
+            **{f"train/{key}": totals[key] / tokens for key in ("clipfrac", "entropy", "rollout_logprob_diff")},
+            "train/grad_norm": grad_norm / steps,  # already the norm of the gradient over all ranks
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
-            "train/num_tokens": totals[3],
-            "train/rollout_logprob_diff": totals[2] / tokens,
+            "train/num_tokens": totals["num_tokens"],
             "train/skipped_steps": float(skipped),
         }
 
@@ -192,17 +192,14 @@ class TrainerRank:
         from rl.batch import build_batch
 
         world = self.cfg.world_size
-        n = len(trajectories)
-        if n == 0 or n % world:
-            raise ValueError(f"sft_step: batch size {n} must be a positive multiple of world_size {world}")
-        local = n // world
-        batch = build_batch(trajectories[self.rank * local : (self.rank + 1) * local], self.merge_size)
-        order, ranges = self._layout(batch, local)
-        batch = batch.reorder(order)
+        batch = build_batch(trajectories[self._shard("sft_step", len(trajectories))], self.merge_size)
+        plan = self._plan(batch, len(batch))
+        batch = batch.reorder(plan.order)
         mask = batch.response_mask.to(self.device)
         (num_tokens,) = self._all_reduce([float(mask.sum())])
         used_lr = self._set_lr(lr)
         self.strategy.zero_grad()
+        (ranges,) = plan.chunks
         loss_sum = 0.0
         for i, (start, stop) in enumerate(ranges):
             logp = self._logprobs(self.model, batch.select(start, stop))
@@ -210,10 +207,9 @@ class TrainerRank:
             loss = -(logp * mask[start:stop]).sum() * world / max(num_tokens, 1.0)
             self.strategy.backward(loss, last=i == len(ranges) - 1)
             loss_sum += float(loss.detach()) / world
-        grad_norm, stepped = self.strategy.step()
-        self.opt_steps += int(stepped)
+        grad_norm, stepped = self._step()
         self._set_lr()  # back to the schedule after an explicit `lr`
-        loss_total, padded = self._all_reduce([loss_sum, float(self._positions(batch, ranges))])
+        loss_total, padded = self._all_reduce([loss_sum, float(plan.positions)])
         return {
             "sft/loss": loss_total,
             "sft/grad_norm": grad_norm,
@@ -224,57 +220,39 @@ class TrainerRank:
             "sft/padded_tokens": padded,  # sequence positions the forwards computed, padding included
         }
 
-    def _layout(self, batch, chunk: int) -> tuple[list[int], list[tuple[int, int]]]:
-        """How this rank runs `batch` cut into consecutive chunks of `chunk` sequences (GRPO's mini-batches; SFT
-        has one): the order of the sequences, and each forward's [start, stop) range in that order. Padding:
-        micro-batches of `micro_batch_size` (longest first within a chunk with `group_by_length`). Packing
-        (`pack_max_tokens` > 0): each chunk's packs; every rank runs as many per chunk as the rank with the most
-        (its plan split further), so the ranks' forwards and their collectives line up."""
-        from rl.batch import length_order, pack_plan, split_packs
+    def _shard(self, where: str, n: int, parts: int = 1) -> slice:
+        """This rank's contiguous share of a batch of `n` sequences, which must split into `parts` mini-batches."""
+        world = self.cfg.world_size
+        if n == 0 or n % world:
+            raise ValueError(f"{where}: batch size {n} must be a positive multiple of world_size {world}")
+        local = n // world
+        if local % parts:
+            raise ValueError(f"{where}: per-rank batch {local} is not divisible by mini_batches {parts}")
+        return slice(self.rank * local, (self.rank + 1) * local)
 
+    def _plan(self, batch, chunk: int) -> StepPlan:
+        """`plan_step` for `batch` with this trainer's micro-batching; the ranks agree on their pack counts."""
         cfg = self.cfg
-        order: list[int] = []
-        ranges: list[tuple[int, int]] = []
-        for first in range(0, len(batch), chunk):
-            members = list(range(first, min(first + chunk, len(batch))))
-            lengths = [len(batch.samples[i].input_ids) for i in members]
-            if cfg.pack_max_tokens > 0:
-                plan = pack_plan(lengths, cfg.pack_max_tokens)
-                (count,) = self._all_reduce([float(len(plan))], op="max")
-                groups = split_packs(plan, int(count))
-            else:
-                within = length_order(lengths) if cfg.group_by_length else list(range(len(members)))
-                size = cfg.micro_batch_size or len(members)
-                groups = [within[k : k + size] for k in range(0, len(within), size)]
-            for group in groups:
-                ranges.append((len(order), len(order) + len(group)))
-                order.extend(members[k] for k in group)
-        return order, ranges
+        return plan_step(
+            [len(s.input_ids) for s in batch.samples],
+            chunk,
+            micro_batch_size=cfg.micro_batch_size,
+            group_by_length=cfg.group_by_length,
+            pack_max_tokens=cfg.pack_max_tokens,
+            agree_count=lambda n: int(self._all_reduce([float(n)], op="max")[0]),
+        )
 
-    def _positions(self, batch, ranges) -> int:
-        """Sequence positions the forwards over `ranges` compute: a packed row has no padding, a padded
-        micro-batch is as wide as its longest sequence in every row."""
-        lengths = [len(s.input_ids) for s in batch.samples]
-        if self.cfg.pack_max_tokens > 0:
-            return sum(lengths)
-        return sum(max(lengths[a:b]) * (b - a) for a, b in ranges)
-
-    def _mini_batch(self, mini, old, ref, adv, mask, offset: int, ranges) -> dict[str, float]:
-        """Forward/backward over one mini-batch, one forward per [start, stop) of `ranges` (micro-batches or
-        packs), then clip and step. Sums are this rank's shares."""
+    def _grpo_backward(self, batch, ranges, old, ref, adv, mask, num_tokens: float, num_seqs: float) -> dict:
+        """Forward/backward of the GRPO loss, one forward per [start, stop) of `ranges` (one mini-batch's
+        micro-batches or packs); the metric sums are this rank's shares."""
         from rl.grpo import grpo_loss
 
         cfg, world = self.cfg, self.cfg.world_size
-        rows = slice(offset, offset + len(mini))
-        # Global normalisers, so the gradient does not depend on micro_batch_size or world_size.
-        num_tokens, num_seqs = self._all_reduce([float(mask[rows].sum()), float((mask[rows].sum(-1) > 0).sum())])
         out = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
-        self._set_lr()
-        self.strategy.zero_grad()
         for i, (start, stop) in enumerate(ranges):
-            r = slice(offset + start, offset + stop)
+            r = slice(start, stop)
             logp, entropy = self._logprobs(
-                self.model, mini.select(start, stop), temperature=self.temperature, with_entropy=True
+                self.model, batch.select(start, stop), temperature=self.temperature, with_entropy=True
             )
             loss, metrics = grpo_loss(
                 logp,
@@ -295,14 +273,15 @@ class TrainerRank:
             out["loss"] += float(loss.detach()) / world
             out["pg_loss"] += metrics["pg_loss"] / world
             out["kl"] += metrics["kl"] / world
-            micro_tokens = float(mask[r].sum())
-            out["clipfrac"] += metrics["clipfrac"] * micro_tokens
+            out["clipfrac"] += metrics["clipfrac"] * float(mask[r].sum())
             out["entropy"] += float((entropy * mask[r]).sum())
+        return out
+
+    def _step(self) -> tuple[float, bool]:
+        """Clip and step the optimizer (skipped on a non-finite gradient norm); the schedule's clock advances."""
         grad_norm, stepped = self.strategy.step()
         self.opt_steps += int(stepped)
-        out["skipped"] = int(not stepped)
-        out["grad_norm"] = grad_norm
-        return out
+        return grad_norm, stepped
 
     def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
         import torch
@@ -331,64 +310,27 @@ class TrainerRank:
         return time.perf_counter() - start
 
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> str:
-        """Write a from_pretrained-loadable model directory plus trainer_state/ (see `rl.checkpoint`); the same
-        layout for every strategy, except that DeepSpeed writes one optimizer partition per rank."""
-        import torch.distributed as dist
-
-        out = Path(directory)
-        state_dir = out / ckpt.STATE_DIR
-        state = self.export_weights()
-        if self.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            module = getattr(self.model, "module", self.model)  # a DeepSpeed engine wraps the HF model
-            module.save_pretrained(str(out), state_dict=state, safe_serialization=True)
-            ckpt.copy_processor_files(self.model_path, out)
-            ckpt.write_json(state_dir / "extra_state.json", extra_state)
-            trainer_state = {"world_size": self.cfg.world_size, "config": asdict(self.cfg)}
-            ckpt.write_json(state_dir / "trainer.json", {**trainer_state, "opt_steps": self.opt_steps})
-        dist.barrier()  # the folder exists before the other ranks write their files
-        self.strategy.save_optimizer(state_dir, self.rank)
-        ckpt.save_flat_state(ckpt.rng_state(), state_dir, f"rng_rank{self.rank}")
-        dist.barrier()
+        """Write a from_pretrained-loadable model directory plus trainer_state/ (`rl.checkpoint.save_rank`)."""
+        out = ckpt.save_rank(
+            directory,
+            extra_state,
+            rank=self.rank,
+            cfg=self.cfg,
+            model=self.model,
+            strategy=self.strategy,
+            model_path=self.model_path,
+            opt_steps=self.opt_steps,
+        )
         return str(out)
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
         """Restore weights, optimizer state, the schedule's step and this rank's RNG from `directory`; return its
         extra_state. FSDP2 checkpoints resume on any number of ranks; DeepSpeed ones need the same world size,
-        strategy and ZeRO stage (each rank reads its own optimizer partition)."""
-        import torch.distributed as dist
-        from transformers import AutoModelForImageTextToText
-
-        src = Path(directory)
-        state_dir = src / ckpt.STATE_DIR
-        extra = ckpt.read_json(state_dir / "extra_state.json")
-        saved = ckpt.read_json(state_dir / "trainer.json")
-        saved_cfg = saved.get("config", {})
-        if saved_cfg.get("strategy", "fsdp2") != self.cfg.strategy:
-            raise ValueError(
-                f"{src}: saved by strategy {saved_cfg.get('strategy')!r}, this trainer is {self.cfg.strategy!r}; "
-                "start from its weights instead (model.path / init_from) to change strategy"
-            )
-        if self.cfg.strategy == "deepspeed" and (
-            saved["world_size"] != self.cfg.world_size or saved_cfg.get("zero_stage") != self.cfg.zero_stage
-        ):
-            raise ValueError(
-                f"{src}: a DeepSpeed checkpoint of world_size {saved['world_size']} and ZeRO stage "
-                f"{saved_cfg.get('zero_stage')} resumes only with the same (here {self.cfg.world_size}, "
-                f"{self.cfg.zero_stage})"
-            )
-        # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
-        dtype = next(getattr(self.model, "module", self.model).parameters()).dtype
-        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
-        self.strategy.load_full_state_dict(self.model, loaded.state_dict())
-        del loaded
-        self.strategy.load_optimizer(state_dir, self.rank)
-        self.opt_steps = int(saved.get("opt_steps", 0))
+        strategy and ZeRO stage (`rl.checkpoint.load_rank`)."""
+        extra, self.opt_steps = ckpt.load_rank(
+            directory, rank=self.rank, cfg=self.cfg, model=self.model, strategy=self.strategy
+        )
         self._set_lr()
-        rng_name = f"rng_rank{self.rank}"
-        if (state_dir / f"{rng_name}.json").is_file():
-            ckpt.set_rng_state(ckpt.load_flat_state(state_dir, rng_name))
-        dist.barrier()
         return extra
 
     def shutdown(self) -> None:

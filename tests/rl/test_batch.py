@@ -192,3 +192,85 @@ def test_packed_logprobs_equal_padded(model, trajectories, grad):
         got.sum().backward()
         assert model.lm_head.weight.grad is not None
         model.zero_grad()
+
+
+# Plans worked out by hand: the input (sequence lengths, chunk, options, the other rank's pack count per packed
+# chunk) and the plan (order, each chunk's forward ranges, positions). A padded micro-batch is as wide as its
+# longest sequence in every row; a pack has no padding.
+PLANS = [
+    pytest.param(
+        ([5, 90, 7, 88, 10], 5, {"micro_batch_size": 2}, None),
+        ([0, 1, 2, 3, 4], [[(0, 2), (2, 4), (4, 5)]], 90 * 2 + 88 * 2 + 10),
+        id="padded in order",
+    ),
+    pytest.param(
+        ([5, 90, 7, 88, 10], 5, {"micro_batch_size": 2, "group_by_length": True}, None),
+        ([1, 3, 4, 2, 0], [[(0, 2), (2, 4), (4, 5)]], 90 * 2 + 10 * 2 + 5),
+        id="padded longest first",
+    ),
+    pytest.param(
+        ([5, 90, 7], 3, {}, None),
+        ([0, 1, 2], [[(0, 3)]], 90 * 3),
+        id="micro_batch_size 0 is the whole chunk",
+    ),
+    pytest.param(
+        ([5, 90, 7, 88], 2, {"micro_batch_size": 1, "group_by_length": True}, None),
+        ([1, 0, 3, 2], [[(0, 1), (1, 2)], [(2, 3), (3, 4)]], 5 + 90 + 7 + 88),
+        id="mini-batches keep their own sequences",
+    ),
+    # first-fit decreasing: 90 + 10 in one pack, 88 + 7 + 5 in the other
+    pytest.param(
+        ([5, 90, 7, 88, 10], 5, {"pack_max_tokens": 100}, None),
+        ([1, 4, 3, 2, 0], [[(0, 2), (2, 5)]], 200),
+        id="packed alone",
+    ),
+    # test_strategies' two ranks: 32 + 94 fit one pack of 128, the other rank's 118 and 32 need two
+    pytest.param(
+        ([32, 94], 2, {"pack_max_tokens": 128}, [2]),
+        ([1, 0], [[(0, 1), (1, 2)]], 126),
+        id="packed, this rank splits its one pack",
+    ),
+    pytest.param(
+        ([118, 32], 2, {"pack_max_tokens": 128}, [1]),
+        ([0, 1], [[(0, 1), (1, 2)]], 150),
+        id="packed, the rank with the most packs keeps its plan",
+    ),
+    pytest.param(
+        ([10, 20, 30], 3, {"pack_max_tokens": 100}, [2]),
+        ([2, 1, 0], [[(0, 1), (1, 3)]], 60),
+        id="packed, a pack of three halved",
+    ),
+    # chunk 0: 60 + 30 and 50 (2 packs, the other rank 1); chunk 1: 40 + 20 + 10 in one, the other rank 3
+    pytest.param(
+        ([30, 60, 50, 40, 20, 10], 3, {"pack_max_tokens": 100}, [1, 3]),
+        ([1, 0, 2, 3, 4, 5], [[(0, 2), (2, 3)], [(3, 4), (4, 5), (5, 6)]], 210),
+        id="packed mini-batches agree one by one",
+    ),
+]
+
+
+@pytest.mark.parametrize("given, want", PLANS)
+def test_plan_step_by_hand(given, want):
+    from rl.batch import plan_step
+
+    (lengths, chunk, options, other_counts), (order, chunks, positions) = given, want
+    seen: list[int] = []
+
+    def agree_count(n: int) -> int:  # the all-reduce max over this rank and one other
+        seen.append(n)
+        return max(n, other_counts[len(seen) - 1])
+
+    plan = plan_step(lengths, chunk, **options, agree_count=agree_count if other_counts else None)
+    assert (plan.order, plan.chunks, plan.positions) == (order, chunks, positions)
+    assert plan.ranges == [r for c in chunks for r in c]
+    assert plan.bounds == [(k * chunk, (k + 1) * chunk) for k in range(len(lengths) // chunk)]
+    assert len(seen) == (len(other_counts) if other_counts else 0)  # one agreement per packed chunk
+
+
+def test_plan_step_refuses_impossible_plans():
+    from rl.batch import plan_step
+
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        plan_step([5, 6], 0)
+    with pytest.raises(ValueError, match="2 sequences cannot make 3 packs"):
+        plan_step([5, 6], 2, pack_max_tokens=100, agree_count=lambda n: 3)

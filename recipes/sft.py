@@ -170,28 +170,11 @@ def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
     workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
     trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
     try:
-        # the chains as trajectories: real tool replies between the turns, masked out of the loss
-        t0 = time.perf_counter()
-        chains, dropped = replay_chains(workers, records, cfg.rollout.max_response_tokens)
-        write_chains(chains, run_dir / "chains" / "replayed.jsonl")
-        print(
-            f"[{name}] {len(chains)}/{len(records)} chains replayed ({time.perf_counter() - t0:.1f}s); "
-            f"dropped {dropped}"
-        )
-        if not chains:
-            raise RuntimeError(
-                f"no chain fits rollout.max_response_tokens={cfg.rollout.max_response_tokens}: {dropped}"
-            )
+        chains, dropped = _replay(workers, records, cfg, run_dir, name)
         sampler = Sampler(chains, cfg.data.batch_size, seed=cfg.data.seed)
         start = resume(cfg.run, run_dir, trainer, sampler)
-        tracker = Tracker(
-            run_dir,
-            cfg.run.trackers,
-            dataclasses.asdict(cfg),
-            name,
-            SFT_CONSOLE_KEYS,
-            start if cfg.run.resume else None,
-        )
+        resumed = start if cfg.run.resume else None
+        tracker = Tracker(run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, SFT_CONSOLE_KEYS, resumed)
         probe_records = records[: cfg.eval.samples]
         if start == 0 and cfg.eval.before and probe_records:
             tracker.log({"step": 0, **probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed)})
@@ -215,6 +198,21 @@ def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
     last = latest_checkpoint(run_dir)
     print(f"[{name}] done: {cfg.run.steps} steps; last checkpoint: {last}")
     return {**tracker.last, "checkpoint": str(last)}
+
+
+def _replay(workers: Any, records: list[dict], cfg: SftConfig, run_dir: Path, name: str) -> tuple[list, dict]:
+    """The chains as trajectories (real tool replies between the turns, masked out of the loss), written to
+    chains/replayed.jsonl to inspect; what was dropped, by reason."""
+    t0 = time.perf_counter()
+    chains, dropped = replay_chains(workers, records, cfg.rollout.max_response_tokens)
+    write_chains(chains, run_dir / "chains" / "replayed.jsonl")
+    print(
+        f"[{name}] {len(chains)}/{len(records)} chains replayed ({time.perf_counter() - t0:.1f}s); dropped {dropped}"
+    )
+    if not chains:
+        budget = cfg.rollout.max_response_tokens
+        raise RuntimeError(f"no chain fits rollout.max_response_tokens={budget}: {dropped}")
+    return chains, dropped
 
 
 def _prepare(cfg: SftConfig, name: str) -> tuple[str, list[dict], Path]:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from eval.benchmarks import BenchmarkError
+from recipes.config import ConfigError
 
 
 def _grpo_cfg(argv):
@@ -30,9 +31,12 @@ def test_training_eval_options_come_from_the_recipe_config(tmp_path):
     cfg = _grpo_cfg(["eval.every_k=3", "rollout.tools.video_description=null"])
     tools = TrainingEval(cfg.eval, tmp_path, cfg.rollout).options.rollout.enabled_tools()
     assert sorted(tools) == ["action_explanation", "human_detection", "pose_estimation"]
-    bad = _grpo_cfg(["eval.every_k=3", "eval.benchmark=nope"])
+    # a benchmark that does not resolve fails when the config is loaded, before any stage starts
+    with pytest.raises(ConfigError, match="eval.benchmark: unknown benchmark 'nope'"):
+        _grpo_cfg(["eval.every_k=3", "eval.benchmark=nope"])
+    cfg.eval.benchmark = "nope"
     with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
-        TrainingEval(bad.eval, tmp_path, bad.rollout)
+        TrainingEval(cfg.eval, tmp_path, cfg.rollout)
 
 
 @pytest.fixture

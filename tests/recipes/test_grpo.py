@@ -76,3 +76,16 @@ def test_help_prints_every_key_with_its_default_and_doc(capsys):
     assert "  rollout.num_frames = 8\n      Frames sampled uniformly from each clip" in out
     assert "  trainer.kl_coef = 0.01\n      Weight of the KL to the reference policy" in out
     assert "  cold_start.steps = 100\n" in out  # the YAML's value, not the dataclass default
+
+
+@pytest.mark.parametrize("leaf", ["videostar_grpo", "hieroaction_grpo", "videostar_sft", "hieroaction_sft", "gps_sft"])
+def test_help_works_on_every_recipe(leaf, capsys):
+    import importlib
+
+    recipe = importlib.import_module(f"recipes.{leaf}")
+    with pytest.raises(SystemExit) as done:
+        recipe.main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and out.startswith(recipe.__doc__.split("\n")[0])
+    for section in ("model:", "data:", "rollout:", "rewards:", "trainer:", "eval:", "run:"):
+        assert f"\n{section}  " in out, section

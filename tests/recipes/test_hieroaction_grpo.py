@@ -17,7 +17,8 @@ COMPONENTS = {"sar_format": 0.1, "temporal_iou": 0.3, "hier_action": 0.3, "aqa_s
 def test_two_steps_log_every_component_and_save_a_checkpoint(ray_local, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     quick = ["trainer.world_size=2", "data.batch_size=2", "rollout.n=2", "rollout.max_new_tokens=16"]
-    hieroaction_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=2", *quick])
+    trackers = "run.trackers=[jsonl,tensorboard]"
+    hieroaction_grpo.main([f"run.run_dir={run_dir}", "run.steps=2", "run.save_every=2", trackers, *quick])
 
     for name in ("config.yaml", "metrics.jsonl", "rewards.png", "checkpoint-2/config.json"):
         assert (run_dir / name).exists(), name
@@ -38,6 +39,16 @@ def test_two_steps_log_every_component_and_save_a_checkpoint(ray_local, tiny_mod
         assert row["tools/calls"] == 0 and row["rollout/turns_mean"] == 1.0  # no tools, one SAR turn
     config = (run_dir / "config.yaml").read_text()
     assert "sar_format" in config and "tools: {}" in config
+
+    # every metric of metrics.jsonl went to TensorBoard too, at its step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    for tag in ("reward/total_mean", "train/loss", "reward/aqa_score_mean"):
+        scalars = events.Scalars(tag)
+        assert [e.step for e in scalars] == [1, 2]
+        assert [e.value for e in scalars] == pytest.approx([r[tag] for r in rows], rel=1e-6)
 
 
 def test_yaml_holds_the_papers_mix_and_no_tools():

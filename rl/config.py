@@ -106,4 +106,26 @@ class TrainerConfig:
             problems.append(f"{where}.min_lr_ratio: between 0 and 1, got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             problems.append(f"{where}.betas: two numbers in [0, 1), got {list(self.betas)}")
+        if self.zero_config:
+            problems += zero_config_problems(dict(self.zero_config), f"{where}.zero_config")
         return problems
+
+
+def zero_config_problems(entries: dict[str, Any], where: str) -> list[str]:
+    """Keys of `entries` that DeepSpeed's zero_optimization section does not know (its field names or their
+    stage3_ aliases), each with the closest valid one. Imports DeepSpeed, so only called on a non-empty section."""
+    import difflib
+
+    try:
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    except ImportError:  # without DeepSpeed there is nothing to check against (and the strategy cannot run)
+        return []
+    fields = DeepSpeedZeroConfig.model_fields
+    valid = sorted({name for name in fields} | {f.alias for f in fields.values() if f.alias})
+    problems = []
+    for key in entries:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{where}.{key}: not a DeepSpeed zero_optimization key{hint}")
+    return problems

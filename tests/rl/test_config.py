@@ -30,3 +30,14 @@ def test_defaults_and_a_deepspeed_setup_are_valid():
     assert (
         TrainerConfig(strategy="deepspeed", zero_stage=2, pack_max_tokens=4096, lr_schedule="cosine").validate() == []
     )
+
+
+def test_zero_config_keys_are_deepspeeds():
+    ok = TrainerConfig(
+        strategy="deepspeed", zero_config={"stage3_param_persistence_threshold": 0, "overlap_comm": True}
+    )
+    assert ok.validate() == []
+    (typo,) = TrainerConfig(strategy="deepspeed", zero_config={"overlap_com": True}).validate()
+    assert (
+        typo == "trainer.zero_config.overlap_com: not a DeepSpeed zero_optimization key; did you mean 'overlap_comm'?"
+    )

@@ -118,9 +118,10 @@ def main(argv: list[str], default_yaml: str | Path | None, name: str = "grpo", t
     return run(load(argv, default_yaml, title or __doc__), name)
 
 
-def run(cfg: GrpoConfig, name: str = "grpo") -> dict[str, float]:
+def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, float]:
     """Train; returns the last step's metrics. The run directory gets config.yaml, metrics.jsonl, rewards.png,
-    checkpoint-<step>/ and, with eval.every_k, eval/ and eval_metrics.jsonl."""
+    checkpoint-<step>/ and, with eval.every_k, eval/ and eval_metrics.jsonl. `workers`: a running RolloutGroup
+    of the same rollout config to use (a previous stage's); they get the policy's weights before the first step."""
     from recipes.tracking import GRPO_CONSOLE_KEYS, Tracker, plot_rewards
     from rl.grpo import compute_advantages
 
@@ -129,7 +130,7 @@ def run(cfg: GrpoConfig, name: str = "grpo") -> dict[str, float]:
             "cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
             "recipes/videostar_grpo.py does) or set cold_start.steps=0"
         )
-    s = _start(cfg, name)
+    s = _start(cfg, name, workers)
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
     for step in range(s.start_step + 1, cfg.run.steps + 1):
         t_step = time.perf_counter()
@@ -186,7 +187,7 @@ class _Started:
     resumed_at: int | None
 
 
-def _start(cfg: GrpoConfig, name: str) -> _Started:
+def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     """Resolve the model and data, prepare the run directory, check the eval benchmark (all before Ray), then
     start the actors and resume."""
     from eval.during_training import TrainingEval
@@ -202,7 +203,8 @@ def _start(cfg: GrpoConfig, name: str) -> _Started:
     print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
     init_ray(cfg.run)
-    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
+    synced = workers is None  # new workers load the policy themselves
+    workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
     rewards = RewardPool(
         cfg.rewards.components, num_workers=cfg.rewards.num_workers, actor_options={"num_cpus": cfg.rewards.num_cpus}
     )
@@ -215,8 +217,8 @@ def _start(cfg: GrpoConfig, name: str) -> _Started:
     )
     sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
     start_step = resume(cfg.run, run_dir, trainer, sampler)
-    if start_step > 0:
-        trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed policy
+    if start_step > 0 or not synced:
+        trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed or given policy
     resumed_at = start_step if cfg.run.resume else None
     return _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, resumed_at)
 

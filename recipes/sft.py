@@ -129,15 +129,18 @@ def main(argv: list[str], default_yaml: str | Path | None, name: str = "sft", ti
     return run(load(argv, default_yaml, title or __doc__), name)
 
 
-def cold_start(grpo: Any, name: str = "cold_start") -> str:
-    """Run the SFT stage a GRPO config's `cold_start` asks for (`cold_start_config`) and return its last
-    checkpoint, the GRPO stage's init_from. A resumed run whose stage already finished does not run it again."""
+def cold_start(grpo: Any, name: str = "cold_start") -> tuple[str, Any]:
+    """Run the SFT stage a GRPO config's `cold_start` asks for (`cold_start_config`). Returns its last checkpoint
+    (the GRPO stage's init_from) and its rollout workers, which have GRPO's rollout config: handed to `grpo.run`,
+    they serve the next stage with their tools loaded and their tool results cached (None when a resumed run's
+    stage had already finished and is not run again)."""
     cfg = cold_start_config(grpo)
     done = latest_checkpoint(cfg.run.run_dir)
     if cfg.run.resume and done is not None and done.name == f"checkpoint-{cfg.run.steps}":
         print(f"[{name}] already done: {done}")
-        return str(done)
-    return run(cfg, name)["checkpoint"]
+        return str(done), None
+    out = run(cfg, name, keep_workers=True)
+    return out["checkpoint"], out["workers"]
 
 
 def cold_start_config(grpo: Any) -> SftConfig:
@@ -156,9 +159,10 @@ def cold_start_config(grpo: Any) -> SftConfig:
     return cfg
 
 
-def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
-    """Train; returns the last step's metrics (and the last checkpoint under "checkpoint"). The run directory gets
-    config.yaml, metrics.jsonl, loss.png and checkpoint-<step>/."""
+def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[str, Any]:
+    """Train; returns the last step's metrics, the last checkpoint under "checkpoint" and, with `keep_workers`,
+    the rollout workers under "workers" (still running, for a stage that follows with the same rollout config).
+    The run directory gets config.yaml, metrics.jsonl, loss.png and checkpoint-<step>/."""
     from eval.during_training import TrainingEval
     from recipes.tracking import SFT_CONSOLE_KEYS, Tracker, plot_sft
     from rl.trainer import TrainerGroup
@@ -193,11 +197,12 @@ def run(cfg: SftConfig, name: str = "sft") -> dict[str, Any]:
         tracker.close()
     finally:
         trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
-        workers.shutdown()
+        if not keep_workers:
+            workers.shutdown()
     plot_sft(tracker.rows(), run_dir / "loss.png")
     last = latest_checkpoint(run_dir)
     print(f"[{name}] done: {cfg.run.steps} steps; last checkpoint: {last}")
-    return {**tracker.last, "checkpoint": str(last)}
+    return {**tracker.last, "checkpoint": str(last), **({"workers": workers} if keep_workers else {})}
 
 
 def _replay(workers: Any, records: list[dict], cfg: SftConfig, run_dir: Path, name: str) -> tuple[list, dict]:

@@ -43,9 +43,11 @@ DEFAULT_YAML = Path(__file__).with_name("configs") / "videostar_grpo.yaml"
 
 def main(argv: list[str]) -> dict[str, float]:
     cfg = grpo.load(argv, DEFAULT_YAML, __doc__)
+    workers = None
     if cfg.cold_start.steps > 0 and not cfg.init_from:  # stage 1: the cold start, an SFT run of its own
-        cfg.init_from = sft.cold_start(cfg, "videostar_cold_start")
-    return grpo.run(cfg, "videostar_grpo")  # stage 2: GRPO from that checkpoint
+        cfg.init_from, workers = sft.cold_start(cfg, "videostar_cold_start")
+    # stage 2: GRPO from that checkpoint; the stage's rollout workers (same rollout config) keep their warm tools
+    return grpo.run(cfg, "videostar_grpo", workers=workers)
 
 
 if __name__ == "__main__":

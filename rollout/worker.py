@@ -71,10 +71,12 @@ class RolloutWorker:
         self.cfg, self.seed = cfg, seed
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
-        self.engine = engine or make_engine(cfg.engine, model_path, **{"seed": seed, **cfg.engine_kwargs})
         if tools is None and cfg.enabled_tools():
             tools = make_tool_pool(cfg)
+            for name in cfg.enabled_tools():  # start the tool actors now: they load while the engine loads
+                tools.actors(name)
         self.tools = tools if tools is not None else _NoTools()
+        self.engine = engine or make_engine(cfg.engine, model_path, **{"seed": seed, **cfg.engine_kwargs})
         self.video_reader = video_reader
         self._stats = {"records": 0, "trajectories": 0, "video_errors": 0, "rollout_s": 0.0, "weight_updates": 0}
 

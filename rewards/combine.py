@@ -82,6 +82,10 @@ class RewardOutput:
     totals: list[float]
     components: dict[str, list[float | None]]
     errors: dict[str, int]
+    scored: dict[str, int] = field(default_factory=dict)
+    """Samples each component was computed on (gated-off samples are not)."""
+    last_error: dict[str, str] = field(default_factory=dict)
+    """The last exception of each component that failed in this batch ("Type: message")."""
 
     @staticmethod
     def concat(parts: Sequence[RewardOutput]) -> RewardOutput:
@@ -91,7 +95,9 @@ class RewardOutput:
         totals = [t for p in parts for t in p.totals]
         components = {name: [v for p in parts for v in p.components[name]] for name in parts[0].components}
         errors = {name: sum(p.errors.get(name, 0) for p in parts) for name in parts[0].errors}
-        return RewardOutput(totals, components, errors)
+        scored = {name: sum(p.scored.get(name, 0) for p in parts) for name in parts[0].errors}
+        last_error = {name: text for p in parts for name, text in p.last_error.items()}
+        return RewardOutput(totals, components, errors, scored, last_error)
 
 
 def parse_gate(when: str) -> tuple[str, Callable[[float, float], bool], float]:
@@ -254,36 +260,37 @@ def _log_once(name: str, exc: BaseException, where: str) -> None:
 
 def _score_component(
     spec: RewardSpec, reward: Reward, fn: Callable[..., Any], trajs: Sequence[Any], active: list[int]
-) -> tuple[dict[int, float | None], int]:
-    """Values of one reward on the trajectories at `active` indices, and how many of them came from errors."""
+) -> tuple[dict[int, float | None], int, str]:
+    """Values of one reward on the trajectories at `active` indices, how many of them came from errors, and the
+    last error ("" when none)."""
     records = [getattr(trajs[i], "record", None) or {} for i in active]
     values: dict[int, float | None] = {}
-    errors = 0
+    errors, last = 0, ""
 
     def checked(i: int, produce: Callable[[], Any]) -> None:
-        nonlocal errors
+        nonlocal errors, last
         try:
             values[i] = _as_value(produce())
         except Exception as e:
             _log_once(spec.name, e, f"sample {getattr(trajs[i], 'sample_id', i)!r}")
-            values[i], errors = 0.0, errors + 1
+            values[i], errors, last = 0.0, errors + 1, f"{type(e).__name__}: {e}"[:300]
 
     if not reward.batched:
         for i, rec in zip(active, records):
             checked(i, lambda i=i, rec=rec: fn(trajs[i], rec, **spec.args))
-        return values, errors
+        return values, errors, last
     if not active:
-        return values, 0
+        return values, 0, ""
     try:
         raw = list(fn([trajs[i] for i in active], records, **spec.args))
         if len(raw) != len(active):
             raise ValueError(f"batched reward returned {len(raw)} values for {len(active)} trajectories")
     except Exception as e:
         _log_once(spec.name, e, f"a batch of {len(active)}")
-        return dict.fromkeys(active, 0.0), len(active)
+        return dict.fromkeys(active, 0.0), len(active), f"{type(e).__name__}: {e}"[:300]
     for i, v in zip(active, raw):
         checked(i, lambda v=v: v)
-    return values, errors
+    return values, errors, last
 
 
 def score_batch(
@@ -305,19 +312,24 @@ def score_batch(
     n = len(trajs)
     components: dict[str, list[float | None]] = {}
     errors: dict[str, int] = {}
+    scored: dict[str, int] = {}
+    last_error: dict[str, str] = {}
     for spec in evaluation_order(specs):
         active = list(range(n))
         if spec.when is not None:
             gate, op, threshold = parse_gate(spec.when)
             active = [i for i, g in enumerate(components[gate]) if g is not None and op(g, threshold)]
         reward, fn = resolved[spec.name]
-        values, errors[spec.name] = _score_component(spec, reward, fn, trajs, active)
+        values, errors[spec.name], last = _score_component(spec, reward, fn, trajs, active)
+        scored[spec.name] = len(active)
+        if last:
+            last_error[spec.name] = last
         components[spec.name] = [values.get(i, 0.0) for i in range(n)]  # gated off: 0.0
     weights = {s.name: s.weight for s in specs}
     totals = [sum(weights[name] * (vals[i] or 0.0) for name, vals in components.items()) for i in range(n)]
     # report components in the recipe's order, not the evaluation order
     ordered = {s.name: components[s.name] for s in specs}
-    return RewardOutput(totals=totals, components=ordered, errors={s.name: errors[s.name] for s in specs})
+    return RewardOutput(totals, ordered, {s.name: errors[s.name] for s in specs}, scored, last_error)
 
 
 def summarize(output: RewardOutput) -> dict[str, float]:

@@ -28,6 +28,11 @@ class RewardsConfig:
     """RewardWorker actors; a batch is split across them."""
     num_cpus: float = 0.25
     """CPUs reserved for each reward worker."""
+    max_error_share: float = 0.5
+    """A component is failing in a step when it errors on more than this share of the samples it scores."""
+    dead_after_steps: int = 3
+    """A component failing this many steps in a row stops the run with its last error (a judge endpoint that is
+    down should not silently score 0 for hours); 0 turns the check off."""
 
     def validate(self, where: str = "rewards", required: bool = True) -> list[str]:
         """Problems (empty when usable). `required`: at least one component (GRPO needs a reward)."""
@@ -42,4 +47,8 @@ class RewardsConfig:
             problems.append(f"{where}.components: {e}")
         if self.num_workers < 1:
             problems.append(f"{where}.num_workers: must be >= 1, got {self.num_workers}")
+        if not 0.0 <= self.max_error_share < 1.0:
+            problems.append(f"{where}.max_error_share: in [0, 1), got {self.max_error_share}")
+        if self.dead_after_steps < 0:
+            problems.append(f"{where}.dead_after_steps: 0 (off) or a number of steps, got {self.dead_after_steps}")
         return problems

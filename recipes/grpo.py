@@ -27,6 +27,7 @@ from recipes.config import (
     raise_problems,
     validate_sections,
 )
+from recipes.resources import check_before_ray, check_cluster
 from recipes.run import (
     Sampler,
     init_ray,
@@ -110,6 +111,7 @@ def load(argv: list[str], default_yaml: str | Path | None, title: str = "") -> G
     cfg = load_config(GrpoConfig, argv, default_yaml)
     cfg.rollout.resolve_system_prompt()
     raise_problems(cfg.validate())
+    raise_problems(check_before_ray(cfg))  # a local Ray: will the actors fit?
     return cfg
 
 
@@ -203,6 +205,7 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
     init_ray(cfg.run)
+    raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     synced = workers is None  # new workers load the policy themselves
     workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
     rewards = RewardPool(

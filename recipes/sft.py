@@ -32,6 +32,7 @@ from recipes.config import (
     raise_problems,
     validate_sections,
 )
+from recipes.resources import check_before_ray, check_cluster
 from recipes.run import (
     Sampler,
     init_ray,
@@ -121,6 +122,7 @@ def load(argv: list[str], default_yaml: str | Path | None, title: str = "") -> S
     cfg = load_config(SftConfig, argv, default_yaml)
     cfg.rollout.resolve_system_prompt()
     raise_problems(cfg.validate())
+    raise_problems(check_before_ray(cfg))  # a local Ray: will the actors fit?
     return cfg
 
 
@@ -171,6 +173,7 @@ def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[s
     model_path, records, run_dir = _prepare(cfg, name)
     evals = TrainingEval(cfg.eval, run_dir, cfg.rollout)  # eval actors every eval.every_k steps (off by default)
     init_ray(cfg.run)
+    raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
     trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
     try:

@@ -89,3 +89,16 @@ def test_help_works_on_every_recipe(leaf, capsys):
     assert done.value.code == 0 and out.startswith(recipe.__doc__.split("\n")[0])
     for section in ("model:", "data:", "rollout:", "rewards:", "trainer:", "eval:", "run:"):
         assert f"\n{section}  " in out, section
+
+
+def test_actors_that_cannot_fit_a_local_ray_fail_before_it_starts():
+    import ray
+
+    was_running = ray.is_initialized()
+    with pytest.raises(ConfigError) as err:  # this machine has no GPU (the test suite runs on CPU)
+        grpo.load(["trainer.num_gpus=1", "run.ray_num_cpus=2"], videostar_grpo.DEFAULT_YAML)
+    text = str(err.value)
+    # 2 ranks x 1 GPU; CPUs: 2 x 0.5 (trainer) + 0.5 (rollout) + 4 x 0.25 (tools) + 0.25 (rewards) = 2.75 > 2
+    assert "the actors ask for 2 GPU (trainer (2 ranks) 2) but the cluster has 0" in text
+    assert "the actors ask for 2.75 CPU (trainer (2 ranks) 1, rollout (1 workers) 0.5, tools (4 actors per " in text
+    assert ray.is_initialized() == was_running

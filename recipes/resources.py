@@ -49,7 +49,7 @@ def resource_problems(cfg: Any, cluster: dict[str, float]) -> list[str]:
     >>> from recipes.grpo import GrpoConfig
     >>> cfg = GrpoConfig()
     >>> cfg.trainer.num_gpus = 1
-    >>> resource_problems(cfg, {"CPU": 8.0, "GPU": 0.0})[0].split(":")[0]
+    >>> resource_problems(cfg, {"CPU": 8.0, "GPU": 0.0})[0].split(" (")[0]
     'the actors ask for 2 GPU'
     """
     asked = requested(cfg)

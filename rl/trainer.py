@@ -346,12 +346,20 @@ class TrainerGroup:
     """`world_size` TrainerRank actors in one placement group, driven together. See the module docstring."""
 
     def __init__(
-        self, cfg: TrainerConfig, model_path: str, *, seed: int = 0, temperature: float = 1.0, total_steps: int = 0
+        self,
+        cfg: TrainerConfig,
+        model_path: str,
+        *,
+        seed: int = 0,
+        temperature: float = 1.0,
+        total_steps: int = 0,
+        ready_timeout_s: float = 600.0,
     ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
-        those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length."""
+        those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length;
+        `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up."""
         import ray
-        from ray.util.placement_group import placement_group
+        from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         problems = cfg.validate()
@@ -367,7 +375,14 @@ class TrainerGroup:
         options = {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}
         bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
         self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
-        ray.get(self.pg.ready())
+        try:
+            ray.get(self.pg.ready(), timeout=ready_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.pg)
+            raise RuntimeError(
+                f"the trainer's {world_size} bundles of {bundle} could not be placed within {ready_timeout_s:g} s; "
+                f"the cluster has {ray.cluster_resources()}, of which {ray.available_resources()} are free"
+            ) from None
         cls = ray.remote(TrainerRank)
         self.ranks = [
             cls.options(

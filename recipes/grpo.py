@@ -8,6 +8,7 @@ it whole. Everything that can be checked is checked before Ray starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -134,44 +135,50 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
         )
     s = _start(cfg, name, workers)
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
-    for step in range(s.start_step + 1, cfg.run.steps + 1):
-        t_step = time.perf_counter()
-        batch = s.sampler.next_batch()
+    # On an error too, the actors end (the trainer's placement group freed, so later jobs in this Ray session can
+    # schedule) and the metrics are flushed; in reverse order of registration, each even if another one fails.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.push(lambda error, *_: tracker.close(failed=error is not None))  # wandb marks a failed run
+        cleanup.callback(s.workers.shutdown)
+        cleanup.callback(s.rewards.shutdown)
+        cleanup.callback(s.trainer.shutdown)
+        cleanup.callback(s.evals.close)  # waits for the evaluations still running, logs them, ends their actors
+        for step in range(s.start_step + 1, cfg.run.steps + 1):
+            t_step = time.perf_counter()
+            batch = s.sampler.next_batch()
 
-        # rollout: G episodes per sample, with tool calls
-        t0 = time.perf_counter()
-        out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
-        trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
-        t_rollout = time.perf_counter() - t0
+            # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped
+            t0 = time.perf_counter()
+            out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
+            trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
+            t_rollout = time.perf_counter() - t0
+            if not trajs:  # the step is logged, and nothing is trained or synced
+                print(f"[{name}] step {step}: empty batch (skipped {out.skipped_by_kind}, {dropped} groups dropped)")
 
-        # rewards: every component separately, then the weighted total
-        t0 = time.perf_counter()
-        scored = s.rewards.score(trajs)
-        t_rewards = time.perf_counter() - t0
+            # rewards: every component separately, then the weighted total
+            t0 = time.perf_counter()
+            scored = s.rewards.score(trajs)
+            t_rewards = time.perf_counter() - t0
 
-        # advantages: group-normalised GRPO (verl's core_algos)
-        advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
+            # advantages: group-normalised GRPO (verl's core_algos)
+            advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
 
-        # train: clipped policy loss + KL to the reference, on the trainer ranks
-        t0 = time.perf_counter()
-        train_metrics = s.trainer.train_step(trajs, advantages)
-        t_train = time.perf_counter() - t0
+            # train: clipped policy loss + KL to the reference, on the trainer ranks
+            t0 = time.perf_counter()
+            train_metrics = s.trainer.train_step(trajs, advantages) if trajs else {}
+            t_train = time.perf_counter() - t0
 
-        # sync: the rollout engines get the new weights
-        t_sync = s.trainer.sync_weights(s.workers.workers)
+            # sync: the rollout engines get the new weights
+            t_sync = s.trainer.sync_weights(s.workers.workers) if trajs else 0.0
 
-        times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
-        times["step"] = time.perf_counter() - t_step
-        tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
-        if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
-            ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler)
-            s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
-        s.evals.poll()  # log the evaluations that have finished, tagged with their step
+            times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
+            times["step"] = time.perf_counter() - t_step
+            tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
+            if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
+                ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler)
+                s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
+            s.evals.poll()  # log the evaluations that have finished, tagged with their step
 
-    s.evals.close()
-    s.trainer.shutdown()  # frees the ranks' placement group, so later jobs in this Ray session can schedule
-    s.workers.shutdown()
-    tracker.close()
     plot_rewards(tracker.rows(), s.run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {s.run_dir}")
     return tracker.last
@@ -227,7 +234,7 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
 
 
 def fit_world_size(trajs: list, world_size: int) -> tuple[list, int]:
-    """Drop whole trailing groups until the batch splits evenly across the trainer ranks (after skipped videos)."""
+    """Drop whole trailing groups until the batch splits evenly across the trainer ranks (after skipped samples)."""
     dropped = 0
     while trajs and len(trajs) % world_size:
         last = trajs[-1].sample_id
@@ -255,8 +262,10 @@ def step_metrics(step, trajs, out, dropped, scored, advs, train_metrics, times) 
     m.update(
         {
             "rollout/trajectories": len(trajs),
-            "rollout/skipped_samples": out.skipped,  # their video failed to decode
+            "rollout/skipped_samples": out.skipped,  # they could not be prepared; by kind below
+            **{f"rollout/skipped/{kind}": count for kind, count in out.skipped_by_kind.items()},
             "rollout/dropped_groups": dropped,  # left out so the batch splits evenly across trainer ranks
+            "rollout/empty_batch": float(not trajs),  # nothing left to train on: no update this step
             "rollout/model_tokens_mean": sum(t.num_model_tokens for t in trajs) / n,
             "rollout/response_tokens_mean": sum(len(t.response_ids) for t in trajs) / n,
             "rollout/turns_mean": sum(len(t.turns) for t in trajs) / n,

@@ -11,20 +11,33 @@ worker's share, then group order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from rollout.config import RolloutConfig
 from rollout.engine import SamplingParams
+from rollout.worker import SAMPLE_ERRORS
 
 
 @dataclass
 class RolloutOutput:
-    """One batch's rollout: the trainable trajectories, the samples skipped (their video did not decode) and the
-    tool counters summed over workers ({tool: {calls, errors, timeouts, cache_hits, batches}})."""
+    """One batch's rollout: the trainable trajectories, the samples skipped (they could not be prepared: see
+    rollout/worker.py), the tool counters summed over workers ({tool: {calls, errors, timeouts, cache_hits,
+    batches}}) and the skipped samples by kind ({"video_error": 1, "sample_error": 0}; every kind present)."""
 
     trajectories: list
     skipped: int
     tool_stats: dict[str, dict[str, int]]
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def split_skipped(trajs: list, tool_stats: dict[str, dict[str, int]]) -> RolloutOutput:
+    """The trajectories without the placeholders of records that could not be prepared, which are counted by kind
+    (one per record: its group_index-0 placeholder; ids may repeat across workers)."""
+    ok = [t for t in trajs if t.finish_reason not in SAMPLE_ERRORS]
+    by_kind = Counter(t.finish_reason for t in trajs if t.finish_reason in SAMPLE_ERRORS and t.group_index == 0)
+    skipped_by_kind = {kind: by_kind[kind] for kind in SAMPLE_ERRORS}
+    return RolloutOutput(ok, sum(skipped_by_kind.values()), tool_stats, skipped_by_kind)
 
 
 class RolloutGroup:
@@ -71,13 +84,11 @@ class RolloutGroup:
         return total
 
     def rollout(self, records: list[dict], seed: int, n: int | None = None) -> RolloutOutput:
-        """`n` (default `cfg.n`) episodes per record; the trajectories of records whose video failed are dropped
-        and counted."""
+        """`n` (default `cfg.n`) episodes per record; the placeholders of records that could not be prepared are
+        dropped and counted by kind."""
         n = self.cfg.n if n is None else n
         trajs = self._deal("rollout", records, args=(n, self.sampling(seed)))
-        ok = [t for t in trajs if t.finish_reason != "video_error"]
-        skipped = len({t.sample_id for t in trajs if t.finish_reason == "video_error"})
-        return RolloutOutput(ok, skipped, self.tool_stats())
+        return split_skipped(trajs, self.tool_stats())
 
     def replay(self, records: list[dict], scripts: list[list[str]], max_new_tokens: int) -> list:
         """One trajectory per record whose assistant turns are its script, with the real tools answering its calls

@@ -6,6 +6,10 @@ conversations still running, and the tool calls of a turn dispatched together wi
 get mask 1 and their engine log-probs; the tokens we insert (tool responses and the chat-format glue around them)
 get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
 
+A completion may hold anything: turning it into tool calls and replies never raises. A call that is malformed or
+past a bound (MAX_CALL_CHARS, MAX_JSON_DEPTH, MAX_CALLS_PER_TURN) gets an error reply the model can read
+(docs/reliability.md).
+
 The text format is the Qwen2.5 one of our chat template (common/templates/qwen2_5_vl_tools.jinja):
 
     <tool_call>
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,40 +37,93 @@ import numpy as np
 from rollout.engine import GenerationRequest, SamplingParams
 from rollout.trajectory import Episode, ToolCall, Trajectory, Turn
 
-__all__ = ["Episode", "format_tool_response", "parse_tool_calls", "run_episode", "run_episodes"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Episode", "format_tool_response", "json_depth", "parse_tool_calls", "run_episode", "run_episodes"]
 
 IM_END = "<|im_end|>"
 TURN_STOP_STRINGS = ("</tool_call>", "</answer>")
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 _TAG = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
-_ANSWER = re.compile(r"<answer>.*?</answer>", re.DOTALL)
+
+# Bounds on what one turn's text can make the parser do; a call past one gets an error reply the model can read.
+MAX_CALL_CHARS = 64 * 1024  # one call's body (a real call is a few hundred characters)
+MAX_JSON_DEPTH = 64  # json.loads recurses once per level: a few hundred nested `[` raise RecursionError
+MAX_CALLS_PER_TURN = 16  # the calls after these are not run; one error reply counts them
+# A JSON string (maybe unterminated: `"?`) or one bracket; strings are skipped whole, so brackets in them do not count.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
-def parse_tool_calls(text: str) -> list[tuple[dict | None, str | None]]:
-    """Every `<tool_call>...</tool_call>` in `text`, each as (call, None) or (None, "kind: readable message").
+def parse_tool_calls(text: str, max_calls: int = MAX_CALLS_PER_TURN) -> list[tuple[dict | None, str | None]]:
+    """The `<tool_call>...</tool_call>`s of `text`, each as (call, None) or (None, "kind: readable message").
 
-    A call is {"name": str, "arguments": dict}; arguments given as a JSON string are decoded.
+    A call is {"name": str, "arguments": dict}; arguments given as a JSON string are decoded. Never raises: a body
+    that is not a well-formed call, longer than MAX_CALL_CHARS or nested deeper than MAX_JSON_DEPTH gets an error
+    ("bad_json", "too_long", "too_deep", ...). The first `max_calls` calls are parsed; when there are more, one
+    last entry (None, "too_many_calls: ...") counts the others.
 
     >>> parse_tool_calls('<tool_call>{"name": "pose", "arguments": {"frame": 3}}</tool_call>')
     [({'name': 'pose', 'arguments': {'frame': 3}}, None)]
     >>> parse_tool_calls('<tool_call>{"name": pose}</tool_call>')[0][1].split(':')[0]
     'bad_json'
+    >>> parse_tool_calls('<tool_call>' + '[' * 1000 + '</tool_call>')[0][1].split(':')[0]
+    'too_deep'
     """
     out: list[tuple[dict | None, str | None]] = []
+    extra = 0
     for match in _TAG.finditer(text):
-        body, closing = match.group(1).strip(), match.group(2)
+        if len(out) >= max_calls:
+            extra += 1  # counted, not parsed: thousands of calls cost one regex scan
+            continue
+        body, closing = match.group(1), match.group(2)
         if not closing:
             out.append((None, "unclosed_tag: <tool_call> has no closing </tool_call>"))
             continue
-        out.append(_parse_one(body))
+        out.append(_parse_one(body.strip()))
+    if extra:
+        message = f"{extra} of the {max_calls + extra} tool calls were not run; at most {max_calls} run per turn"
+        out.append((None, "too_many_calls: " + message))
     return out
 
 
-def _parse_one(body: str) -> tuple[dict | None, str | None]:
+def _load_json(text: str, what: str) -> tuple[Any, str | None]:
+    """json.loads within the bounds: (value, None) or (None, "kind: message")."""
+    if len(text) > MAX_CALL_CHARS:
+        return None, f"too_long: {what} has {len(text)} characters; at most {MAX_CALL_CHARS} are read"
+    if json_depth(text, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return None, f"too_deep: {what} nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
     try:
-        obj = json.loads(body)
+        return json.loads(text), None
     except json.JSONDecodeError as err:
-        return None, f"bad_json: the tool call is not valid JSON ({err.msg} at char {err.pos})"
+        return None, f"bad_json: {what} is not valid JSON ({err.msg} at char {err.pos})"
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
+        return None, f"bad_json: {what} is not valid JSON ({str(err).split(';')[0][:200]})"
+
+
+def json_depth(text: str, stop_above: int | None = None) -> int:
+    """How deep the arrays and objects of JSON `text` nest, in one linear scan; brackets inside strings do not
+    count. Stops counting once past `stop_above`. An upper bound for invalid JSON (json.loads fails earlier).
+
+    >>> json_depth('{"a": [1, {"b": "]]]"}]}'), json_depth('[[[]]] []'), json_depth('"[[["'), json_depth('[[[[', 2)
+    (3, 3, 0, 3)
+    """
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if stop_above is not None and deepest > stop_above:
+                break
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _parse_one(body: str) -> tuple[dict | None, str | None]:
+    obj, err = _load_json(body, "the tool call")
+    if err:
+        return None, err
     if not isinstance(obj, dict):
         return None, f"not_object: the tool call must be a JSON object, got {type(obj).__name__}"
     name = obj.get("name")
@@ -73,10 +131,9 @@ def _parse_one(body: str) -> tuple[dict | None, str | None]:
         return None, "missing_name: the tool call needs a string field 'name'"
     args = obj.get("arguments", {})
     if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as err:
-            return None, f"bad_json: 'arguments' is a string that is not valid JSON ({err.msg})"
+        args, err = _load_json(args, "'arguments' (a string)") if args.strip() else ({}, None)
+        if err:
+            return None, err
     if not isinstance(args, dict):
         return None, f"bad_arguments: 'arguments' must be a JSON object, got {type(args).__name__}"
     return {"name": name, "arguments": args}, None
@@ -152,7 +209,7 @@ def _dispatch(tools: Any, convs: list[_Conversation], parsed: list[list[tuple[di
     """Call every well-formed tool call of this turn in one `call_many`; error replies for the malformed ones."""
     jobs = [(c["name"], c["arguments"], conv.video) for conv, calls in zip(convs, parsed) for c, _ in calls if c]
     start = time.perf_counter()
-    results = iter(tools.call_many(jobs) if jobs else [])
+    results = iter(_call_many(tools, jobs))
     elapsed = time.perf_counter() - start
     per_call = elapsed / max(len(jobs), 1)
     out = []
@@ -183,6 +240,29 @@ def _dispatch(tools: Any, convs: list[_Conversation], parsed: list[list[tuple[di
     return out
 
 
+def _call_many(tools: Any, jobs: list) -> list:
+    """The tool client's results, one per job. A client should never raise (the tool contract), but one that does,
+    or that answers a different number of results, costs this turn's calls an error reply each, not the run."""
+    if not jobs:
+        return []
+    try:
+        results = list(tools.call_many(jobs))
+    except Exception as err:
+        log.warning("the tool client failed on %d calls: %s: %s", len(jobs), type(err).__name__, err)
+        results = []
+    if len(results) != len(jobs):
+        failed = _ErrorResult(text="Error: tool_error: the tool could not be run", error="tool_error")
+        results = results[: len(jobs)] + [failed] * (len(jobs) - len(results))
+    return results
+
+
+def _has_answer(text: str) -> bool:
+    """Whether `text` has an `<answer>` closed by a later `</answer>` (two finds: linear on any text, where a lazy
+    regex search retries from every unclosed `<answer>`)."""
+    start = text.find("<answer>")
+    return start >= 0 and text.find("</answer>", start + len("<answer>")) >= 0
+
+
 def _finish_turn(conv: _Conversation, completion: Any, im_end_id: int, budget: int) -> list | None:
     """Append the model's tokens; return the parsed tool calls to run, or None when the episode is over."""
     conv.response_ids += completion.token_ids
@@ -190,7 +270,7 @@ def _finish_turn(conv: _Conversation, completion: Any, im_end_id: int, budget: i
     conv.logprobs += [float(x) for x in completion.logprobs]
     text = completion.text
     conv.turns.append(Turn(text=text.replace(IM_END, "").replace("<|endoftext|>", "")))
-    if _ANSWER.search(text):
+    if _has_answer(text):
         conv.finish_reason = "answer"
     elif completion.finish_reason == "length" or len(conv.response_ids) >= budget:
         conv.finish_reason = "length"
@@ -205,7 +285,10 @@ def _finish_turn(conv: _Conversation, completion: Any, im_end_id: int, budget: i
 def _append_tool_reply(conv: _Conversation, replies: list, tokenizer: Any, im_end_id: int, budget: int) -> None:
     ended = bool(conv.response_ids) and conv.response_ids[-1] == im_end_id
     glue = "\n" if ended else IM_END + "\n"  # close the assistant turn the way the chat template does
-    ids = tokenizer.encode(glue + format_tool_response(replies), add_special_tokens=False)
+    # A tool may echo an argument, and a JSON escape lets the model write a lone surrogate (\ud800), which the
+    # tokenizer refuses: it becomes "?" here.
+    text = (glue + format_tool_response(replies)).encode("utf-8", "replace").decode("utf-8")
+    ids = tokenizer.encode(text, add_special_tokens=False)
     if len(conv.response_ids) + len(ids) >= budget:
         conv.finish_reason = "length"  # no room left for the reply and an answer after it
         return

@@ -8,9 +8,12 @@ For each record it decodes the video once, builds the prompt with the processor'
 and tool schemas), runs G=n multi-turn episodes, and returns the trajectories in record order then group order,
 each with its `record` and the processed `mm_inputs` the trainer needs.
 
-A record whose video cannot be decoded yields n trajectories with finish_reason "video_error", empty token ids and
-no mm_inputs, so the group structure stays intact; the driver counts them (and should drop them before rewards).
-`stats()` counts them too.
+A record that cannot be prepared yields n placeholder trajectories instead, and the other records of the batch go
+on: finish_reason "video_error" when its video does not decode, "sample_error" for anything else (a missing or bad
+field, building the prompt, the processor failing on its frames). They have empty token ids and no mm_inputs, so the
+group structure stays intact, and their `record` is a copy of the record with the error text under
+`"rollout_error"` ("KeyError: ..."). The driver drops them before rewards (RolloutGroup counts them by kind);
+`stats()` counts them too ("video_errors", "sample_errors").
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from rollout.tool_loop import run_episodes
 from rollout.trajectory import Episode, Trajectory
 
 log = logging.getLogger(__name__)
+
+# The finish_reasons of the placeholders of a record that could not be prepared, one per kind of failure.
+SAMPLE_ERRORS = ("video_error", "sample_error")
 
 
 class _NoTools:
@@ -94,22 +100,12 @@ class RolloutWorker:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _read_video(self, record: dict[str, Any]) -> Any:
-        """The decoded Video, or None when it cannot be decoded (counted, see the module docstring)."""
-        errors: tuple[type[BaseException], ...] = ()
+        """The decoded Video; raises (envs.VideoDecodeError when the file cannot be decoded)."""
         reader = self.video_reader
-        try:
-            from envs.video import VideoDecodeError, read_video
-
-            errors, reader = (VideoDecodeError,), reader or read_video
-        except ImportError:
-            if reader is None:
-                raise
-        try:
-            cfg = self.cfg
-            return reader(record["video"], num_frames=cfg.num_frames, clip=record.get("clip"), max_side=cfg.max_side)
-        except errors as err:
-            log.warning("record %r skipped: %s", record.get("id", "?"), err)
-            return None
+        if reader is None:
+            from envs.video import read_video as reader
+        cfg = self.cfg
+        return reader(record["video"], num_frames=cfg.num_frames, clip=record.get("clip"), max_side=cfg.max_side)
 
     # ----- rollout -----
     def rollout(self, records: list[dict[str, Any]], n: int, sampling: SamplingParams) -> list[Trajectory]:
@@ -139,50 +135,60 @@ class RolloutWorker:
         self._stats["rollout_s"] += time.perf_counter() - start
         return out
 
-    def _episodes(self, records: list[dict[str, Any]], n: int) -> tuple[list[Episode], dict[int, list[Trajectory]]]:
-        """n episodes per record whose video decodes, in record order then group order; and, by record position, the
-        n "video_error" placeholders of each record whose video does not (counted in `stats()`)."""
+    def _episodes(self, records: list[Any], n: int) -> tuple[list[Episode], dict[int, list[Trajectory]]]:
+        """n episodes per record that could be prepared, in record order then group order; and, by record position,
+        the n placeholders of each record that could not (see the module docstring)."""
         episodes: list[Episode] = []
         failed: dict[int, list[Trajectory]] = {}
         for r, rec in enumerate(records):
-            sample_id = str(rec.get("id", r))
-            video = self._read_video(rec)
-            if video is None:
-                self._stats["video_errors"] += 1
-                failed[r] = [
-                    Trajectory(
-                        sample_id=sample_id,
-                        group_index=g,
-                        prompt_ids=[],
-                        response_ids=[],
-                        response_mask=[],
-                        rollout_logprobs=[],
-                        finish_reason="video_error",
-                        record=rec,
-                    )
-                    for g in range(n)
-                ]
-                continue
-            prompt = self.build_prompt(rec)
-            # Decoded and processed once per record: the n episodes share the video and its arrays.
-            inputs = process_video(self.processor, video.frames, seconds_per_frame(video.timestamps))
-            key = (
-                getattr(video, "key", "")
-                or f"{rec['video']}|{rec.get('clip')}|{self.cfg.num_frames}|{self.cfg.max_side}"
-            )
-            episodes += [
-                Episode(
-                    prompt_ids=prompt,
-                    video=video,
-                    mm_key=key,
-                    video_inputs=inputs,
-                    sample_id=sample_id,
-                    group_index=g,
-                    record=rec,
-                )
-                for g in range(n)
-            ]
+            try:
+                episodes += self._record_episodes(rec, r, n)
+            except Exception as err:  # one bad record costs its own trajectories, not the batch
+                failed[r] = self._placeholders(rec, r, n, err)
         return episodes, failed
+
+    def _record_episodes(self, rec: dict[str, Any], r: int, n: int) -> list[Episode]:
+        video = self._read_video(rec)
+        prompt = self.build_prompt(rec)
+        # Decoded and processed once per record: the n episodes share the video and its arrays.
+        inputs = process_video(self.processor, video.frames, seconds_per_frame(video.timestamps))
+        cfg = self.cfg
+        key = getattr(video, "key", "") or f"{rec['video']}|{rec.get('clip')}|{cfg.num_frames}|{cfg.max_side}"
+        sample_id = _sample_id(rec, r)
+        return [
+            Episode(
+                prompt_ids=prompt,
+                video=video,
+                mm_key=key,
+                video_inputs=inputs,
+                sample_id=sample_id,
+                group_index=g,
+                record=rec,
+            )
+            for g in range(n)
+        ]
+
+    def _placeholders(self, rec: Any, r: int, n: int, err: Exception) -> list[Trajectory]:
+        """The n trajectories of a record that could not be prepared, with the error's kind and text; counted."""
+        kind = error_kind(err)
+        message = f"{type(err).__name__}: {err}"[:2000]
+        self._stats[f"{kind}s"] = self._stats.get(f"{kind}s", 0) + 1
+        sample_id = _sample_id(rec, r)
+        log.warning("record %r skipped (%s): %s", sample_id, kind, message)
+        record = {**rec, "rollout_error": message} if isinstance(rec, dict) else {"rollout_error": message}
+        return [
+            Trajectory(
+                sample_id=sample_id,
+                group_index=g,
+                prompt_ids=[],
+                response_ids=[],
+                response_mask=[],
+                rollout_logprobs=[],
+                finish_reason=kind,
+                record=record,
+            )
+            for g in range(n)
+        ]
 
     def replay(self, records: list[dict[str, Any]], scripts: list[list[str]], sampling: SamplingParams) -> list:
         """One trajectory per record whose assistant turns are `scripts[i]` (e.g. a teacher's chain), with the real
@@ -206,7 +212,9 @@ class RolloutWorker:
         self._stats["weight_updates"] += 1
 
     def stats(self) -> dict[str, float]:
-        return dict(self._stats)
+        """Counters since the worker started: records, trajectories, rollout_s, weight_updates, and the records
+        that could not be prepared by kind (video_errors, sample_errors)."""
+        return {**{f"{kind}s": 0 for kind in SAMPLE_ERRORS}, **self._stats}
 
     def tool_stats(self, reset: bool = True) -> dict[str, dict[str, int]]:
         """Per-tool counts since the last reset: calls, errors, timeouts, cache_hits (empty without a tool pool)."""
@@ -226,6 +234,25 @@ def make_tool_pool(cfg: RolloutConfig) -> Any:
         timeout_s=pool.timeout_s,
         cache_size=pool.cache_size,
     )
+
+
+def error_kind(err: BaseException) -> str:
+    """The finish_reason for a record that failed with `err`: "video_error" for a video that does not decode,
+    "sample_error" for anything else.
+
+    >>> error_kind(KeyError("prompt"))
+    'sample_error'
+    """
+    try:
+        from envs.video import VideoDecodeError
+    except ImportError:  # a worker with its own video reader may run without envs' dependencies
+        return "sample_error"
+    return "video_error" if isinstance(err, VideoDecodeError) else "sample_error"
+
+
+def _sample_id(rec: Any, position: int) -> str:
+    """The record's id, or its position in the worker's share when it has none (or is not even a dict)."""
+    return str(rec.get("id", position)) if isinstance(rec, dict) else str(position)
 
 
 def _with_seed(sampling: SamplingParams, seed: int) -> SamplingParams:

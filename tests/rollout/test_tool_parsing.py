@@ -56,9 +56,13 @@ def test_parse_table(text, expected):
 def test_many_repeated_tags_parse_fast():
     text = '<tool_call>{"name": "a", "arguments": {"i": 1}}</tool_call>' * 10_000
     start = time.perf_counter()
-    got = parse_tool_calls(text)
+    got = parse_tool_calls(text, max_calls=10_000)
     assert time.perf_counter() - start < 1.0
     assert len(got) == 10_000 and all(c == {"name": "a", "arguments": {"i": 1}} for c, _ in got)
+    # By default 16 are parsed and the other 9984 counted in one error entry.
+    got = parse_tool_calls(text)
+    assert len(got) == 17 and all(c == {"name": "a", "arguments": {"i": 1}} for c, _ in got[:16])
+    assert got[16] == (None, "too_many_calls: 9984 of the 10000 tool calls were not run; at most 16 run per turn")
     # A pathological run of opening tags without closings stays linear too.
     start = time.perf_counter()
     got = parse_tool_calls("<tool_call>" * 10_000)

@@ -159,6 +159,7 @@ class EvalActor:
         calls, and `failed` when the video could not be decoded."""
         from eval.tasks import score_rows
         from rollout.engine import SamplingParams
+        from rollout.worker import SAMPLE_ERRORS
 
         self.load(checkpoint)
         if not records:
@@ -175,7 +176,7 @@ class EvalActor:
         trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []
         for i, (rec, traj) in enumerate(zip(records, trajs, strict=True)):
-            failed = traj.finish_reason == "video_error"
+            failed = traj.finish_reason in SAMPLE_ERRORS  # the video did not decode, or the record was unusable
             rows.append(
                 {
                     "index": indices[i] if indices else i,
@@ -183,7 +184,7 @@ class EvalActor:
                     "prediction": traj.final_text,
                     "finish_reason": traj.finish_reason,
                     "failed": failed,
-                    "error": "video could not be decoded" if failed else None,
+                    "error": (traj.record or {}).get("rollout_error", traj.finish_reason) if failed else None,
                     "turns": len(traj.turns),
                     "tool_calls": [{"name": c.name, "ok": c.ok} for c in traj.tool_calls],
                     "model_tokens": traj.num_model_tokens,

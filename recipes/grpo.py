@@ -126,14 +126,11 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
     checkpoint-<step>/ and, with eval.every_k, eval/ and eval_metrics.jsonl. `workers`: a running RolloutGroup
     of the same rollout config to use (a previous stage's); they get the policy's weights before the first step."""
     from recipes.tracking import GRPO_CONSOLE_KEYS, Tracker, plot_rewards
+    from rewards.health import RewardHealth
     from rl.grpo import compute_advantages
 
-    if cfg.cold_start.steps > 0 and not cfg.init_from:
-        raise ConfigError(
-            "cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
-            "recipes/videostar_grpo.py does) or set cold_start.steps=0"
-        )
     s = _start(cfg, name, workers)
+    health = RewardHealth(cfg.rewards.max_error_share, cfg.rewards.dead_after_steps)
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
     # On an error too, the actors end (the trainer's placement group freed, so later jobs in this Ray session can
     # schedule) and the metrics are flushed; in reverse order of registration, each even if another one fails.
@@ -174,6 +171,7 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
             times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
             times["step"] = time.perf_counter() - t_step
             tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
+            health.check(scored)  # a reward component that keeps failing ends the run, with its last error
             if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
                 ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler)
                 s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
@@ -204,6 +202,11 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     from rl.trainer import TrainerGroup
     from rollout.group import RolloutGroup
 
+    if cfg.cold_start.steps > 0 and not cfg.init_from:
+        raise ConfigError(
+            "cold_start.steps > 0: run the stage first (init_from=recipes.sft.cold_start(cfg), as "
+            "recipes/videostar_grpo.py does) or set cold_start.steps=0"
+        )
     model_path = resolve_init_from(cfg.init_from, cfg.rollout) if cfg.init_from else resolve_model(cfg.model.path)
     train_path = resolve_records(cfg.data.train)
     records = load_records(train_path)

@@ -1,8 +1,9 @@
 """Checkpoint directories: is this one loadable, which training step is it, which ones has a run written so far.
 
 Any Hugging Face model directory loads (config.json, safetensors weights, processor files). The recipes write
-`<run_dir>/checkpoint-<step>/` with `trainer_state/extra_state.json` ({"step": ...}) written after the weights,
-so its presence means the checkpoint is complete; a run's `config.yaml` says how many steps it will make.
+`<run_dir>/checkpoint-<step>/` whole, with a `COMPLETE` marker listing every file and its size
+(common/checkpoint_marker.py, the rule training resumes by too); a run's `config.yaml` says how many steps it will
+make.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKPOINT_PREFIX = "checkpoint-"  # as the recipes write them (rl.checkpoint.CHECKPOINT_PREFIX)
+from common.checkpoint_marker import complete_checkpoints, read_marker
+
 _STEP = re.compile(r"(?:checkpoint|step|global_step)[-_]?(\d+)$")
 
 
@@ -53,8 +55,12 @@ def check_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def checkpoint_step(path: str | Path) -> int | None:
-    """The step from `trainer_state/extra_state.json`, else from a name like checkpoint-40 / step_40, else None."""
+    """The step the recipe recorded (the COMPLETE marker, else `trainer_state/extra_state.json`), else from a name
+    like checkpoint-40 / step_40, else None."""
     path = Path(path)
+    step = (read_marker(path) or {}).get("step")
+    if isinstance(step, int):
+        return step
     try:
         step = json.loads((path / "trainer_state" / "extra_state.json").read_text()).get("step")
         if isinstance(step, int):
@@ -66,14 +72,10 @@ def checkpoint_step(path: str | Path) -> int | None:
 
 
 def run_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
-    """The complete checkpoints of a recipe's run directory, by step (written ones only: extra_state.json is
-    the last file before the RNG states, and the weights come before it)."""
-    out = []
-    for p in Path(run_dir).glob(CHECKPOINT_PREFIX + "*"):
-        tail = p.name[len(CHECKPOINT_PREFIX) :]
-        if tail.isdigit() and (p / "trainer_state" / "extra_state.json").is_file():
-            out.append(Checkpoint(path=p.resolve(), step=int(tail)))
-    return sorted(out, key=lambda c: c.step or 0)
+    """The complete checkpoints of a recipe's run directory, by step: their marker is there and every file it
+    lists has its size (one being written, cut short or pruned is not listed). Those retention cut to their
+    weights (run.keep_every) are listed too."""
+    return [Checkpoint(path=p.resolve(), step=step) for step, p in complete_checkpoints(run_dir)]
 
 
 def run_final_step(run_dir: str | Path) -> int | None:

@@ -80,9 +80,21 @@ class RunConfig:
     steps: int = 4
     """Training steps (GRPO: batches; SFT: optimizer steps)."""
     save_every: int = 2
-    """Checkpoint every N steps (and at the end)."""
+    """Checkpoint every N steps (and at the end). A checkpoint appears whole or not at all (a crash or a full disk
+    mid-save leaves none behind)."""
+    keep_last: int = 3
+    """After each save, keep the newest N complete checkpoints whole and prune the older ones (but keep_every's);
+    0 keeps every checkpoint."""
+    keep_every: int = 0
+    """Also keep the weights (not trainer_state/: evaluable, not resumable) of every checkpoint whose step is a
+    multiple of N once it is older than keep_last's; 0: off."""
     resume: bool = False
-    """Continue from the latest checkpoint in run_dir."""
+    """Continue from the newest complete checkpoint in run_dir (the one before it, if that one does not load).
+    Refused when the data file, the batch shape (data.batch_size, rollout.n, trainer.world_size with DeepSpeed) or
+    the reward list differ from run_dir/config.yaml, or when the reference policy's weights changed."""
+    resume_force: bool = False
+    """With resume: continue although the data file, batch shape or reward list changed (each change is printed).
+    It does not override the reference check, nor DeepSpeed's need for the same world size and ZeRO stage."""
     seed: int = 0
     """Seed of the trainer ranks and the rollout sampling."""
     trackers: list[str] = field(default_factory=lambda: ["jsonl"])
@@ -100,6 +112,9 @@ class RunConfig:
         for name in ("steps", "save_every", "ray_num_cpus"):
             if getattr(self, name) < 1:
                 problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("keep_last", "keep_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{where}.{name}: must be >= 0 (0: off), got {getattr(self, name)}")
         return problems
 
 

@@ -4,26 +4,51 @@ Layout written by `save_rank` (every trainer rank calls it; `load_rank` reads it
 
     dir/                       loads with AutoModelForImageTextToText.from_pretrained / vLLM as is
       config.json, model*.safetensors, generation_config.json, tokenizer / processor / chat template files
+      COMPLETE                 written last: the step and every file with its size (common/checkpoint_marker.py)
       trainer_state/
         optimizer.safetensors  every tensor of the (full, flattened) optimizer state (DeepSpeed: one
         optimizer.json         optimizer_rank{r} pair per rank); every other entry (param groups, scalar steps)
         rng_rank{r}.safetensors, rng_rank{r}.json   torch / CUDA / numpy / python RNG of each rank
-        trainer.json           the trainer config, world size and optimizer step count
+        trainer.json           the trainer config, world size, optimizer step count and the reference policy
+                               (its directory and the sha256 of its weights files)
         extra_state.json       the caller's state (data cursor, step, ...)
+
+A save is atomic: the ranks write into the hidden sibling `.<name>.tmp/`, fsync every file, rank 0 writes the
+marker and renames the folder into place. A save that fails (a full disk) or a process that dies leaves no `<name>`
+behind, only the hidden folder, which the next save or resume removes. `prune_checkpoints` applies a run's
+retention (run.keep_last, run.keep_every).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import hashlib
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-STATE_DIR = "trainer_state"
-CHECKPOINT_PREFIX = "checkpoint-"  # a run directory's checkpoints: checkpoint-<step>/
+from common.checkpoint_marker import (
+    CHECKPOINT_PREFIX,
+    STATE_DIR,
+    complete_checkpoints,
+    fsync_dir,
+    fsync_tree,
+    read_marker,
+    step_dirs,
+    write_marker,
+)
+
+
+class CheckpointMismatch(ValueError):
+    """This trainer may not resume that checkpoint (another strategy, world size or reference policy): resuming
+    from an older checkpoint of the same run would not help."""
+
+
 # Files a model directory needs besides the weights and config.json (which save_pretrained writes).
 PROCESSOR_FILES = (
     "tokenizer*",
@@ -201,14 +226,104 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path, complete: bool = True) -> Path | None:
-    """The checkpoint of `run_dir` with the highest step: among those whose trainer_state/ exists (`complete`),
-    or any `checkpoint-<N>` directory."""
-    found = []
-    for path in Path(run_dir).glob(CHECKPOINT_PREFIX + "*"):
-        tail = path.name[len(CHECKPOINT_PREFIX) :]
-        if tail.isdigit() and (not complete or (path / STATE_DIR).is_dir()):
-            found.append((int(tail), path))
-    return max(found)[1] if found else None
+    """The checkpoint of `run_dir` with the highest step: among the complete ones (`complete`: the marker there and
+    every file it lists with its size), or any `checkpoint-<N>` directory."""
+    found = complete_checkpoints(run_dir) if complete else step_dirs(run_dir)
+    return found[-1][1] if found else None
+
+
+def partial_dir(final: str | Path, what: str = "") -> Path:
+    """The hidden sibling a save writes `final` into (`what`: another use, e.g. an old copy being replaced)."""
+    final = Path(final)
+    return final.parent / f".{final.name}{'.' + what if what else ''}.tmp"
+
+
+def remove_partial_saves(run_dir: str | Path) -> list[str]:
+    """Remove what saves and prunes that did not finish left in `run_dir` (`.checkpoint-<N>*.tmp/`); their names."""
+    removed = []
+    for path in sorted(Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename the finished `tmp` folder to `final` (replacing an older `final`) and make the rename durable."""
+    if final.exists():  # e.g. a checkpoint of this step that did not load, saved again after resuming earlier
+        old = partial_dir(final, "replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+
+
+def agree(error: BaseException | None, what: str) -> None:
+    """All ranks learn whether any of them failed `what`, then every rank raises (its own error, or one naming the
+    ranks that failed). A rank failing alone would leave the others waiting in the next collective."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    failed = torch.zeros(dist.get_world_size(), device=device)
+    failed[dist.get_rank()] = float(error is not None)
+    dist.all_reduce(failed)
+    if error is not None:
+        raise error
+    ranks = [i for i, f in enumerate(failed.tolist()) if f]
+    if ranks:
+        raise RuntimeError(f"{what} failed on rank(s) {ranks} (their errors are in their logs)")
+
+
+# ---- the reference policy ---------------------------------------------------------------------------------------
+
+
+def weights_sha256(model_dir: str | Path) -> dict[str, str]:
+    """{file name: sha256} of the *.safetensors files of `model_dir`; hashed once per process while the files stay
+    as they are (their sizes and modification times)."""
+    files = sorted(Path(model_dir).resolve().glob("*.safetensors"))
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return dict(_hash_files(stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_files(stamp: tuple) -> tuple[tuple[str, str], ...]:
+    out = []
+    for path, _, _ in stamp:
+        with open(path, "rb") as f:
+            out.append((Path(path).name, hashlib.file_digest(f, "sha256").hexdigest()))
+    return tuple(out)
+
+
+def reference_record(model_dir: str | Path) -> dict[str, Any]:
+    """What trainer.json records of the reference policy: its directory and the sha256 of its weights files."""
+    return {"path": str(Path(model_dir).resolve()), "sha256": weights_sha256(model_dir)}
+
+
+def check_reference(saved: dict[str, Any] | None, current: dict[str, Any] | None, where: str | Path) -> None:
+    """Raise CheckpointMismatch when the reference policy recorded in a checkpoint (`saved`) has other weights
+    than the one this trainer loaded (`current`). Nothing to compare without either (kl_coef 0: no reference)."""
+    if not saved or not current or saved["sha256"] == current["sha256"]:
+        return
+    old, new = saved["sha256"], current["sha256"]
+    diff = [
+        f"{name}: {old[name][:12] if name in old else 'absent'} -> {new[name][:12] if name in new else 'absent'}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+    raise CheckpointMismatch(
+        f"{where}: was trained against the reference policy {saved['path']}, but this run's reference "
+        f"{current['path']} has other weights (sha256 {'; '.join(diff)}). The KL term would pull toward another "
+        "policy: resume with the reference it was trained against (the same init_from / model.path, unchanged), "
+        "or start a new run_dir"
+    )
+
+
+# ---- saving, loading, pruning -----------------------------------------------------------------------------------
 
 
 def save_rank(
@@ -221,46 +336,67 @@ def save_rank(
     strategy: Any,
     model_path: str,
     opt_steps: int,
+    reference: dict[str, Any] | None = None,
 ) -> Path:
     """One trainer rank's part of writing a checkpoint (every rank calls it): rank 0 writes the model directory
-    (weights gathered from every rank, processor files of `model_path`), trainer.json and `extra_state`; each rank
-    its optimizer state through `strategy` and its RNG states. The same layout for every strategy, except that
-    DeepSpeed writes one optimizer partition per rank."""
-    import torch.distributed as dist
-
-    out = Path(directory)
-    state_dir = out / STATE_DIR
+    (weights gathered from every rank, processor files of `model_path`), trainer.json (with `reference`, see
+    `reference_record`) and `extra_state`; each rank its optimizer state through `strategy` and its RNG states.
+    The same layout for every strategy, except that DeepSpeed writes one optimizer partition per rank. Atomic (see
+    the module docstring): on any rank's failure every rank raises and `directory` is left as it was."""
+    final = Path(directory)
+    tmp = partial_dir(final)
+    state_dir = tmp / STATE_DIR
     state = strategy.full_state_dict(model)  # a collective: every rank takes part, rank 0 keeps the result
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        module = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
-        module.save_pretrained(str(out), state_dict=state, safe_serialization=True)
-        copy_processor_files(model_path, out)
-        write_json(state_dir / "extra_state.json", extra_state)
-        write_json(
-            state_dir / "trainer.json", {"world_size": cfg.world_size, "config": asdict(cfg), "opt_steps": opt_steps}
-        )
-    dist.barrier()  # the folder exists before the other ranks write their files
-    strategy.save_optimizer(state_dir, rank)
-    save_flat_state(rng_state(), state_dir, f"rng_rank{rank}")
-    dist.barrier()
-    return out
+    try:
+        error = None
+        if rank == 0:
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)  # a save of this step that did not finish
+                state_dir.mkdir(parents=True)
+                module = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+                module.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+                copy_processor_files(model_path, tmp)
+                write_json(state_dir / "extra_state.json", extra_state)
+                trainer = {"world_size": cfg.world_size, "config": asdict(cfg), "opt_steps": opt_steps}
+                write_json(state_dir / "trainer.json", {**trainer, "reference": reference})
+            except Exception as e:
+                error = e
+        agree(error, "writing the checkpoint's model files")  # also: the folder exists before the others write
+        try:
+            strategy.save_optimizer(state_dir, rank)
+            save_flat_state(rng_state(), state_dir, f"rng_rank{rank}")
+            fsync_tree(tmp)  # on a shared filesystem only the writer's fsync makes its files durable
+        except Exception as e:
+            error = e
+        agree(error, "writing the checkpoint's trainer state")
+        if rank == 0:
+            try:
+                write_marker(tmp, extra_state.get("step"))
+                publish(tmp, final)
+            except Exception as e:
+                error = e
+        agree(error, "publishing the checkpoint")
+    except BaseException:
+        if rank == 0:  # every rank is past its writes: free the space now (a full disk) rather than at next save
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def check_resumable(saved: dict[str, Any], cfg: Any, where: str | Path) -> None:
-    """Raise unless a trainer of config `cfg` can resume from a checkpoint whose trainer.json is `saved`: the same
-    strategy, and for DeepSpeed (each rank reads its own optimizer partition) the same world size and ZeRO stage.
-    FSDP2 checkpoints hold the full optimizer state and resume on any number of ranks."""
+    """Raise CheckpointMismatch unless a trainer of config `cfg` can resume from a checkpoint whose trainer.json is
+    `saved`: the same strategy, and for DeepSpeed (each rank reads its own optimizer partition) the same world
+    size and ZeRO stage. FSDP2 checkpoints hold the full optimizer state and resume on any number of ranks."""
     saved_cfg = saved.get("config", {})
     if saved_cfg.get("strategy", "fsdp2") != cfg.strategy:
-        raise ValueError(
+        raise CheckpointMismatch(
             f"{where}: saved by strategy {saved_cfg.get('strategy')!r}, this trainer is {cfg.strategy!r}; "
             "start from its weights instead (model.path / init_from) to change strategy"
         )
     if cfg.strategy == "deepspeed" and (
         saved["world_size"] != cfg.world_size or saved_cfg.get("zero_stage") != cfg.zero_stage
     ):
-        raise ValueError(
+        raise CheckpointMismatch(
             f"{where}: a DeepSpeed checkpoint of world_size {saved['world_size']} and ZeRO stage "
             f"{saved_cfg.get('zero_stage')} resumes only with the same (here {cfg.world_size}, {cfg.zero_stage})"
         )
@@ -269,23 +405,57 @@ def check_resumable(saved: dict[str, Any], cfg: Any, where: str | Path) -> None:
 def load_rank(directory: str | Path, *, rank: int, cfg: Any, model: Any, strategy: Any) -> tuple[dict[str, Any], int]:
     """One trainer rank's part of resuming (every rank calls it): check the checkpoint fits `cfg`, load the
     weights into `model` and the optimizer state through `strategy`, restore this rank's RNG. Returns the saved
-    extra_state and the optimizer step count (the learning-rate schedule's clock)."""
-    import torch.distributed as dist
+    extra_state and the optimizer step count (the learning-rate schedule's clock). A file that does not read
+    fails every rank together."""
     from transformers import AutoModelForImageTextToText
 
     src = Path(directory)
     state_dir = src / STATE_DIR
-    extra = read_json(state_dir / "extra_state.json")
-    saved = read_json(state_dir / "trainer.json")
-    check_resumable(saved, cfg, src)
-    # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
-    dtype = next(getattr(model, "module", model).parameters()).dtype
-    loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
+    error = loaded = extra = saved = None
+    try:
+        extra = read_json(state_dir / "extra_state.json")
+        saved = read_json(state_dir / "trainer.json")
+        check_resumable(saved, cfg, src)
+        # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
+        dtype = next(getattr(model, "module", model).parameters()).dtype
+        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
+    except Exception as e:
+        error = e
+    agree(error, f"reading checkpoint {src}")
     strategy.load_full_state_dict(model, loaded.state_dict())
     del loaded
-    strategy.load_optimizer(state_dir, rank)
-    rng_name = f"rng_rank{rank}"
-    if (state_dir / f"{rng_name}.json").is_file():
-        set_rng_state(load_flat_state(state_dir, rng_name))
-    dist.barrier()
+    try:
+        strategy.load_optimizer(state_dir, rank)
+        rng_name = f"rng_rank{rank}"
+        if (state_dir / f"{rng_name}.json").is_file():
+            set_rng_state(load_flat_state(state_dir, rng_name))
+    except Exception as e:
+        error = e
+    agree(error, f"loading the trainer state of {src}")
     return extra, int(saved.get("opt_steps", 0))
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_every: int = 0, keep: str | Path = "") -> list[str]:
+    """Apply a run's retention after a save: the newest `keep_last` resumable checkpoints stay whole (0: all of
+    them); of the older ones, those whose step is a multiple of `keep_every` (0: none) keep their weights (their
+    trainer_state/ is removed, the marker rewritten: they stay complete, for evaluation), the others are removed.
+    `keep` (the checkpoint just written) is never touched. Returns what was done, one line per checkpoint."""
+    if keep_last < 1:
+        return []
+    spared = Path(keep).resolve() if keep else None
+    done = []
+    for step, path in complete_checkpoints(run_dir, resumable=True)[:-keep_last]:
+        if path.resolve() == spared:
+            continue
+        if keep_every and step % keep_every == 0:
+            marker = read_marker(path)
+            weights = {k: v for k, v in marker["files"].items() if not k.startswith(f"{STATE_DIR}/")}
+            write_marker(path, marker.get("step"), weights)  # first: the checkpoint never lists missing files
+            shutil.rmtree(path / STATE_DIR)
+            done.append(f"{path.name}: weights kept, {STATE_DIR}/ removed")
+        else:
+            gone = partial_dir(path, "removed")
+            os.rename(path, gone)  # disappears whole; a crash mid-delete leaves a hidden folder the next save removes
+            shutil.rmtree(gone)
+            done.append(f"{path.name}: removed")
+    return done

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.checkpoint_marker import incomplete_reason
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
@@ -311,8 +312,25 @@ class TrainerRank:
             ray.get([h.update_weights.remote(ref) for h in rollout_handles])
         return time.perf_counter() - start
 
+    def reference_record(self) -> dict[str, Any] | None:
+        """The reference policy's directory and the sha256 of its weights files (`rl.checkpoint.reference_record`,
+        hashed once), or None without a reference (kl_coef 0). Checkpoints record it; resume checks it."""
+        return None if self.ref is None else ckpt.reference_record(self.model_path)
+
+    def check_checkpoint(self, directory: str) -> str | None:
+        """Why this trainer may not resume `directory` (another strategy, DeepSpeed world size or reference
+        policy), or None. Called on rank 0 before every rank loads."""
+        saved = ckpt.read_json(Path(directory) / ckpt.STATE_DIR / "trainer.json")
+        try:
+            ckpt.check_resumable(saved, self.cfg, directory)
+            ckpt.check_reference(saved.get("reference"), self.reference_record(), directory)
+        except ckpt.CheckpointMismatch as e:
+            return str(e)
+        return None
+
     def save_checkpoint(self, directory: str, extra_state: dict[str, Any]) -> str:
-        """Write a from_pretrained-loadable model directory plus trainer_state/ (`rl.checkpoint.save_rank`)."""
+        """Write a from_pretrained-loadable model directory plus trainer_state/, atomically
+        (`rl.checkpoint.save_rank`)."""
         out = ckpt.save_rank(
             directory,
             extra_state,
@@ -322,6 +340,7 @@ class TrainerRank:
             strategy=self.strategy,
             model_path=self.model_path,
             opt_steps=self.opt_steps,
+            reference=self.reference_record() if self.rank == 0 else None,
         )
         return str(out)
 
@@ -426,12 +445,26 @@ class TrainerGroup:
         return self._all("sync_weights", list(rollout_handles))[0]
 
     def save_checkpoint(self, directory: str | Path, extra_state: dict[str, Any]) -> str:
+        """Write `directory` whole or not at all: a failure on any rank (a full disk) raises here and leaves no
+        `directory`, only a hidden `.<name>.tmp` sibling at worst (`rl.checkpoint.save_rank`)."""
         return self._all("save_checkpoint", str(directory), dict(extra_state))[0]
 
     def load_checkpoint(self, directory: str | Path) -> dict[str, Any]:
-        if not (Path(directory) / ckpt.STATE_DIR).is_dir():
+        """Restore every rank from `directory` and return its extra_state. Refused before any rank loads: a folder
+        without trainer_state/ or whose COMPLETE marker does not match its files (FileNotFoundError), or one this
+        trainer may not resume (`rl.checkpoint.CheckpointMismatch`: strategy, DeepSpeed world size, reference)."""
+        import ray
+
+        path = Path(directory)
+        if not (path / ckpt.STATE_DIR).is_dir():
             raise FileNotFoundError(f"not a trainer checkpoint (no {ckpt.STATE_DIR}/): {directory}")
-        return self._all("load_checkpoint", str(directory))[0]
+        reason = incomplete_reason(path)
+        if reason:
+            raise FileNotFoundError(f"incomplete checkpoint {directory}: {reason}")
+        problem = ray.get(self.ranks[0].check_checkpoint.remote(str(path)))
+        if problem:
+            raise ckpt.CheckpointMismatch(problem)
+        return self._all("load_checkpoint", str(path))[0]
 
     def shutdown(self) -> None:
         """Close the process group, end the rank actors and free the placement group."""

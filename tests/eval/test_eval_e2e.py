@@ -17,9 +17,12 @@ COMMON = ["--limit", "3", "--max-new-tokens", "8", "--num-cpus", "0.5", "--max-s
 
 def save_checkpoint(src: str, dst: Path, step: int, noise: float = 0.0) -> Path:
     """The recipe's layout (rl/checkpoint.py): the from_pretrained files + trainer_state/extra_state.json with the
-    step; with `noise`, every weight perturbed (read and written with safetensors, no model built)."""
+    step, the COMPLETE marker last; with `noise`, every weight perturbed (read and written with safetensors, no
+    model built)."""
     import torch
     from safetensors.torch import load_file, save_file
+
+    from common.checkpoint_marker import write_marker
 
     shutil.copytree(src, dst)
     if noise:
@@ -33,6 +36,7 @@ def save_checkpoint(src: str, dst: Path, step: int, noise: float = 0.0) -> Path:
             save_file(state, str(path), metadata={"format": "pt"})
     (dst / "trainer_state").mkdir()
     (dst / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": step}))
+    write_marker(dst, step)
     return dst
 
 

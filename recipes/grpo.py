@@ -173,7 +173,7 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
             tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
             health.check(scored)  # a reward component that keeps failing ends the run, with its last error
             if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
-                ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler)
+                ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler, cfg.run)
                 s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
             s.evals.poll()  # log the evaluations that have finished, tagged with their step
 

@@ -194,7 +194,7 @@ def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[s
                 metrics.update(probe(workers, trainer, probe_records, cfg, seed=cfg.run.seed + step))
             tracker.log(metrics)
             if step % cfg.run.save_every == 0 or step == cfg.run.steps or evals.due(step):
-                evals.launch(step, save_checkpoint(trainer, run_dir, step, sampler))
+                evals.launch(step, save_checkpoint(trainer, run_dir, step, sampler, cfg.run))
             evals.poll()
         evals.close()
         tracker.close()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from common.offline import offline_env
 from eval import report
 from eval.actor import FineAgentError, check_fineagent
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
@@ -27,19 +26,6 @@ from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_
 from eval.config import EvalConfig, run_rollout_config
 from eval.runner import EvalOptions, EvalResult, Evaluator
 from rollout.config import RolloutConfig
-
-
-def _offline_env() -> None:
-    # the HF hub and ultralytics look hosts up at import unless told not to; evaluation never needs the network
-    for key, value in (
-        ("HF_HUB_OFFLINE", "1"),
-        ("TRANSFORMERS_OFFLINE", "1"),
-        ("YOLO_OFFLINE", "1"),
-        ("YOLO_AUTOINSTALL", "False"),
-        ("TOKENIZERS_PARALLELISM", "false"),
-        ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo")),
-    ):
-        os.environ.setdefault(key, value)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -261,7 +247,7 @@ def watch(run_dir: Path, session: Session, variants: list[str], poll_s: float, t
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    _offline_env()
+    offline_env()  # evaluation never needs the network
     try:
         benchmark, checkpoints, variants, options = prepare(args)
     except (BenchmarkError, CheckpointError, FineAgentError, ValueError) as e:

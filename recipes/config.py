@@ -189,6 +189,22 @@ def load_config(schema: type[T], argv: list[str], default_yaml: str | Path | Non
         raise ConfigError(f"bad config: {_explain(e, schema)}") from None
 
 
+def load_recipe_config(schema: type[T], argv: list[str], default_yaml: str | Path | None, title: str = "") -> T:
+    """What a recipe's command line gets: `--help` prints the config tree (the YAML applied) and exits; otherwise
+    the config, its system prompt file read, checked by its `validate()` and against the resources of a local Ray
+    (ConfigError naming every problem)."""
+    from recipes.resources import check_before_ray
+
+    if "--help" in argv or "-h" in argv:
+        print(help_text(load_config(schema, [], default_yaml), title))
+        raise SystemExit(0)
+    cfg = load_config(schema, argv, default_yaml)
+    cfg.rollout.resolve_system_prompt()
+    raise_problems(cfg.validate())
+    raise_problems(check_before_ray(cfg))  # a local Ray: will the actors fit?
+    return cfg
+
+
 def _explain(e: Any, schema: type) -> str:
     """An OmegaConf error as one line naming the key; for an unknown key, the closest valid one."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError

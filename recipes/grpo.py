@@ -23,12 +23,11 @@ from recipes.config import (
     DataConfig,
     ModelConfig,
     RunConfig,
-    help_text,
-    load_config,
+    load_recipe_config,
     raise_problems,
     validate_sections,
 )
-from recipes.resources import check_before_ray, check_cluster
+from recipes.resources import check_cluster
 from recipes.run import (
     Sampler,
     init_ray,
@@ -106,14 +105,7 @@ class GrpoConfig:
 
 def load(argv: list[str], default_yaml: str | Path | None, title: str = "") -> GrpoConfig:
     """The config from defaults <- YAML <- `key=value`, checked (ConfigError); `--help` prints it and exits."""
-    if "--help" in argv or "-h" in argv:
-        print(help_text(load_config(GrpoConfig, [], default_yaml), title))
-        raise SystemExit(0)
-    cfg = load_config(GrpoConfig, argv, default_yaml)
-    cfg.rollout.resolve_system_prompt()
-    raise_problems(cfg.validate())
-    raise_problems(check_before_ray(cfg))  # a local Ray: will the actors fit?
-    return cfg
+    return load_recipe_config(GrpoConfig, argv, default_yaml, title)
 
 
 def main(argv: list[str], default_yaml: str | Path | None, name: str = "grpo", title: str = "") -> dict[str, float]:

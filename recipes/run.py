@@ -13,13 +13,13 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.checkpoint_marker import complete_checkpoints, incomplete_reason, step_dirs
+from common.offline import offline_env
 from recipes.config import EMBEDDED, ConfigError, RunConfig, save_config
 from rl.checkpoint import (
     CheckpointMismatch,
@@ -28,28 +28,6 @@ from rl.checkpoint import (
     prune_checkpoints,
     remove_partial_saves,
 )
-
-OFFLINE_ENV = (
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "YOLO_OFFLINE",
-    "YOLO_AUTOINSTALL",
-    "YOLO_CONFIG_DIR",
-    "TOKENIZERS_PARALLELISM",
-)
-
-
-def offline_env() -> None:
-    # ultralytics and the HF hub look hosts up at import unless told not to; runs never need the network.
-    for key, value in (
-        ("HF_HUB_OFFLINE", "1"),
-        ("TRANSFORMERS_OFFLINE", "1"),
-        ("YOLO_OFFLINE", "1"),
-        ("YOLO_AUTOINSTALL", "False"),
-        ("TOKENIZERS_PARALLELISM", "false"),
-        ("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "actionrl-yolo")),
-    ):
-        os.environ.setdefault(key, value)
 
 
 def resolve_model(path: str) -> str:
@@ -165,7 +143,7 @@ def init_ray(run_cfg: Any) -> None:
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {k: os.environ[k] for k in OFFLINE_ENV if k in os.environ}}
+    env = {"env_vars": offline_env()}
     if run_cfg.ray_address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=run_cfg.ray_address or None, runtime_env=env)
     else:

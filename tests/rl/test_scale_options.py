@@ -170,3 +170,33 @@ def test_on_policy_step_reuses_the_policy_pass_log_probs(tiny_model_dir, batch):
     for key in ("train/loss", "train/pg_loss", "train/kl", "train/grad_norm", "train/rollout_logprob_diff"):
         assert skip[key] == pytest.approx(full[key], rel=1e-6, abs=1e-6), key
     assert max(float((weights_skip[k] - weights_full[k]).abs().max()) for k in weights_full) < 1e-6
+
+
+def test_bf16_checkpoint_keeps_fp32_masters_for_resume(tiny_model_dir, batch, tmp_path):
+    """With CUDA, bf16-mixed exports bf16 (what vLLM and from_pretrained expect); the checkpoint's model files are
+    then bf16 and the fp32 masters go to trainer_state/, so a resume continues from the exact fp32 weights.
+    Here the CUDA export dtype is set by hand on a CPU rank."""
+    import torch
+    from safetensors import safe_open
+
+    trajs, _ = batch
+    fields = {"precision": "bf16-mixed", "lr": 1e-6, "kl_coef": 0.0, "micro_batch_size": 4}
+    with one_rank(tiny_model_dir, **fields) as rank:
+        rank.strategy.export_dtype = torch.bfloat16
+        rank.sft_step(trajs)
+        masters = {k: v.detach().clone() for k, v in rank.strategy._full_weights(rank.model).items()}
+        exported = rank.export_weights()
+        assert {v.dtype for v in exported.values()} == {torch.bfloat16}
+        rank.save_checkpoint(str(tmp_path / "step_1"), {"step": 1})
+    with safe_open(str(tmp_path / "step_1" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    assert (tmp_path / "step_1" / "trainer_state" / "master_weights.safetensors").is_file()
+    with one_rank(tiny_model_dir, **fields) as rank:
+        rank.strategy.export_dtype = torch.bfloat16
+        rank.load_checkpoint(str(tmp_path / "step_1"))
+        resumed = rank.strategy._full_weights(rank.model)
+        assert {v.dtype for v in resumed.values()} == {torch.float32}
+        for key, value in masters.items():
+            torch.testing.assert_close(resumed[key], value, atol=0, rtol=0)
+        # the 1e-6 step is below bf16's resolution for most weights: only the masters carry it
+        assert any(not torch.equal(value.to(torch.bfloat16).float(), value) for value in masters.values())

@@ -15,6 +15,7 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 KL_TYPES = ("low_var_kl", "kl", "k1", "abs", "mse", "k2", "k3")
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 BACKENDS = ("", "gloo", "nccl")
+PRECISIONS = ("auto", "bf16-mixed", "fp32", "bf16-pure")
 
 
 @dataclass
@@ -32,6 +33,14 @@ class TrainerConfig:
     attn_implementation: str = "auto"
     """"auto" (flash_attention_2 on GPU when flash-attn is installed, else sdpa), "sdpa", "eager" or
     "flash_attention_2"."""
+    precision: str = "auto"
+    """"auto" (bf16-mixed with CUDA, fp32 on CPU), "bf16-mixed" (fp32 master weights and AdamW state, bf16
+    forward/backward, fp32 gradient reduction), "fp32", or "bf16-pure" (bf16 weights and AdamW state: half the
+    memory, but updates smaller than half a bf16 ulp of a weight are lost; FSDP2 only, an explicit opt-in).
+    See docs/scale.md."""
+    activation_checkpointing: bool | None = None
+    """Recompute each layer's activations in the backward (transformers' gradient checkpointing, language model
+    and vision tower) instead of keeping them: less memory for ~1/3 more compute. None: on with CUDA, off on CPU."""
     backend: str = ""
     """Process-group backend: "" picks nccl when the ranks see a GPU, else gloo; or "gloo" / "nccl"."""
     lr: float = 1e-5
@@ -61,7 +70,8 @@ class TrainerConfig:
     micro_batch_size: int = 2
     """Sequences per forward on each rank; gradients accumulate over a rank's share of the batch."""
     mini_batches: int = 1
-    """GRPO: optimizer steps per batch (PPO mini-batches; the rank's share is split this many ways)."""
+    """GRPO: optimizer steps per batch (PPO mini-batches; the rank's share is split this many ways). With 1 the
+    update is on-policy: the policy pass's own (detached) log-probs serve as the old ones, with no extra forward."""
     group_by_length: bool = False
     """Order each rank's sequences by length before cutting micro-batches (less padding)."""
     pack_max_tokens: int = 0
@@ -93,6 +103,17 @@ class TrainerConfig:
             problems.append(f"{where}.zero_stage: 2 or 3 with DeepSpeed, got {self.zero_stage}")
         one_of("attn_implementation", ATTN_IMPLEMENTATIONS)
         one_of("backend", BACKENDS)
+        one_of("precision", PRECISIONS)
+        if self.precision == "bf16-pure" and self.strategy == "deepspeed":
+            problems.append(
+                f"{where}.precision: 'bf16-pure' is FSDP2 only (DeepSpeed keeps fp32 master weights whenever bf16 "
+                "is on); use 'bf16-mixed' or 'fp32' with DeepSpeed"
+            )
+        if self.activation_checkpointing not in (None, True, False):
+            problems.append(
+                f"{where}.activation_checkpointing: {self.activation_checkpointing!r} is not one of "
+                "None (auto: on with CUDA), true, false"
+            )
         one_of("lr_schedule", SCHEDULES)
         one_of("kl_type", KL_TYPES)
         one_of("loss_agg_mode", LOSS_AGG_MODES)

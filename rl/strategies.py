@@ -13,6 +13,12 @@ FSDP2 shards each decoder layer (see `shard_fsdp2`). DeepSpeed's ZeRO optimizer 
 (stage 2) and the parameters too (stage 3); it is set up inside the already-initialised torch process group
 (`deepspeed.init_distributed(dist_backend=...)` then finds it), with DeepSpeed's CPU accelerator when there is no
 GPU (`DS_ACCELERATOR=cpu`, which falls back to gloo without Intel's oneCCL).
+
+Precision (`cfg.precision`, `resolve_precision`): under "bf16-mixed" the policy is loaded in fp32 and AdamW keeps
+fp32 master weights and moments; forward and backward run in bf16 and gradients are reduced in fp32 (FSDP2: a
+`MixedPrecisionPolicy` on every shard group; DeepSpeed: its bf16 mode, whose ZeRO optimizer keeps the fp32
+masters). "bf16-pure" loads and steps bf16 weights (FSDP2 only). The frozen reference is kept in the compute
+dtype. Exported weights (sync, the HF checkpoint) are cast per tensor to the compute dtype with CUDA, fp32 on CPU.
 """
 
 from __future__ import annotations
@@ -23,24 +29,74 @@ from typing import Any
 
 from rl import checkpoint as ckpt
 
+# resolved precision -> (dtype the weights and AdamW state are kept in, forward/backward compute dtype)
+PRECISION_DTYPES = {
+    "fp32": ("float32", "float32"),
+    "bf16-mixed": ("float32", "bfloat16"),
+    "bf16-pure": ("bfloat16", "bfloat16"),
+}
 
-def shard_fsdp2(model, mesh) -> None:
+
+def resolve_precision(name: str, device_type: str) -> str:
+    """The precision `name` means on `device_type`: "auto" is bf16-mixed with CUDA and fp32 on CPU.
+
+    >>> resolve_precision("auto", "cpu"), resolve_precision("auto", "cuda"), resolve_precision("bf16-pure", "cpu")
+    ('fp32', 'bf16-mixed', 'bf16-pure')
+    """
+    if name == "auto":
+        return "bf16-mixed" if device_type == "cuda" else "fp32"
+    if name not in PRECISION_DTYPES:
+        raise ValueError(f"precision must be 'auto' or one of {tuple(PRECISION_DTYPES)}, got {name!r}")
+    return name
+
+
+def precision_dtypes(precision: str) -> tuple[Any, Any]:
+    """(the dtype weights are loaded, stored and stepped in, the forward/backward compute dtype) of a resolved
+    precision.
+
+    >>> precision_dtypes("bf16-mixed")
+    (torch.float32, torch.bfloat16)
+    """
+    import torch
+
+    master, compute = PRECISION_DTYPES[precision]
+    return getattr(torch, master), getattr(torch, compute)
+
+
+def export_dtype(precision: str, device_type: str) -> Any:
+    """The dtype of exported weights: the compute dtype with CUDA (bf16, what vLLM and from_pretrained expect), fp32
+    on CPU (where the engines and tests run in fp32)."""
+    import torch
+
+    return precision_dtypes(precision)[1] if device_type == "cuda" else torch.float32
+
+
+def _cast(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """Floating tensors of `state` in `dtype`, one tensor at a time (the others as they are)."""
+    for key, value in state.items():
+        if hasattr(value, "is_floating_point") and value.is_floating_point() and value.dtype != dtype:
+            state[key] = value.to(dtype)
+    return state
+
+
+def shard_fsdp2(model, mesh, mp_policy: Any = None) -> None:
     """FSDP2: one shard group per text decoder layer (from the model's `_no_split_modules`), then the root.
 
     The vision tower stays in the root group on purpose: it runs a data-dependent number of times per forward
     (0 for a text-only micro-batch, once for videos, once more for tool images), and a shard group per vision
     block would then issue a different number of all-gathers on different ranks and deadlock the collective.
     """
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    mp_policy = mp_policy or MixedPrecisionPolicy()  # fully_shard's default: compute in the parameters' dtype
     names = set(getattr(model, "_no_split_modules", None) or [])
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
     in_visual = {id(m) for m in visual.modules()} if visual is not None else set()
     for module in model.modules():
         if type(module).__name__ in names and id(module) not in in_visual:
-            fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+            fully_shard(module, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(model, mesh=mesh, mp_policy=mp_policy)
 
 
 def _adamw(params, cfg):
@@ -63,9 +119,17 @@ class FSDP2Strategy:
     def __init__(self, cfg: Any, device: Any, mesh: Any):
         self.cfg, self.device, self.mesh = cfg, device, mesh
         self.model = self.optimizer = None
+        self.precision = resolve_precision(cfg.precision, device.type)
+        self.export_dtype = export_dtype(self.precision, device.type)
 
     def wrap(self, model, trainable: bool = True):
-        shard_fsdp2(model, self.mesh)
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        mp_policy = None
+        if trainable and self.precision == "bf16-mixed":  # fp32 sharded masters, gathered as bf16 for compute
+            mp_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        shard_fsdp2(model, self.mesh, mp_policy)
         if trainable:
             self.model, self.optimizer = model, _adamw(model.parameters(), self.cfg)
         return model
@@ -97,10 +161,17 @@ class FSDP2Strategy:
         return grad_norm, stepped
 
     def full_state_dict(self, model) -> dict[str, Any]:
-        """The full CPU state dict on every rank (collective)."""
+        """The full CPU state dict on every rank (collective), in `export_dtype`."""
+        return _cast(self._full_weights(model), self.export_dtype)
+
+    def _full_weights(self, model) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _masters_differ(self) -> bool:
+        """Whether the exported (checkpoint) weights are a lossy cast of the weights the optimizer steps."""
+        return precision_dtypes(self.precision)[0] != self.export_dtype
 
     def load_full_state_dict(self, model, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -113,12 +184,18 @@ class FSDP2Strategy:
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        # a bf16 model directory would round the fp32 masters on resume: keep them beside the optimizer state
+        masters = self._full_weights(self.model) if self._masters_differ() else None
         if rank == 0:
             ckpt.save_flat_state(ckpt.optimizer_to_flat(optim), state_dir, "optimizer")
+            if masters is not None:
+                ckpt.save_flat_state(masters, state_dir, "master_weights")
 
     def load_optimizer(self, state_dir: Path, rank: int) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        if (state_dir / "master_weights.json").is_file():  # exact fp32 masters (the model directory is bf16)
+            self.load_full_state_dict(self.model, ckpt.load_flat_state(state_dir, "master_weights"))
         optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
         set_optimizer_state_dict(self.model, self.optimizer, optim, options=StateDictOptions(full_state_dict=True))
 
@@ -134,18 +211,22 @@ class DeepSpeedStrategy:
             raise ValueError(f"zero_stage must be 2 or 3 for strategy 'deepspeed', got {cfg.zero_stage}")
         self.cfg, self.device = cfg, device
         self.model = self.optimizer = self.engine = None
+        self.precision = resolve_precision(cfg.precision, device.type)
+        if self.precision == "bf16-pure":
+            raise ValueError("precision 'bf16-pure' is FSDP2 only: DeepSpeed keeps fp32 masters whenever bf16 is on")
+        self.export_dtype = export_dtype(self.precision, device.type)
         # ZeRO-3 gathers the vision tower's parameters each time it runs: every rank must run it equally often
         self.every_vision_kind = cfg.zero_stage == 3
 
     def _ds_config(self) -> dict[str, Any]:
-        cuda = self.device.type == "cuda"
         zero = {"stage": self.cfg.zero_stage, **dict(self.cfg.zero_config or {})}
         return {
             "train_micro_batch_size_per_gpu": 1,  # nominal: the trainer cuts its own micro-batches
             "gradient_accumulation_steps": 1,  # the trainer marks the accumulation boundary itself
             "gradient_clipping": self.cfg.grad_clip,
             "zero_optimization": zero,
-            "bf16": {"enabled": cuda},
+            # bf16 compute over the ZeRO optimizer's fp32 master partition (DeepSpeed casts the fp32-loaded module)
+            "bf16": {"enabled": self.precision == "bf16-mixed"},
             "zero_allow_untested_optimizer": True,  # torch's AdamW; ZeRO wraps any torch optimizer
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
@@ -211,10 +292,10 @@ class DeepSpeedStrategy:
         return contextlib.nullcontext()
 
     def full_state_dict(self, model) -> dict[str, Any]:
-        """The full CPU state dict on every rank (ZeRO-3 gathers the partitioned parameters)."""
+        """The full CPU state dict on every rank (ZeRO-3 gathers the partitioned parameters), in `export_dtype`."""
         module = getattr(model, "module", model)
         with self._gathered(module, modify=False):
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            return _cast({k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, self.export_dtype)
 
     def load_full_state_dict(self, model, state: dict[str, Any]) -> None:
         import torch

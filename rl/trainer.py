@@ -9,7 +9,10 @@ to rollout workers, and checkpoints in Hugging Face format plus an exactly resum
 
 The whole trainer config is one dataclass, `rl.config.TrainerConfig` (a recipe's `trainer:` section).
 
-On CPU the ranks talk over gloo (float32 weights); with CUDA over NCCL (bfloat16 weights), one GPU per rank.
+On CPU the ranks talk over gloo (float32 by default); with CUDA over NCCL, one GPU per rank, in bf16-mixed precision
+by default (fp32 master weights and AdamW state, bf16 compute; `precision`, see `rl.strategies` and docs/scale.md)
+and with activation checkpointing (`activation_checkpointing`). With `mini_batches` 1 the GRPO update is on-policy
+and the old log-probs are the policy pass's own, detached: no separate scoring forward.
 The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="deepspeed", zero_stage=3`), see
 `rl.strategies`. The learning rate follows `rl.schedule.lr_at` over the optimizer steps (constant by default;
 cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
@@ -31,7 +34,7 @@ from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
 from rl.schedule import lr_at
-from rl.strategies import make_strategy  # how a loaded model is wrapped for data parallelism
+from rl.strategies import make_strategy, precision_dtypes  # how a loaded model is wrapped for data parallelism
 
 # Per-rank metric sums of a GRPO step, all-reduced together at its end.
 GRPO_SUMS = ("loss", "pg_loss", "kl", "clipfrac", "entropy", "rollout_logprob_diff", "num_tokens")
@@ -54,6 +57,15 @@ def resolve_attn_implementation(name: str, device_type: str) -> str:
     return "flash_attention_2" if device_type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
+def resolve_activation_checkpointing(value: bool | None, device_type: str) -> bool:
+    """Whether to recompute activations in the backward: `value`, or when None (auto) only with CUDA.
+
+    >>> resolve_activation_checkpointing(None, "cpu"), resolve_activation_checkpointing(None, "cuda")
+    (False, True)
+    """
+    return device_type == "cuda" if value is None else bool(value)
+
+
 class TrainerRank:
     """One data-parallel rank. A plain class; `TrainerGroup` makes it a Ray actor."""
 
@@ -66,6 +78,9 @@ class TrainerRank:
         self.total_steps = total_steps  # the cosine schedule's length in optimizer steps
         self.model = self.ref = self.strategy = None
         self.opt_steps = 0  # optimizer steps since the optimizer was (re)made: the schedule's clock
+        # On-policy (mini_batches 1): take the old log-probs from the policy pass. False forces the separate
+        # no-grad forward (tests compare the two).
+        self._reuse_policy_logprobs = True
 
     def address(self) -> tuple[str, int]:
         """This node's IP and a free TCP port, for the process group rendezvous (called on rank 0)."""
@@ -95,23 +110,25 @@ class TrainerRank:
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self.mesh = init_device_mesh(self.device.type, (self.cfg.world_size,))
         self.strategy = make_strategy(self.cfg, self.device, self.mesh)
-        policy = self._load(self.model_path)
+        master_dtype, compute_dtype = precision_dtypes(self.strategy.precision)
+        policy = self._load(self.model_path, master_dtype)
         self.hf_config = policy.config
         policy.train()
+        if resolve_activation_checkpointing(self.cfg.activation_checkpointing, self.device.type):
+            # language model and vision tower; before sharding, so FSDP2 wraps the checkpointed layers
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = self.strategy.wrap(policy, trainable=True)
         if self.cfg.kl_coef != 0.0:
-            ref = self._load(self.model_path)
+            ref = self._load(self.model_path, compute_dtype)  # frozen: no fp32 copy is needed
             ref.eval()
             ref.requires_grad_(False)
             self.ref = self.strategy.wrap(ref, trainable=False)
         self.merge_size = int(self.hf_config.vision_config.spatial_merge_size)
         self._set_lr()
 
-    def _load(self, path: str):
-        import torch
+    def _load(self, path: str, dtype):
         from transformers import AutoModelForImageTextToText
 
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         attn = resolve_attn_implementation(self.cfg.attn_implementation, self.device.type)
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
         return model.to(self.device)
@@ -156,9 +173,15 @@ class TrainerRank:
         batch = batch.reorder(plan.order)
         adv = torch.tensor([float(advantages[shard][i]) for i in plan.order], device=self.device)
         mask = batch.response_mask.to(self.device)
+        # With one mini-batch the policy has not moved when each micro-batch is scored, so the old log-probs are
+        # the policy pass's own (ratio 1): `_grpo_backward` fills `old` with them instead of a no-grad forward.
+        on_policy = cfg.mini_batches == 1 and self._reuse_policy_logprobs
         with torch.no_grad():
             scoring = {"temperature": self.temperature, "ranges": plan.ranges}
-            old = self._logprobs(self.model, batch, **scoring)
+            if on_policy:
+                old = torch.zeros(mask.shape, device=self.device)
+            else:
+                old = self._logprobs(self.model, batch, **scoring)
             ref = self._logprobs(self.ref, batch, **scoring) if self.ref is not None else None
         # Each mini-batch's tokens and sequences over all ranks normalise its loss, so the gradient depends on
         # neither micro_batch_size nor world_size.
@@ -169,7 +192,9 @@ class TrainerRank:
         for k, ranges in enumerate(plan.chunks):
             self._set_lr()
             self.strategy.zero_grad()
-            part = self._grpo_backward(batch, ranges, old, ref, adv, mask, norms[2 * k], norms[2 * k + 1])
+            part = self._grpo_backward(
+                batch, ranges, old, ref, adv, mask, norms[2 * k], norms[2 * k + 1], fill_old=on_policy
+            )
             norm, stepped = self._step()
             grad_norm, skipped = grad_norm + norm, skipped + int(not stepped)
             for key, value in part.items():
@@ -245,9 +270,12 @@ class TrainerRank:
             agree_count=lambda n: int(self._all_reduce([float(n)], op="max")[0]),
         )
 
-    def _grpo_backward(self, batch, ranges, old, ref, adv, mask, num_tokens: float, num_seqs: float) -> dict:
+    def _grpo_backward(
+        self, batch, ranges, old, ref, adv, mask, num_tokens: float, num_seqs: float, fill_old: bool = False
+    ) -> dict:
         """Forward/backward of the GRPO loss, one forward per [start, stop) of `ranges` (one mini-batch's
-        micro-batches or packs); the metric sums are this rank's shares."""
+        micro-batches or packs); the metric sums are this rank's shares. With `fill_old` (on-policy) each
+        micro-batch's detached log-probs are written into `old` first and used as the old ones."""
         from rl.grpo import grpo_loss
 
         cfg, world = self.cfg, self.cfg.world_size
@@ -257,6 +285,8 @@ class TrainerRank:
             logp, entropy = self._logprobs(
                 self.model, batch.select(start, stop), temperature=self.temperature, with_entropy=True
             )
+            if fill_old:
+                old[r] = logp.detach()
             loss, metrics = grpo_loss(
                 logp,
                 old[r],

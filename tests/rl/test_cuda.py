@@ -1,6 +1,6 @@
 """The trainer's GPU path (skipped without CUDA): packed and padded log-probs agree on the GPU in float32 and in
-bfloat16, and one FSDP2 rank over NCCL trains in bfloat16 (SFT with packing, a GRPO update where verl is
-installed, a checkpoint that loads back)."""
+bfloat16, and one FSDP2 rank over NCCL trains in bf16-mixed precision, the GPU default (SFT with packing, a GRPO
+update where verl is installed, a checkpoint that resumes its fp32 masters)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,11 @@ def test_fsdp2_rank_over_nccl_trains_in_bfloat16(tiny_model_dir, tmp_path):
     rank = TrainerRank(0, config, tiny_model_dir, seed=0, temperature=1.0, total_steps=0)
     rank.setup("127.0.0.1", _free_port())
     try:
-        assert next(rank.model.parameters()).dtype == torch.bfloat16
+        # bf16-mixed: fp32 masters, a bf16 reference, activation checkpointing on, bf16 exports
+        assert {p.dtype for p in rank.model.parameters()} == {torch.float32}
+        assert {p.dtype for p in rank.ref.parameters()} == {torch.bfloat16}
+        assert rank.model.model.language_model.layers[0].gradient_checkpointing
+        assert {v.dtype for v in rank.export_weights().values() if v.is_floating_point()} == {torch.bfloat16}
         trajs = make_trajectories(tiny_model_dir)
         losses = [rank.sft_step(trajs)["sft/loss"] for _ in range(4)]
         assert losses[-1] < losses[0], losses
@@ -73,8 +77,11 @@ def test_fsdp2_rank_over_nccl_trains_in_bfloat16(tiny_model_dir, tmp_path):
             padded = rank._logprobs(rank.model, batch)
         mask = batch.response_mask.cuda().bool()
         assert float((packed - padded)[mask].abs().mean()) < 0.1
+        masters = {k: v.clone() for k, v in rank.strategy._full_weights(rank.model).items()}
         out = rank.save_checkpoint(str(tmp_path / "ckpt"), {"step": 5})
         assert rank.load_checkpoint(out) == {"step": 5}
+        for key, value in rank.strategy._full_weights(rank.model).items():  # the fp32 masters come back exactly
+            torch.testing.assert_close(value, masters[key], atol=0, rtol=0)
     finally:
         rank.shutdown()
 

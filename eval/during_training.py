@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.waits import DEFAULT_TIMEOUT_S
 from eval.checkpoints import Checkpoint
 from eval.config import EvalConfig
 from rollout.config import RolloutConfig
@@ -24,10 +25,13 @@ from rollout.config import RolloutConfig
 class TrainingEval:
     """Launches evaluations of saved checkpoints without waiting and logs them when they finish."""
 
-    def __init__(self, cfg: EvalConfig, run_dir: str | Path, rollout: RolloutConfig):
+    def __init__(
+        self, cfg: EvalConfig, run_dir: str | Path, rollout: RolloutConfig, timeout_s: float = DEFAULT_TIMEOUT_S
+    ):
         """`cfg`: the recipe's `eval:` section; `rollout`: its `rollout:` section (the eval actors use the same
-        engine, prompt, tools and frames, one greedy episode per record). Resolves and validates the benchmark now,
-        before Ray starts; the actors start on the first launch."""
+        engine, prompt, tools and frames, one greedy episode per record); `timeout_s`: the run's `run.timeout_s`
+        (an eval actor silent that long is killed, and its evaluation logged as failed). Resolves and validates the
+        benchmark now, before Ray starts; the actors start on the first launch."""
         from eval.benchmarks import load_benchmark
         from eval.runner import EvalOptions
 
@@ -40,6 +44,7 @@ class TrainingEval:
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             skip_failed=cfg.skip_failed,
+            timeout_s=timeout_s,
         )
         self.evaluator = None
         self.pending: list = []
@@ -70,7 +75,7 @@ class TrainingEval:
             self.pending.remove(pending)
             try:
                 result = self.evaluator.collect(pending, progress=False)
-            except Exception as e:  # a failed evaluation is reported, and training goes on
+            except Exception as e:  # a failed (or timed-out) evaluation is reported, and training goes on
                 logged.append(self._log_error(pending.checkpoint.step, e))
                 continue
             logged.append(self._log(result))

@@ -3,14 +3,21 @@
 `Evaluator.submit` returns at once (the actors work on their own resources); `Pending.done()` polls and
 `Evaluator.collect` waits (with a progress bar). The CLI (`eval.run`) and evaluation during training
 (`eval.during_training`) both use it.
+
+An actor that holds work and has not answered for `EvalOptions.timeout_s` (a hung engine, a stopped process) is
+killed: `collect` raises `common.waits.ActorTimeoutError` naming it, and `done()` turns true so that a poller
+collects that error. The clock is per actor, not per evaluation: an evaluation queued behind another one on the
+same actors is not late while that one's answers come back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, kill_actors
 from eval.benchmarks import Benchmark
 from eval.checkpoints import Checkpoint
 from eval.tasks import aggregate
@@ -34,6 +41,60 @@ class EvalOptions:
     """Also ask the judge HieroAction's yes/no + 0-5 question about every reply."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each rollout setting came from ("run config", "flag", "default"), for the report."""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    """How long an actor that holds work may go without answering (a chunk of CHUNK records; its first one also
+    loads the checkpoint) before it is killed and the evaluation fails with ActorTimeoutError."""
+
+
+class ActorClock:
+    """The actors' outstanding calls, and for each busy actor when it last answered (or, idle until then, was given
+    work): an actor is late when it has been busy without an answer for `timeout_s`. Answers are noticed when a
+    caller waits or polls, so a late actor has been silent for at least `timeout_s`, never less."""
+
+    def __init__(self, actors: list[Any], timeout_s: float):
+        self.actors, self.timeout_s = actors, check_timeout(timeout_s)
+        self.calls: dict[Any, int] = {}  # outstanding call -> index of its actor
+        self.since: dict[int, float] = {}
+
+    def add(self, futures: list[Any], owners: list[int]) -> None:
+        now, busy = time.monotonic(), set(self.calls.values())
+        for i in set(owners) - busy:
+            self.since[i] = now
+        self.calls.update(zip(futures, owners))
+
+    def answered(self, refs: list[Any]) -> None:
+        now = time.monotonic()
+        for ref in refs:
+            i = self.calls.pop(ref, None)
+            if i is not None:
+                self.since[i] = now
+
+    def poll(self) -> None:
+        """Notice every answer that has come back (without waiting)."""
+        import ray
+
+        if self.calls:
+            ready, _ = ray.wait(list(self.calls), num_returns=len(self.calls), timeout=0, fetch_local=False)
+            self.answered(ready)
+
+    def left(self, owners: set[int]) -> float:
+        """Seconds until the first of these actors that is still busy is late (0: one is)."""
+        busy = owners & set(self.calls.values())
+        if not busy:
+            return self.timeout_s
+        return max(0.0, min(self.since[i] for i in busy) + self.timeout_s - time.monotonic())
+
+    def late(self, owners: set[int]) -> list[int]:
+        """Those of these actors that are late, after noticing the answers that have come back."""
+        self.poll()
+        now = time.monotonic()
+        busy = owners & set(self.calls.values())
+        return sorted(i for i in busy if now - self.since[i] >= self.timeout_s)
+
+    def fail(self, late: list[int], phase: str) -> ActorTimeoutError:
+        """Kill the late actors; the error to raise, naming them."""
+        kill_actors([self.actors[i] for i in late])
+        return ActorTimeoutError(phase, [actor_name("eval actor", i, self.actors) for i in late], self.timeout_s)
 
 
 @dataclass
@@ -41,12 +102,18 @@ class Pending:
     checkpoint: Checkpoint
     variant: str
     futures: list[Any]
+    owners: list[int] = field(default_factory=list)
+    """The index of the actor each future's call runs on."""
+    clock: ActorClock | None = None
 
     def done(self) -> bool:
+        """Every call has answered, or one of its actors is late (collect then raises at once)."""
         import ray
 
         ready, _ = ray.wait(self.futures, num_returns=len(self.futures), timeout=0)
-        return len(ready) == len(self.futures)
+        if len(ready) == len(self.futures):
+            return True
+        return self.clock is not None and bool(self.clock.late(set(self.owners)))
 
 
 @dataclass
@@ -73,29 +140,40 @@ class Evaluator:
             rollout = dataclasses.replace(rollout, tools={})
         threads = 1 if o.num_gpus == 0 else None
         self.actors = [remote.remote(rollout, torch_threads=threads) for _ in range(max(1, o.actors))]
+        self.clock = ActorClock(self.actors, o.timeout_s)
 
     def submit(self, checkpoint: Checkpoint, variant: str = "") -> Pending:
         """Queue the whole benchmark on the actors (chunks dealt round-robin); returns without waiting."""
         recs, task = self.benchmark.records, self.benchmark.task
         modules = [m for m in variant.split("+") if m] if variant else None
-        futures, path = [], str(checkpoint.path)  # each call names its checkpoint: a failed load fails the calls
+        futures, owners, path = [], [], str(checkpoint.path)  # each call names its checkpoint: a failed load fails it
         for n, start in enumerate(range(0, len(recs), CHUNK)):
             idx = list(range(start, min(start + CHUNK, len(recs))))
-            actor = self.actors[n % len(self.actors)]
-            futures.append(actor.evaluate.remote([recs[i] for i in idx], task, path, idx, modules))
-        return Pending(checkpoint, variant, futures)
+            owners.append(n % len(self.actors))
+            futures.append(self.actors[owners[-1]].evaluate.remote([recs[i] for i in idx], task, path, idx, modules))
+        self.clock.add(futures, owners)
+        return Pending(checkpoint, variant, futures, owners, self.clock)
 
     def collect(self, pending: Pending, progress: bool = True) -> EvalResult:
-        """Wait for a submitted evaluation; rows in record order, judged if asked, then the metrics."""
+        """Wait for a submitted evaluation; rows in record order, judged if asked, then the metrics. An actor that
+        is late (see ActorClock) is killed and ActorTimeoutError names it."""
         import ray
         from tqdm import tqdm
 
         rows: list[dict] = []
+        owner = dict(zip(pending.futures, pending.owners))
         remaining = list(pending.futures)
         label = f"{pending.checkpoint.label}{' +' + pending.variant if pending.variant else ''}"
         with tqdm(total=len(self.benchmark.records), desc=f"eval {label}", unit="sample", disable=not progress) as bar:
             while remaining:
-                ready, remaining = ray.wait(remaining, num_returns=1)
+                busy = {owner[ref] for ref in remaining}
+                ready, remaining = ray.wait(remaining, num_returns=1, timeout=self.clock.left(busy))
+                if not ready:
+                    late = self.clock.late(busy)  # an answer to another evaluation may have reset an actor's clock
+                    if late:
+                        raise self.clock.fail(late, f"eval of {label} on {self.benchmark.name}")
+                    continue
+                self.clock.answered(ready)
                 part = ray.get(ready[0])
                 rows.extend(part)
                 bar.update(len(part))

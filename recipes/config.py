@@ -16,12 +16,15 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
+
+from common.waits import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
 EMBEDDED = "embedded"
@@ -104,6 +107,11 @@ class RunConfig:
     """Ray cluster to join ("auto" for a running cluster); empty starts a local Ray (or joins a job's)."""
     ray_num_cpus: int = 8
     """Logical CPUs of a local Ray, so the small actors of the embedded default fit on a 2-core machine."""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    """Longest wait, in seconds, for one answer of the rollout workers (a batch's rollout, including the engines'
+    start on the first; the SFT replay of all chains), the reward workers (their start, a batch) and the eval actors
+    (a chunk of records). An actor silent that long is killed and the run stops with ActorTimeoutError naming it (an
+    evaluation during training is logged as failed instead). Raise it for very large batches or slow engine loads."""
 
     def validate(self, where: str = "run") -> list[str]:
         from recipes.tracking import check_trackers
@@ -115,6 +123,8 @@ class RunConfig:
         for name in ("keep_last", "keep_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{where}.{name}: must be >= 0 (0: off), got {getattr(self, name)}")
+        if not 0 < self.timeout_s < math.inf:
+            problems.append(f"{where}.timeout_s: must be a number of seconds > 0, got {self.timeout_s}")
         return problems
 
 

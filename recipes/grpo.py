@@ -203,15 +203,19 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     train_path = resolve_records(cfg.data.train)
     records = load_records(train_path)
     run_dir = prepare_run_dir(cfg)
-    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout)  # checks the benchmark before Ray starts
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s)  # checks the benchmark before Ray starts
     print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
     init_ray(cfg.run)
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     synced = workers is None  # new workers load the policy themselves
-    workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
+    # every wait on these actors is bounded by run.timeout_s (ActorTimeoutError names the actor that did not answer)
+    workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
     rewards = RewardPool(
-        cfg.rewards.components, num_workers=cfg.rewards.num_workers, actor_options={"num_cpus": cfg.rewards.num_cpus}
+        cfg.rewards.components,
+        num_workers=cfg.rewards.num_workers,
+        actor_options={"num_cpus": cfg.rewards.num_cpus},
+        timeout_s=cfg.run.timeout_s,
     )
     trainer = TrainerGroup(
         cfg.trainer,

@@ -163,10 +163,10 @@ def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[s
     from rollout.group import RolloutGroup
 
     model_path, records, run_dir = _prepare(cfg, name)
-    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout)  # eval actors every eval.every_k steps (off by default)
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s)  # every eval.every_k steps (or never)
     init_ray(cfg.run)
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
-    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed)
+    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
     trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
     try:
         chains, dropped = _replay(workers, records, cfg, run_dir, name)

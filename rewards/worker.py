@@ -4,6 +4,10 @@
     out = pool.score(trajs)                               # RewardOutput, in the order of trajs
     metrics.update(summarize(out))
 
+The pool waits at most `timeout_s` (the recipes pass `run.timeout_s`) for its workers to load their plugins and for
+each batch: a worker that has not answered by then (a plugin stuck on a socket) is killed and
+`common.waits.ActorTimeoutError` names it.
+
 `RewardWorker` is a plain class, made remote where it is used (`ray.remote(num_cpus=1)(RewardWorker)`); it
 resolves its plugins once, so a model-based reward loads its model once per worker. A plugin named by dotted
 path must be importable in the worker processes too: install it, or ship it with the job
@@ -16,6 +20,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.waits import DEFAULT_TIMEOUT_S, actor_name, check_timeout, get_all
 from rewards.combine import RewardOutput, RewardSpec, parse_specs, resolve, score_batch
 
 DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 1}
@@ -77,9 +82,11 @@ class RewardPool:
         actor_options: dict[str, Any] | None = None,
         local: bool = False,
         send_mm_inputs: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        self.timeout_s = check_timeout(timeout_s)
         self.specs = parse_specs(specs)
         self.local = local
         self.send_mm_inputs = send_mm_inputs
@@ -91,21 +98,29 @@ class RewardPool:
         options = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
         remote_cls = ray.remote(**options)(RewardWorker)
         self.workers = [remote_cls.remote(self.specs) for _ in range(num_workers)]
-        ray.get([w.ready.remote() for w in self.workers])  # surfaces a plugin that fails to load, now
+        try:  # surfaces a plugin that fails (or hangs) while loading, now
+            self._get([w.ready.remote() for w in self.workers], "reward workers loading their plugins")
+        except BaseException:
+            self.shutdown()  # no caller holds the pool yet to shut it down
+            raise
 
     def score(self, trajs: Sequence[Any]) -> RewardOutput:
         """Score a batch; `RewardOutput` in the order of `trajs`."""
         trajs = list(trajs) if self.send_mm_inputs else [_light(t) for t in trajs]
         if self.local:
             return self.workers[0].score(trajs)
-        import ray
-
         chunks = split_contiguous(len(trajs), len(self.workers))
         refs = [w.score.remote(trajs[a:b]) for w, (a, b) in zip(self.workers, chunks)]
-        parts = ray.get(refs)
+        parts = self._get(refs, "reward scoring")
         if not parts:  # an empty batch
             return self._empty_output()
         return RewardOutput.concat(parts)
+
+    def _get(self, refs: list, phase: str) -> list:
+        """The answers of workers[0..len(refs)), waiting at most timeout_s (ActorTimeoutError)."""
+        workers = self.workers[: len(refs)]
+        names = [actor_name("reward worker", i, self.workers) for i in range(len(refs))]
+        return get_all(refs, names, workers, phase, self.timeout_s)
 
     def _empty_output(self) -> RewardOutput:
         """The output of an empty batch: every component present, no values."""

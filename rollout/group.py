@@ -7,6 +7,10 @@
 
 A batch is dealt to the workers in turn (`records[i::W]`); trajectories come back in record order within each
 worker's share, then group order.
+
+Every wait on the workers (rollout, replay, tool_stats) lasts at most `timeout_s` (the recipes pass `run.timeout_s`;
+the first call also waits for the engines to load): a worker that has not answered by then is killed and
+`common.waits.ActorTimeoutError` names it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from common.waits import DEFAULT_TIMEOUT_S, actor_name, check_timeout, get_all
 from rollout.config import RolloutConfig
 from rollout.engine import SamplingParams
 from rollout.worker import SAMPLE_ERRORS
@@ -41,12 +46,14 @@ def split_skipped(trajs: list, tool_stats: dict[str, dict[str, int]]) -> Rollout
 
 
 class RolloutGroup:
-    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S):
         import ray
 
         from rollout.worker import RolloutWorker
 
-        self.cfg = cfg
+        self.cfg, self.timeout_s = cfg, check_timeout(timeout_s)
         remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)(RolloutWorker)
         threads = 1 if cfg.num_gpus == 0 else None  # CPU cores are shared with the trainer ranks and tool actors
         self.workers = [
@@ -60,23 +67,21 @@ class RolloutGroup:
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=seed
         )
 
-    def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
-        import ray
+    def _call(self, method: str, calls: dict[int, tuple]) -> list:
+        """`method(*args)` on the workers named by index, waiting at most timeout_s (ActorTimeoutError)."""
+        refs = [getattr(self.workers[i], method).remote(*args) for i, args in calls.items()]
+        names = [actor_name("rollout worker", i, self.workers) for i in calls]
+        return get_all(refs, names, [self.workers[i] for i in calls], method, self.timeout_s)
 
+    def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
         w = len(self.workers)
-        futures = [
-            getattr(worker, method).remote(items[i::w], *[x[i::w] for x in extra_lists], *args)
-            for i, worker in enumerate(self.workers)
-            if items[i::w]
-        ]
-        return [t for part in ray.get(futures) for t in part]
+        calls = {i: (items[i::w], *[x[i::w] for x in extra_lists], *args) for i in range(w) if items[i::w]}
+        return [t for part in self._call(method, calls) for t in part]
 
     def tool_stats(self) -> dict[str, dict[str, int]]:
         """Per-tool counters summed over workers since the last call (which resets them)."""
-        import ray
-
         total: dict[str, dict[str, int]] = {}
-        for stats in ray.get([w.tool_stats.remote() for w in self.workers]):
+        for stats in self._call("tool_stats", {i: () for i in range(len(self.workers))}):
             for name, counts in stats.items():
                 mine = total.setdefault(name, {})
                 for key, value in counts.items():

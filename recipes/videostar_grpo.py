@@ -11,7 +11,7 @@ records, through the real tools; `<run_dir>/cold_start/`), then GRPO from its la
 
 On one machine (CPU is fine: the embedded default is a tiny model and bundled sample data):
 
-    python recipes/videostar_grpo.py                       # the embedded default, about 8 minutes on 2 cores
+    python recipes/videostar_grpo.py                       # the embedded default, about 5 minutes on 2 cores
     python recipes/videostar_grpo.py --help                # every config key, its default and what it does
     python recipes/videostar_grpo.py run.steps=20 rollout.n=8 trainer.lr=1e-5 run.trackers=[jsonl,tensorboard]
     python recipes/videostar_grpo.py init_from=runs/videostar_sft/checkpoint-100   # after recipes/videostar_sft.py

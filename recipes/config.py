@@ -112,6 +112,9 @@ class RunConfig:
     start on the first; the SFT replay of all chains), the reward workers (their start, a batch) and the eval actors
     (a chunk of records). An actor silent that long is killed and the run stops with ActorTimeoutError naming it (an
     evaluation during training is logged as failed instead). Raise it for very large batches or slow engine loads."""
+    max_empty_steps: int = 3
+    """GRPO: this many steps in a row whose batch came back empty (every sample skipped: the data or the workers are
+    broken) stop the run with what was skipped; 0 never stops."""
 
     def validate(self, where: str = "run") -> list[str]:
         from recipes.tracking import check_trackers
@@ -125,6 +128,10 @@ class RunConfig:
                 problems.append(f"{where}.{name}: must be >= 0 (0: off), got {getattr(self, name)}")
         if not 0 < self.timeout_s < math.inf:
             problems.append(f"{where}.timeout_s: must be a number of seconds > 0, got {self.timeout_s}")
+        if self.max_empty_steps < 0:
+            problems.append(
+                f"{where}.max_empty_steps: 0 (never stop) or a number of steps, got {self.max_empty_steps}"
+            )
         return problems
 
 

@@ -123,15 +123,10 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
 
     s = _start(cfg, name, workers)
     health = RewardHealth(cfg.rewards.max_error_share, cfg.rewards.dead_after_steps)
+    empty_streak = 0  # steps in a row with nothing to train on
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
-    # On an error too, the actors end (the trainer's placement group freed, so later jobs in this Ray session can
-    # schedule) and the metrics are flushed; in reverse order of registration, each even if another one fails.
     with contextlib.ExitStack() as cleanup:
-        cleanup.push(lambda error, *_: tracker.close(failed=error is not None))  # wandb marks a failed run
-        cleanup.callback(s.workers.shutdown)
-        cleanup.callback(s.rewards.shutdown)
-        cleanup.callback(s.trainer.shutdown)
-        cleanup.callback(s.evals.close)  # waits for the evaluations still running, logs them, ends their actors
+        _shut_down_on_exit(cleanup, s, tracker)
         for step in range(s.start_step + 1, cfg.run.steps + 1):
             t_step = time.perf_counter()
             batch = s.sampler.next_batch()
@@ -141,8 +136,7 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
             out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
             trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
             t_rollout = time.perf_counter() - t0
-            if not trajs:  # the step is logged, and nothing is trained or synced
-                print(f"[{name}] step {step}: empty batch (skipped {out.skipped_by_kind}, {dropped} groups dropped)")
+            empty_streak = _count_empty(name, step, trajs, out, dropped, empty_streak, cfg.run.max_empty_steps)
 
             # rewards: every component separately, then the weighted total
             t0 = time.perf_counter()
@@ -172,6 +166,31 @@ def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, f
     plot_rewards(tracker.rows(), s.run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {s.run_dir}")
     return tracker.last
+
+
+def _shut_down_on_exit(cleanup: contextlib.ExitStack, s: Any, tracker: Any) -> None:
+    """On an error too, the actors end (the trainer's placement group freed, so later jobs in this Ray session can
+    schedule) and the metrics are flushed; in reverse order of registration, each even if another one fails."""
+    cleanup.push(lambda error, *_: tracker.close(failed=error is not None))  # wandb marks a failed run
+    cleanup.callback(s.workers.shutdown)
+    cleanup.callback(s.rewards.shutdown)
+    cleanup.callback(s.trainer.shutdown)
+    cleanup.callback(s.evals.close)  # waits for the evaluations still running, logs them, ends their actors
+
+
+def _count_empty(name: str, step: int, trajs: list, out: Any, dropped: int, streak: int, limit: int) -> int:
+    """The number of empty steps in a row after this one. An empty step is logged and trains and syncs nothing;
+    `limit` in a row (run.max_empty_steps; 0: never) stop the run."""
+    if trajs:
+        return 0
+    why = f"empty batch (skipped {out.skipped_by_kind}, {dropped} groups dropped)"
+    print(f"[{name}] step {step}: {why}")
+    if streak + 1 == limit:
+        raise RuntimeError(
+            f"{limit} steps in a row came back empty, the last with {why}: the data or the rollout "
+            "workers are broken (see the warnings above)"
+        )
+    return streak + 1
 
 
 @dataclass
@@ -210,24 +229,29 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     synced = workers is None  # new workers load the policy themselves
     # every wait on these actors is bounded by run.timeout_s (ActorTimeoutError names the actor that did not answer)
-    workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
-    rewards = RewardPool(
-        cfg.rewards.components,
-        num_workers=cfg.rewards.num_workers,
-        actor_options={"num_cpus": cfg.rewards.num_cpus},
-        timeout_s=cfg.run.timeout_s,
-    )
-    trainer = TrainerGroup(
-        cfg.trainer,
-        model_path,
-        seed=cfg.run.seed,
-        temperature=cfg.rollout.temperature,
-        total_steps=cfg.run.steps * cfg.trainer.mini_batches,
-    )
-    sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
-    start_step = resume(cfg.run, run_dir, trainer, sampler)
-    if start_step > 0 or not synced:
-        trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed or given policy
+    with contextlib.ExitStack() as started:  # if a later part fails to start, the earlier ones are shut down
+        workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
+        started.callback(workers.shutdown)
+        rewards = RewardPool(
+            cfg.rewards.components,
+            num_workers=cfg.rewards.num_workers,
+            actor_options={"num_cpus": cfg.rewards.num_cpus},
+            timeout_s=cfg.run.timeout_s,
+        )
+        started.callback(rewards.shutdown)
+        trainer = TrainerGroup(
+            cfg.trainer,
+            model_path,
+            seed=cfg.run.seed,
+            temperature=cfg.rollout.temperature,
+            total_steps=cfg.run.steps * cfg.trainer.mini_batches,
+        )
+        started.callback(trainer.shutdown)
+        sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
+        start_step = resume(cfg.run, run_dir, trainer, sampler)
+        if start_step > 0 or not synced:
+            trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed or given policy
+        started.pop_all()  # all up: from here the loop's own cleanup owns them
     resumed_at = start_step if cfg.run.resume else None
     return _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, resumed_at)
 

@@ -133,3 +133,14 @@ def test_a_failing_shutdown_does_not_keep_the_others_from_running(monkeypatch, t
     with pytest.raises(OSError, match="eval actor gone"):
         grpo.run(cfg)
     assert (parts.trainer.closed, parts.workers.closed, parts.rewards.closed) == (1, 1, 1)
+
+
+def test_empty_steps_in_a_row_stop_the_run(monkeypatch, tmp_path):
+    cfg, parts = _run(monkeypatch, tmp_path, [EMPTY, FULL, EMPTY, EMPTY, EMPTY, FULL], Trainer())
+    cfg.run.max_empty_steps = 3
+    # steps 1 (empty), 2 (trained: the streak starts over), 3, 4, 5 empty: the third in a row stops the run
+    with pytest.raises(RuntimeError, match=r"3 steps in a row came back empty, the last with empty batch \(skipped"):
+        grpo.run(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and len(parts.trainer.trained) == 1
+    assert (parts.trainer.closed, parts.workers.closed, parts.rewards.closed, parts.evals.closed) == (1, 1, 1, 1)

@@ -3,6 +3,8 @@ Ray starts, and handed to the rollout workers, the reward workers and the eval a
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from common.waits import DEFAULT_TIMEOUT_S
@@ -53,7 +55,11 @@ def recorded(monkeypatch):
         seen["rollout"] = timeout_s
         if stop_at_rollout:
             raise _Stop
-        return object()
+
+        def shutdown():  # the GRPO start shuts started parts down when a later one fails
+            seen["rollout_shut_down"] = True
+
+        return types.SimpleNamespace(shutdown=shutdown)
 
     def reward_pool(specs, timeout_s=None, **kwargs):
         seen["rewards"] = timeout_s
@@ -77,7 +83,8 @@ def test_the_recipes_hand_it_to_every_actor_group(ray_local, tiny_model_dir, rec
     )
     with pytest.raises(_Stop):
         grpo._start(cfg, "grpo")
-    assert seen == {"eval": 42.0, "rollout": 42.0, "rewards": 42.0}
+    # the reward pool failed to start: the rollout workers started before it were shut down
+    assert seen == {"eval": 42.0, "rollout": 42.0, "rewards": 42.0, "rollout_shut_down": True}
 
     seen.clear()
     stop_at_rollout.append(True)

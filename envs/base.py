@@ -11,7 +11,6 @@ uses the pose tool. `config_problems` checks a tool's config against its class b
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import inspect
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from common.hints import did_you_mean
 
 
 @dataclass
@@ -277,16 +278,6 @@ def option_problems(target: Callable, options: Any, where: str, extra: Sequence[
         else:
             problems += check(value, _key_path(where, key))
     return problems
-
-
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    """The hint "; did you mean 'x'?" naming the closest of `choices`, or "" when none is close.
-
-    >>> did_you_mean("imgsize", ["weights", "imgsz"]), did_you_mean("colour", ["weights", "imgsz"])
-    ("; did you mean 'imgsz'?", '')
-    """
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _key_path(where: str, key: Any) -> str:

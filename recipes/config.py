@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import math
 import textwrap
@@ -24,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.hints import did_you_mean
 from common.waits import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
@@ -234,8 +234,7 @@ def _explain(e: Any, schema: type) -> str:
         leaf = key.rsplit(".", 1)[-1]
         if "." not in key and owner is not schema:  # an item of a list: OmegaConf names the key alone
             key = f"{_path_of(schema, owner) or owner.__name__}.{key}"
-        close = difflib.get_close_matches(leaf, valid, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(leaf, valid)
         return f"{key}: unknown key{hint} (valid here: {', '.join(valid)})" if valid else f"{key}: {text}"
     return f"{text} (key: {key})" if key else text
 

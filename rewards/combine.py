@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.hints import did_you_mean
 from rewards.registry import Reward, get_reward
 
 logger = logging.getLogger(__name__)
@@ -157,19 +158,11 @@ def _check_args(spec: RewardSpec, reward: Reward) -> None:
         sig.bind(*leading, **spec.args)
     except TypeError as e:
         params = list(sig.parameters)[len(leading) :]
-        hints = [_closest(key, params) for key in spec.args if key not in sig.parameters]
-        hint = "".join(f"; did you mean {h!r}?" for h in hints if h)
+        hint = "".join(did_you_mean(key, params) for key in spec.args if key not in sig.parameters)
         raise ValueError(
             f"reward {spec.name!r} ({reward.origin}): args {spec.args} do not fit: {e}{hint} "
             f"(parameters: {', '.join(params)})"
         ) from None
-
-
-def _closest(word: str, options: Sequence[str]) -> str | None:
-    import difflib
-
-    found = difflib.get_close_matches(word, list(options), n=1)
-    return found[0] if found else None
 
 
 def evaluation_order(specs: Sequence[RewardSpec]) -> list[RewardSpec]:

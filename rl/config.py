@@ -135,7 +135,7 @@ class TrainerConfig:
 def zero_config_problems(entries: dict[str, Any], where: str) -> list[str]:
     """Keys of `entries` that DeepSpeed's zero_optimization section does not know (its field names or their
     stage3_ aliases), each with the closest valid one. Imports DeepSpeed, so only called on a non-empty section."""
-    import difflib
+    from common.hints import did_you_mean
 
     try:
         from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
@@ -146,7 +146,5 @@ def zero_config_problems(entries: dict[str, Any], where: str) -> list[str]:
     problems = []
     for key in entries:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(f"{where}.{key}: not a DeepSpeed zero_optimization key{hint}")
+            problems.append(f"{where}.{key}: not a DeepSpeed zero_optimization key{did_you_mean(key, valid)}")
     return problems

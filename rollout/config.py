@@ -132,7 +132,7 @@ def engine_kwargs_problems(engine: str, kwargs: dict[str, Any], where: str) -> l
     import importlib.util
     import inspect
 
-    from envs.base import did_you_mean
+    from common.hints import did_you_mean
     from rollout.engine import ENGINES as TARGETS
 
     if engine not in TARGETS or not kwargs:

@@ -121,17 +121,17 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
 
 # Settings an evaluation takes from the run's config.yaml unless a flag gives them; without a run config (a bare
 # model directory) the fallbacks below, which suit a real model.
-FLAG_SETTINGS = {
-    "engine": "engine",
-    "engine_kwargs": "engine_kwargs",
-    "tools": "tools",
-    "num_frames": "num_frames",
-    "max_side": "max_side",
-    "max_new_tokens": "max_new_tokens",
-    "max_response_tokens": "max_response_tokens",
-    "max_turns": "max_turns",
-    "system_prompt": "system_prompt",
-}
+FLAG_SETTINGS = (
+    "engine",
+    "engine_kwargs",
+    "tools",
+    "num_frames",
+    "max_side",
+    "max_new_tokens",
+    "max_response_tokens",
+    "max_turns",
+    "system_prompt",
+)  # each is rollout.<name> and --<name>
 FALLBACKS = {"tools": {"pose_estimation": {}}, "max_new_tokens": 256, "max_side": 448}
 
 
@@ -150,8 +150,8 @@ def rollout_settings(args: argparse.Namespace, run_dirs: list[Path]) -> tuple[Ro
     sources = dict.fromkeys(FLAG_SETTINGS, "run config" if base is not None else "default")
     if base is None:
         base = RolloutConfig(**FALLBACKS)
-    for key, attr in FLAG_SETTINGS.items():
-        value = getattr(args, attr)
+    for key in FLAG_SETTINGS:
+        value = getattr(args, key)
         if value is None:
             continue
         if key in ("tools", "engine_kwargs"):

@@ -110,8 +110,14 @@ class RunConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     """Longest wait, in seconds, for one answer of the rollout workers (a batch's rollout, including the engines'
     start on the first; the SFT replay of all chains), the reward workers (their start, a batch) and the eval actors
-    (a chunk of records). An actor silent that long is killed and the run stops with ActorTimeoutError naming it (an
-    evaluation during training is logged as failed instead). Raise it for very large batches or slow engine loads."""
+    (a chunk of records) and the trainer ranks (a step, a weight sync, a checkpoint). An actor silent that long is
+    killed and replaced like one that died (run.actor_retries). Raise it for very large batches or slow engine
+    loads."""
+    actor_retries: int = 2
+    """GRPO: a call whose actor died or hung (a rollout worker, a reward worker, an eval actor) runs again on a fresh
+    actor, with the current weights, up to this many times; a dead trainer rank rebuilds the trainer from the last
+    complete checkpoint up to this many times in the run. Then the run stops naming the actor. See
+    docs/reliability.md."""
     max_empty_steps: int = 3
     """GRPO: this many steps in a row whose batch came back empty (every sample skipped: the data or the workers are
     broken) stop the run with what was skipped; 0 never stops."""
@@ -123,7 +129,7 @@ class RunConfig:
         for name in ("steps", "save_every", "ray_num_cpus"):
             if getattr(self, name) < 1:
                 problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("keep_last", "keep_every"):
+        for name in ("keep_last", "keep_every", "actor_retries"):
             if getattr(self, name) < 0:
                 problems.append(f"{where}.{name}: must be >= 0 (0: off), got {getattr(self, name)}")
         if not 0 < self.timeout_s < math.inf:

@@ -29,6 +29,7 @@ from recipes.config import (
 )
 from recipes.resources import check_cluster
 from recipes.run import (
+    Quarantine,
     Sampler,
     init_ray,
     load_records,
@@ -116,56 +117,129 @@ def main(argv: list[str], default_yaml: str | Path | None, name: str = "grpo", t
 def run(cfg: GrpoConfig, name: str = "grpo", workers: Any = None) -> dict[str, float]:
     """Train; returns the last step's metrics. The run directory gets config.yaml, metrics.jsonl, rewards.png,
     checkpoint-<step>/ and, with eval.every_k, eval/ and eval_metrics.jsonl. `workers`: a running RolloutGroup
-    of the same rollout config to use (a previous stage's); they get the policy's weights before the first step."""
+    of the same rollout config to use (a previous stage's); they get the policy's weights before the first step.
+    A dead trainer rank rebuilds the trainer from the last complete checkpoint, and the steps after it run again
+    (run.actor_retries times in the run; docs/reliability.md)."""
     from recipes.tracking import GRPO_CONSOLE_KEYS, Tracker, plot_rewards
     from rewards.health import RewardHealth
-    from rl.grpo import compute_advantages
+    from rl.trainer import TrainerDiedError
 
     s = _start(cfg, name, workers)
     health = RewardHealth(cfg.rewards.max_error_share, cfg.rewards.dead_after_steps)
-    empty_streak = 0  # steps in a row with nothing to train on
     tracker = Tracker(s.run_dir, cfg.run.trackers, dataclasses.asdict(cfg), name, GRPO_CONSOLE_KEYS, s.resumed_at)
     with contextlib.ExitStack() as cleanup:
         _shut_down_on_exit(cleanup, s, tracker)
-        for step in range(s.start_step + 1, cfg.run.steps + 1):
-            t_step = time.perf_counter()
-            batch = s.sampler.next_batch()
-
-            # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped
-            t0 = time.perf_counter()
-            out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
-            trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
-            t_rollout = time.perf_counter() - t0
-            empty_streak = _count_empty(name, step, trajs, out, dropped, empty_streak, cfg.run.max_empty_steps)
-
-            # rewards: every component separately, then the weighted total
-            t0 = time.perf_counter()
-            scored = s.rewards.score(trajs)
-            t_rewards = time.perf_counter() - t0
-
-            # advantages: group-normalised GRPO (verl's core_algos)
-            advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
-
-            # train: clipped policy loss + KL to the reference, on the trainer ranks
-            t0 = time.perf_counter()
-            train_metrics = s.trainer.train_step(trajs, advantages) if trajs else {}
-            t_train = time.perf_counter() - t0
-
-            # sync: the rollout engines get the new weights
-            t_sync = s.trainer.sync_weights(s.workers.workers) if trajs else 0.0
-
-            times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
-            times["step"] = time.perf_counter() - t_step
-            tracker.log(step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times))
+        step = s.start_step + 1
+        while step <= cfg.run.steps:
+            try:
+                metrics, scored = _train_step(cfg, s, name, step)
+            except TrainerDiedError as error:
+                step = _rebuild_trainer(cfg, s, name, error, tracker) + 1
+                continue
+            tracker.log(metrics)
             health.check(scored)  # a reward component that keeps failing ends the run, with its last error
             if step % cfg.run.save_every == 0 or step == cfg.run.steps or s.evals.due(step):
-                ckpt = save_checkpoint(s.trainer, s.run_dir, step, s.sampler, cfg.run)
-                s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
+                try:
+                    ckpt = _save(cfg, s, name, step)
+                except TrainerDiedError as error:  # the step's metrics stand; the steps since the last save rerun
+                    step = _rebuild_trainer(cfg, s, name, error, tracker) + 1
+                    continue
+                if ckpt is not None:
+                    s.evals.launch(step, ckpt)  # eval actors on their own resources; training does not wait
             s.evals.poll()  # log the evaluations that have finished, tagged with their step
+            step += 1
 
     plot_rewards(tracker.rows(), s.run_dir / "rewards.png")
     print(f"[{name}] done: {cfg.run.steps} steps; run dir: {s.run_dir}")
     return tracker.last
+
+
+def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str, float], Any]:
+    """One step: rollout -> rewards -> advantages -> train -> sync. Returns its metrics and the reward output."""
+    from rl.grpo import compute_advantages
+
+    t_step = time.perf_counter()
+    batch = s.sampler.next_batch()
+
+    # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped
+    t0 = time.perf_counter()
+    out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
+    trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
+    t_rollout = time.perf_counter() - t0
+    s.empty_streak = _count_empty(name, step, trajs, out, dropped, s.empty_streak, cfg.run.max_empty_steps)
+
+    # rewards: every component separately, then the weighted total
+    t0 = time.perf_counter()
+    scored = s.rewards.score(trajs)
+    t_rewards = time.perf_counter() - t0
+
+    # advantages: group-normalised GRPO (verl's core_algos)
+    advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
+
+    # train: clipped policy loss + KL to the reference, on the trainer ranks
+    t0 = time.perf_counter()
+    train_metrics = s.trainer.train_step(trajs, advantages) if trajs else {}
+    t_train = time.perf_counter() - t0
+
+    # sync: the rollout engines get the new weights (a worker that died meanwhile is replaced)
+    t_sync = s.workers.load_weights(s.trainer) if trajs else 0.0
+
+    times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
+    times["step"] = time.perf_counter() - t_step
+    metrics = step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times)
+    metrics.update(_recovery_metrics(s, out))
+    return metrics, scored
+
+
+def _recovery_metrics(s: Any, out: Any) -> dict[str, float]:
+    """What recovery did this step: actors replaced and calls retried by kind, records quarantined, and the
+    trainer rebuilds and failed checkpoint saves of the run so far."""
+    rewards = s.rewards.take_counts()
+    return {
+        "recovery/rollout_restarts": out.recovery.get("restarts", 0),
+        "recovery/rollout_retries": out.recovery.get("retries", 0),
+        "recovery/quarantined": out.recovery.get("quarantined", 0),
+        "recovery/reward_restarts": rewards["restarts"],
+        "recovery/reward_retries": rewards["retries"],
+        "recovery/trainer_restarts": s.trainer_restarts,
+        "recovery/failed_saves": s.failed_saves,
+    }
+
+
+def _save(cfg: GrpoConfig, s: Any, name: str, step: int) -> Path | None:
+    """The step's checkpoint, or None when the save failed with an OSError (a full disk): nothing half-written is
+    left, training goes on and the next save tries again; the run's last save must succeed."""
+    try:
+        return save_checkpoint(s.trainer, s.run_dir, step, s.sampler, cfg.run)
+    except OSError as error:
+        if step == cfg.run.steps:
+            raise
+        s.failed_saves += 1
+        print(f"[{name}] step {step}: the checkpoint was not written ({error}); training goes on", flush=True)
+        return None
+
+
+def _rebuild_trainer(cfg: GrpoConfig, s: Any, name: str, error: Exception, tracker: Any) -> int:
+    """A trainer rank died: tear the group down, start a new one, restore the last complete checkpoint (or the
+    start), give the rollout workers its weights, and return the step to go on after. The steps after it run
+    again with the same seeds; their rows leave metrics.jsonl. At most run.actor_retries times in a run."""
+    s.trainer_restarts += 1
+    if s.trainer_restarts > cfg.run.actor_retries:
+        raise RuntimeError(
+            f"{error}; the trainer was rebuilt {cfg.run.actor_retries} times already in this run "
+            "(run.actor_retries): giving up"
+        ) from error
+    print(f"[{name}] {error}: rebuilding the trainer ({s.trainer_restarts}/{cfg.run.actor_retries})", flush=True)
+    s.trainer.shutdown()
+    s.trainer = _make_trainer(cfg, s.model_path)
+    step = resume(dataclasses.replace(cfg.run, resume=True), s.run_dir, s.trainer, s.sampler)
+    if step == 0:
+        s.sampler.load_state(s.initial_sampler)  # no checkpoint yet: from the start, with the initial weights
+    s.workers.load_weights(s.trainer)
+    s.empty_streak = 0
+    tracker.rewind(step)
+    print(f"[{name}] trainer rebuilt; going on after step {step}", flush=True)
+    return step
 
 
 def _shut_down_on_exit(cleanup: contextlib.ExitStack, s: Any, tracker: Any) -> None:
@@ -174,7 +248,7 @@ def _shut_down_on_exit(cleanup: contextlib.ExitStack, s: Any, tracker: Any) -> N
     cleanup.push(lambda error, *_: tracker.close(failed=error is not None))  # wandb marks a failed run
     cleanup.callback(s.workers.shutdown)
     cleanup.callback(s.rewards.shutdown)
-    cleanup.callback(s.trainer.shutdown)
+    cleanup.callback(lambda: s.trainer.shutdown())  # the trainer of the moment (a rebuilt one replaces it)
     cleanup.callback(s.evals.close)  # waits for the evaluations still running, logs them, ends their actors
 
 
@@ -203,6 +277,24 @@ class _Started:
     evals: Any
     start_step: int
     resumed_at: int | None
+    model_path: str = ""
+    initial_sampler: dict = field(default_factory=dict)  # the sampler's state at step 0
+    empty_streak: int = 0  # steps in a row with nothing to train on
+    trainer_restarts: int = 0
+    failed_saves: int = 0
+
+
+def _make_trainer(cfg: GrpoConfig, model_path: str) -> Any:
+    from rl.trainer import TrainerGroup
+
+    return TrainerGroup(
+        cfg.trainer,
+        model_path,
+        seed=cfg.run.seed,
+        temperature=cfg.rollout.temperature,
+        total_steps=cfg.run.steps * cfg.trainer.mini_batches,
+        timeout_s=cfg.run.timeout_s,
+    )
 
 
 def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
@@ -210,7 +302,6 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     start the actors and resume."""
     from eval.during_training import TrainingEval
     from rewards.worker import RewardPool
-    from rl.trainer import TrainerGroup
     from rollout.group import RolloutGroup
 
     if cfg.cold_start.steps > 0 and not cfg.init_from:
@@ -228,32 +319,34 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     init_ray(cfg.run)
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     synced = workers is None  # new workers load the policy themselves
-    # every wait on these actors is bounded by run.timeout_s (ActorTimeoutError names the actor that did not answer)
+    quarantine = Quarantine(run_dir)  # records that crashed or hung a rollout worker twice: never sampled again
+    # every wait on these actors is bounded by run.timeout_s; a dead or hung actor is replaced (run.actor_retries)
     with contextlib.ExitStack() as started:  # if a later part fails to start, the earlier ones are shut down
-        workers = workers or RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
+        workers = workers or RolloutGroup(
+            cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s, retries=cfg.run.actor_retries
+        )
+        workers.on_quarantine = quarantine.add
         started.callback(workers.shutdown)
         rewards = RewardPool(
             cfg.rewards.components,
             num_workers=cfg.rewards.num_workers,
             actor_options={"num_cpus": cfg.rewards.num_cpus},
             timeout_s=cfg.run.timeout_s,
+            retries=cfg.run.actor_retries,
         )
         started.callback(rewards.shutdown)
-        trainer = TrainerGroup(
-            cfg.trainer,
-            model_path,
-            seed=cfg.run.seed,
-            temperature=cfg.rollout.temperature,
-            total_steps=cfg.run.steps * cfg.trainer.mini_batches,
-        )
+        trainer = _make_trainer(cfg, model_path)
         started.callback(trainer.shutdown)
-        sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed)
+        sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed, skip=quarantine.keys)
+        initial = sampler.state()
         start_step = resume(cfg.run, run_dir, trainer, sampler)
+        s = _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, None, model_path, initial)
+        workers.on_replace = lambda worker: s.trainer.sync_weights([worker])  # the trainer of the moment
         if start_step > 0 or not synced:
-            trainer.sync_weights(workers.workers)  # the rollout engines start from the resumed or given policy
+            workers.load_weights(trainer)  # the rollout engines start from the resumed or given policy
         started.pop_all()  # all up: from here the loop's own cleanup owns them
-    resumed_at = start_step if cfg.run.resume else None
-    return _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, resumed_at)
+    s.resumed_at = start_step if cfg.run.resume else None
+    return s
 
 
 def fit_world_size(trajs: list, world_size: int) -> tuple[list, int]:

@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,13 +183,15 @@ def resolve_init_from(init_from: str, rollout: Any) -> str:
 
 @dataclass
 class Sampler:
-    """Deterministic epochs over the records: a seeded shuffle per epoch, and a cursor saved with checkpoints."""
+    """Deterministic epochs over the records: a seeded shuffle per epoch, and a cursor saved with checkpoints.
+    Records whose key (`rollout.group.record_key`) is in `skip` (the run's quarantine) are passed over."""
 
     records: list
     batch_size: int
     seed: int = 0
     epoch: int = 0
     index: int = 0
+    skip: set = field(default_factory=set)
 
     def _order(self) -> list[int]:
         order = list(range(len(self.records)))
@@ -197,14 +199,20 @@ class Sampler:
         return order
 
     def next_batch(self) -> list:
+        from rollout.group import record_key
+
+        if self.skip and all(record_key(r) in self.skip for r in self.records):
+            raise RuntimeError(f"every one of the {len(self.records)} training records is quarantined")
         batch = []
         while len(batch) < self.batch_size:
             order = self._order()
             if self.index >= len(order):
                 self.epoch, self.index = self.epoch + 1, 0
                 continue
-            batch.append(self.records[order[self.index]])
+            record = self.records[order[self.index]]
             self.index += 1
+            if not self.skip or record_key(record) not in self.skip:
+                batch.append(record)
         return batch
 
     def state(self) -> dict:
@@ -212,6 +220,34 @@ class Sampler:
 
     def load_state(self, state: dict) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+class Quarantine:
+    """Records that crashed or hung a rollout worker twice (`rollout.group.RolloutGroup`): one JSON line each in
+    `<run_dir>/quarantine.jsonl` ({"key", "id", "video", "why"}), read back when the run resumes; `keys` is the set
+    the Sampler skips. Delete a line to give a record another chance."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / "quarantine.jsonl"
+        self.keys: set[str] = set()
+        if self.path.is_file():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                try:
+                    self.keys.add(str(json.loads(line)["key"]))
+                except (ValueError, KeyError, TypeError):
+                    print(f"[quarantine] {self.path}:{n}: not a quarantine line, ignored: {line[:200]!r}")
+        if self.keys:
+            print(f"[quarantine] {len(self.keys)} records of {self.path} are not sampled")
+
+    def add(self, record: Any, why: str) -> None:
+        from rollout.group import record_key
+
+        key = record_key(record)
+        self.keys.add(key)
+        fields = record if isinstance(record, dict) else {}
+        line = {"key": key, "id": fields.get("id"), "video": fields.get("video"), "why": why}
+        with self.path.open("a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
 
 
 def save_checkpoint(trainer: Any, run_dir: Path, step: int, sampler: Sampler, run_cfg: Any = None) -> Path:

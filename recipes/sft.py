@@ -166,8 +166,13 @@ def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[s
     evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s)  # every eval.every_k steps (or never)
     init_ray(cfg.run)
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
-    workers = RolloutGroup(cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s)
-    trainer = TrainerGroup(cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps)
+    workers = RolloutGroup(
+        cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s, retries=cfg.run.actor_retries
+    )
+    trainer = TrainerGroup(
+        cfg.trainer, model_path, seed=cfg.run.seed, total_steps=cfg.run.steps, timeout_s=cfg.run.timeout_s
+    )
+    workers.on_replace = lambda worker: trainer.sync_weights([worker])  # a replaced worker gets the current policy
     try:
         chains, dropped = _replay(workers, records, cfg, run_dir, name)
         sampler = Sampler(chains, cfg.data.batch_size, seed=cfg.data.seed)
@@ -285,7 +290,7 @@ def probe(workers: Any, trainer: Any, records: list[dict], cfg: SftConfig, seed:
     the tool-call rate and the share of episodes that closed an answer."""
     from rewards.combine import score_batch, summarize
 
-    trainer.sync_weights(workers.workers)
+    workers.load_weights(trainer)
     trajs = workers.rollout(records, seed=seed).trajectories
     if not trajs:
         return {}

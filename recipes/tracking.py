@@ -166,6 +166,15 @@ class Tracker:
         self._wandb.log(scalars, step=step)
         self._wandb_step = step
 
+    def rewind(self, step: int) -> None:
+        """The run goes back to `step` (the trainer was rebuilt from that step's checkpoint) and logs the later
+        steps again: their rows leave metrics.jsonl now, and TensorBoard hides its events after `step` (wandb keeps
+        what it has and drops the repeated steps, see `_log_wandb`)."""
+        _drop_rows_after(self.path, int(step))
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = self._open_tensorboard(int(step))
+
     def rows(self) -> list[dict]:
         """The rows of metrics.jsonl, earlier attempts of a resumed run included."""
         if not self.path.exists():
@@ -209,7 +218,7 @@ def _drop_rows_after(path: Path, step: int) -> None:
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)  # atomic: a crash here leaves the old file or the new one, never half of it
-        print(f"[resume] {path.name}: dropped {dropped} rows after step {step}, which this run logs again", flush=True)
+        print(f"[tracking] {path.name}: dropped {dropped} rows after step {step}, which this run logs again")
 
 
 # ------------------------------------------------------------------------------------------------------- plots

@@ -5,8 +5,10 @@
     metrics.update(summarize(out))
 
 The pool waits at most `timeout_s` (the recipes pass `run.timeout_s`) for its workers to load their plugins and for
-each batch: a worker that has not answered by then (a plugin stuck on a socket) is killed and
-`common.waits.ActorTimeoutError` names it.
+each batch. A worker that dies (the OOM killer, a lost node) or has not answered by then (a plugin stuck on a
+socket) is killed and replaced, and its chunk scored again, up to `retries` times (run.actor_retries; rewards are
+pure functions of the trajectories, so a rescored chunk counts once); then `common.recovery.ActorFailedError` names
+it. A worker that fails while loading its plugins is not retried: that is a config error.
 
 `RewardWorker` is a plain class, made remote where it is used (`ray.remote(num_cpus=1)(RewardWorker)`); it
 resolves its plugins once, so a model-based reward loads its model once per worker. A plugin named by dotted
@@ -20,6 +22,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from common.recovery import Replaceable
 from common.waits import DEFAULT_TIMEOUT_S, actor_name, check_timeout, get_all
 from rewards.combine import RewardOutput, RewardSpec, parse_specs, resolve, score_batch
 
@@ -83,6 +86,7 @@ class RewardPool:
         local: bool = False,
         send_mm_inputs: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -97,7 +101,10 @@ class RewardPool:
 
         options = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
         remote_cls = ray.remote(**options)(RewardWorker)
-        self.workers = [remote_cls.remote(self.specs) for _ in range(num_workers)]
+        self.pool = Replaceable(
+            "reward worker", lambda i: remote_cls.remote(self.specs), num_workers, timeout_s, retries
+        )
+        self.workers = self.pool.actors
         try:  # surfaces a plugin that fails (or hangs) while loading, now
             self._get([w.ready.remote() for w in self.workers], "reward workers loading their plugins")
         except BaseException:
@@ -110,8 +117,7 @@ class RewardPool:
         if self.local:
             return self.workers[0].score(trajs)
         chunks = split_contiguous(len(trajs), len(self.workers))
-        refs = [w.score.remote(trajs[a:b]) for w, (a, b) in zip(self.workers, chunks)]
-        parts = self._get(refs, "reward scoring")
+        parts = self.pool.call("score", {i: (trajs[a:b],) for i, (a, b) in enumerate(chunks)}, "reward scoring")
         if not parts:  # an empty batch
             return self._empty_output()
         return RewardOutput.concat(parts)
@@ -126,11 +132,12 @@ class RewardPool:
         """The output of an empty batch: every component present, no values."""
         return RewardOutput([], {s.name: [] for s in self.specs}, {s.name: 0 for s in self.specs})
 
+    def take_counts(self) -> dict[str, int]:
+        """Workers replaced (`restarts`) and chunks scored again (`retries`) since the last call."""
+        return {"restarts": 0, "retries": 0} if self.local else self.pool.take_counts()
+
     def shutdown(self) -> None:
         """Stop the worker actors (no-op for a local pool)."""
         if not self.local:
-            import ray
-
-            for w in self.workers:
-                ray.kill(w)
+            self.pool.shutdown()
         self.workers = []

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint_marker import incomplete_reason
+from common.recovery import WeightSyncError
+from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, get_all, kill_actors
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
@@ -331,16 +333,29 @@ class TrainerRank:
         state = self.strategy.full_state_dict(self.model)
         return state if self.rank == 0 else {}
 
-    def sync_weights(self, rollout_handles: list) -> float:
-        """Gather the weights; rank 0 puts them in the object store once and updates every rollout handle."""
+    def sync_weights(self, rollout_handles: list, timeout_s: float = 600.0) -> tuple[float, list[int]]:
+        """Gather the weights; rank 0 puts them in the object store once and updates every rollout handle. Returns
+        the seconds spent and the indices of the handles that died or did not answer within `timeout_s` (rank 0;
+        the caller replaces those workers)."""
         import ray
+        from ray.exceptions import RayActorError
 
         start = time.perf_counter()
         state = self.export_weights()
+        failed = []
         if self.rank == 0 and rollout_handles:
             ref = ray.put(state)
-            ray.get([h.update_weights.remote(ref) for h in rollout_handles])
-        return time.perf_counter() - start
+            refs = [h.update_weights.remote(ref) for h in rollout_handles]
+            _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+            for i, call in enumerate(refs):
+                try:
+                    if call not in late:
+                        ray.get(call)
+                        continue
+                except RayActorError:
+                    pass
+                failed.append(i)
+        return time.perf_counter() - start, failed
 
     def reference_record(self) -> dict[str, Any] | None:
         """The reference policy's directory and the sha256 of its weights files (`rl.checkpoint.reference_record`,
@@ -403,10 +418,13 @@ class TrainerGroup:
         temperature: float = 1.0,
         total_steps: int = 0,
         ready_timeout_s: float = 600.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
         those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length;
-        `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up."""
+        `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up;
+        `timeout_s` (run.timeout_s) how long any later call (loading the model, a step, a sync, a checkpoint) may
+        take before the ranks are killed and TrainerDiedError raised."""
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -419,7 +437,7 @@ class TrainerGroup:
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"model directory not found: {model_path}")
         world_size = cfg.world_size
-        self.world_size = world_size
+        self.world_size, self.timeout_s = world_size, check_timeout(timeout_s)
         use_gpu = cfg.backend == "nccl" or cfg.num_gpus > 0 or (not cfg.backend and _cluster_has_gpus())
         options = {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}
         bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
@@ -440,13 +458,28 @@ class TrainerGroup:
             ).remote(i, cfg, str(model_path), seed, temperature, total_steps)
             for i in range(world_size)
         ]
-        addr, port = ray.get(self.ranks[0].address.remote())
-        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+        try:
+            addr, port = self._all("address", ranks=self.ranks[:1])[0]
+            self._all("setup", addr, port)
+        except BaseException:
+            self.shutdown()  # no caller holds the group yet to shut it down
+            raise
 
-    def _all(self, method: str, *args) -> list:
-        import ray
+    def _all(self, method: str, *args, ranks: list | None = None) -> list:
+        """`method(*args)` on every rank (or on `ranks`), waiting at most timeout_s. A rank that died or did not
+        answer (its ranks are killed: the others wait in a collective for it) raises TrainerDiedError; an error
+        raised by the method itself raises as it is."""
+        from ray.exceptions import RayActorError
 
-        return ray.get([getattr(r, method).remote(*args) for r in self.ranks])
+        ranks = self.ranks if ranks is None else ranks
+        names = [actor_name("trainer rank", i, self.ranks) for i in range(len(ranks))]
+        try:
+            return get_all([getattr(r, method).remote(*args) for r in ranks], names, ranks, method, self.timeout_s)
+        except (RayActorError, ActorTimeoutError) as e:
+            if isinstance(e, RayActorError) and not _actor_died(e):
+                raise  # the method raised an actor error of its own (e.g. a call it made on another actor)
+            kill_actors(self.ranks)  # the ranks left wait in a collective for the dead one: end them too
+            raise TrainerDiedError(method, e) from e
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
         """One GRPO update on the whole batch (each rank takes its contiguous 1/world_size). Returns metrics."""
@@ -471,8 +504,12 @@ class TrainerGroup:
         return self._all("export_weights")[0]
 
     def sync_weights(self, rollout_handles: list) -> float:
-        """Push the current weights to every rollout worker handle (`update_weights`); returns seconds spent."""
-        return self._all("sync_weights", list(rollout_handles))[0]
+        """Push the current weights to every rollout worker handle (`update_weights`); returns seconds spent. A
+        handle that died or hung raises WeightSyncError naming it (`RolloutGroup.load_weights` replaces it)."""
+        seconds, failed = self._all("sync_weights", list(rollout_handles), self.timeout_s)[0]
+        if failed:
+            raise WeightSyncError(failed, seconds)
+        return seconds
 
     def save_checkpoint(self, directory: str | Path, extra_state: dict[str, Any]) -> str:
         """Write `directory` whole or not at all: a failure on any rank (a full disk) raises here and leaves no
@@ -502,11 +539,39 @@ class TrainerGroup:
         from ray.util.placement_group import remove_placement_group
 
         try:
-            self._all("shutdown")
+            ray.get([r.shutdown.remote() for r in self.ranks], timeout=30)
+        except Exception:  # a dead or stuck rank: killed below all the same
+            pass
         finally:
-            for r in self.ranks:
-                ray.kill(r)
+            kill_actors(self.ranks)
             remove_placement_group(self.pg)
+
+
+class TrainerDiedError(RuntimeError):
+    """A trainer rank died (or did not answer and was killed) during a call: the group is gone. The GRPO loop
+    rebuilds it from the last complete checkpoint (run.actor_retries)."""
+
+    def __init__(self, method: str, cause: BaseException):
+        self.method, self.cause = method, f"{type(cause).__name__}: {str(cause).splitlines()[0][:300]}"
+        super().__init__(f"a trainer rank failed during {method}: {self.cause}")
+
+    def __reduce__(self):
+        return _rebuild_died, (self.method, self.cause)
+
+
+def _rebuild_died(method: str, cause: str) -> TrainerDiedError:
+    err = TrainerDiedError.__new__(TrainerDiedError)
+    err.method, err.cause = method, cause
+    RuntimeError.__init__(err, f"a trainer rank failed during {method}: {cause}")
+    return err
+
+
+def _actor_died(error: BaseException) -> bool:
+    """Whether a RayActorError from a rank's call is that rank's own death, not an error its method raised (Ray
+    re-raises a method's exception as a subclass of its cause's type, with the method's traceback)."""
+    from ray.exceptions import RayTaskError
+
+    return not isinstance(error, RayTaskError)
 
 
 def _cluster_has_gpus() -> bool:

@@ -9,19 +9,40 @@ A batch is dealt to the workers in turn (`records[i::W]`); trajectories come bac
 worker's share, then group order.
 
 Every wait on the workers (rollout, replay, tool_stats) lasts at most `timeout_s` (the recipes pass `run.timeout_s`;
-the first call also waits for the engines to load): a worker that has not answered by then is killed and
-`common.waits.ActorTimeoutError` names it.
+the first call also waits for the engines to load). A worker that dies (SIGKILL, the OOM killer, a lost node) or
+does not answer in time is replaced by a new one, which gets the current policy weights (`on_replace`, set by the
+GRPO loop to the trainer's weight sync), and its share of the batch runs again with the same seed: the trajectories
+are those the dead worker would have returned (`common.recovery`). A share that fails twice runs record by record;
+a record that then fails alone has crashed (or hung) a worker twice: it is quarantined (`on_quarantine`, which the
+loop writes to the run's quarantine.jsonl so that it is not sampled again) and its group is skipped, counted as
+`rollout/skipped/quarantined`. The counters of a batch are in `RolloutOutput.recovery`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from common.waits import DEFAULT_TIMEOUT_S, actor_name, check_timeout, get_all
+from common.recovery import Failure, Replaceable, WeightSyncError
+from common.waits import DEFAULT_TIMEOUT_S
 from rollout.config import RolloutConfig
 from rollout.engine import SamplingParams
-from rollout.worker import SAMPLE_ERRORS
+from rollout.trajectory import Trajectory
+from rollout.worker import SAMPLE_ERRORS, _sample_id
+
+QUARANTINED = "quarantined"
+SKIPPED = (*SAMPLE_ERRORS, QUARANTINED)  # the finish_reasons of placeholders, dropped before rewards
+
+
+def record_key(record: Any) -> str:
+    """What identifies a record across steps and resumes: its "id", else its video and clip."""
+    if isinstance(record, dict) and "id" in record:
+        return str(record["id"])
+    if isinstance(record, dict):
+        return f"{record.get('video')}|{record.get('clip')}"
+    return repr(record)[:200]
 
 
 @dataclass
@@ -34,31 +55,60 @@ class RolloutOutput:
     skipped: int
     tool_stats: dict[str, dict[str, int]]
     skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    recovery: dict[str, int] = field(default_factory=dict)
+    """Workers replaced (`restarts`), calls run again (`retries`) and records quarantined in this batch."""
 
 
 def split_skipped(trajs: list, tool_stats: dict[str, dict[str, int]]) -> RolloutOutput:
     """The trajectories without the placeholders of records that could not be prepared, which are counted by kind
     (one per record: its group_index-0 placeholder; ids may repeat across workers)."""
-    ok = [t for t in trajs if t.finish_reason not in SAMPLE_ERRORS]
-    by_kind = Counter(t.finish_reason for t in trajs if t.finish_reason in SAMPLE_ERRORS and t.group_index == 0)
-    skipped_by_kind = {kind: by_kind[kind] for kind in SAMPLE_ERRORS}
+    ok = [t for t in trajs if t.finish_reason not in SKIPPED]
+    by_kind = Counter(t.finish_reason for t in trajs if t.finish_reason in SKIPPED and t.group_index == 0)
+    skipped_by_kind = {kind: by_kind[kind] for kind in SKIPPED}
     return RolloutOutput(ok, sum(skipped_by_kind.values()), tool_stats, skipped_by_kind)
 
 
 class RolloutGroup:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
-    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        cfg: RolloutConfig,
+        model_path: str,
+        seed: int = 0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+        on_replace: Callable[[Any], None] | None = None,
+        on_quarantine: Callable[[dict, str], None] | None = None,
+    ):
+        """`retries`: run.actor_retries; 0 turns recovery off (a worker that dies or hangs fails the call with
+        ActorFailedError), any other number runs a failed share once more whole, then record by record.
+        `on_replace(worker)`: sets a new worker up (weights); `on_quarantine(record, why)`: told of each
+        quarantined record."""
         import ray
 
         from rollout.worker import RolloutWorker
 
-        self.cfg, self.timeout_s = cfg, check_timeout(timeout_s)
+        self.cfg = cfg
         remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)(RolloutWorker)
         threads = 1 if cfg.num_gpus == 0 else None  # CPU cores are shared with the trainer ranks and tool actors
-        self.workers = [
-            remote.remote(cfg, model_path, seed=seed + i, torch_threads=threads) for i in range(cfg.num_workers)
-        ]
+
+        def make(i: int) -> Any:
+            return remote.remote(cfg, model_path, seed=seed + i, torch_threads=threads)
+
+        self.pool = Replaceable("rollout worker", make, cfg.num_workers, timeout_s, retries, self._set_up)
+        self.timeout_s, self.retries = self.pool.timeout_s, retries
+        self.on_replace, self.on_quarantine = on_replace, on_quarantine
+        self.quarantined: list[str] = []  # record keys, this batch
+
+    @property
+    def workers(self) -> list:
+        """The current worker handles (a replaced worker's handle changes)."""
+        return self.pool.actors
+
+    def _set_up(self, i: int, worker: Any) -> None:
+        if self.on_replace is not None:
+            self.on_replace(worker)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         """The config's sampling parameters (per-turn budget, temperature, top-p, top-k) with `seed`."""
@@ -67,21 +117,58 @@ class RolloutGroup:
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=seed
         )
 
-    def _call(self, method: str, calls: dict[int, tuple]) -> list:
-        """`method(*args)` on the workers named by index, waiting at most timeout_s (ActorTimeoutError)."""
-        refs = [getattr(self.workers[i], method).remote(*args) for i, args in calls.items()]
-        names = [actor_name("rollout worker", i, self.workers) for i in calls]
-        return get_all(refs, names, [self.workers[i] for i in calls], method, self.timeout_s)
-
     def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
         w = len(self.workers)
         calls = {i: (items[i::w], *[x[i::w] for x in extra_lists], *args) for i in range(w) if items[i::w]}
-        return [t for part in self._call(method, calls) for t in part]
+        # a share whose worker failed runs again once whole, then record by record (0 retries: no recovery)
+        one_by_one = self._one_by_one(method) if self.retries else None
+        parts = self.pool.call(method, calls, method, one_by_one, retries=min(self.retries, 1))
+        return [t for part in parts for t in part]
+
+    def _one_by_one(self, method: str) -> Callable[[int, tuple, Failure], list]:
+        """What a share that failed twice becomes: each record alone on worker i (each in a fresh worker after a
+        failure); a record that fails alone is quarantined and gives placeholders."""
+
+        def run(i: int, args: tuple, failure: Failure) -> list:
+            records, rest = args[0], args[1:]
+            n = 1 if method == "replay" else args[1]
+            out = []
+            for k, record in enumerate(records):
+                one = (records[k : k + 1], *[x[k : k + 1] if isinstance(x, list) else x for x in rest])
+                (got,) = self.pool.submit(method, {i: one}, f"{method} of record {record_key(record)!r}").values()
+                if isinstance(got, Failure):
+                    self.pool.replace(i, got.text())
+                    got = self._quarantine(record, k, n, f"{failure.text()}; then alone: {got.text()}")
+                out.extend(got)
+            return out
+
+        return run
+
+    def _quarantine(self, record: Any, position: int, n: int, why: str) -> list:
+        key = record_key(record)
+        print(f"[recovery] quarantined record {key!r}: it crashed or hung a rollout worker twice ({why})", flush=True)
+        self.quarantined.append(key)
+        if self.on_quarantine is not None:
+            self.on_quarantine(record, why)
+        sample_id = _sample_id(record, position)
+        meta = {**record, "rollout_error": why} if isinstance(record, dict) else {"rollout_error": why}
+        return [Trajectory(sample_id, g, [], [], [], [], finish_reason=QUARANTINED, record=meta) for g in range(n)]
+
+    def load_weights(self, trainer: Any) -> float:
+        """The trainer's current weights into every worker (`trainer.sync_weights`); a worker that died or did not
+        take them in time is replaced (and the new one set up by `on_replace`). Returns the seconds spent."""
+        try:
+            return trainer.sync_weights(self.workers)
+        except WeightSyncError as e:
+            for i in e.failed:
+                self.pool.replace(i, "no answer to the weight update")
+            return e.seconds
 
     def tool_stats(self) -> dict[str, dict[str, int]]:
         """Per-tool counters summed over workers since the last call (which resets them)."""
         total: dict[str, dict[str, int]] = {}
-        for stats in self._call("tool_stats", {i: () for i in range(len(self.workers))}):
+        calls = {i: () for i in range(len(self.workers))}
+        for stats in self.pool.call("tool_stats", calls):
             for name, counts in stats.items():
                 mine = total.setdefault(name, {})
                 for key, value in counts.items():
@@ -89,11 +176,14 @@ class RolloutGroup:
         return total
 
     def rollout(self, records: list[dict], seed: int, n: int | None = None) -> RolloutOutput:
-        """`n` (default `cfg.n`) episodes per record; the placeholders of records that could not be prepared are
-        dropped and counted by kind."""
+        """`n` (default `cfg.n`) episodes per record; the placeholders of records that could not be prepared (or
+        were quarantined) are dropped and counted by kind."""
         n = self.cfg.n if n is None else n
+        self.quarantined = []
         trajs = self._deal("rollout", records, args=(n, self.sampling(seed)))
-        return split_skipped(trajs, self.tool_stats())
+        out = split_skipped(trajs, self.tool_stats())
+        out.recovery = {**self.pool.take_counts(), QUARANTINED: len(self.quarantined)}
+        return out
 
     def replay(self, records: list[dict], scripts: list[list[str]], max_new_tokens: int) -> list:
         """One trajectory per record whose assistant turns are its script, with the real tools answering its calls
@@ -103,7 +193,4 @@ class RolloutGroup:
         return trajs
 
     def shutdown(self) -> None:
-        import ray
-
-        for worker in self.workers:
-            ray.kill(worker)
+        self.pool.shutdown()

@@ -1,14 +1,18 @@
 """The GRPO loop with stand-ins for its actors: skipped samples are logged by kind, a step whose batch came back
-empty trains nothing and the run goes on, and an error inside the loop still shuts every actor down."""
+empty trains nothing and the run goes on, an error inside the loop still shuts every actor down, a dead trainer is
+rebuilt from the last checkpoint with the later steps logged once, and a checkpoint that fails to write (a full disk)
+is skipped."""
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
 
 from recipes import grpo
 from rewards.combine import RewardOutput
+from rl.trainer import TrainerDiedError
 from rollout.group import RolloutOutput
 from rollout.trajectory import Trajectory
 
@@ -24,6 +28,9 @@ class Workers:
     def rollout(self, batch, seed):
         return self.outputs.pop(0)
 
+    def load_weights(self, trainer):
+        return trainer.sync_weights(self.workers)
+
     def shutdown(self):
         self.closed += 1
 
@@ -35,17 +42,21 @@ class Rewards:
         totals = [float(t.group_index % 2) for t in trajs]  # 0, 1 within each group of two
         return RewardOutput(totals, {"accuracy": list(totals)}, {"accuracy": 0})
 
+    def take_counts(self):
+        return {"restarts": 0, "retries": 0}
+
     def shutdown(self):
         self.closed += 1
 
 
 class Trainer:
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, die_saving=(), full_disk=()):
         self.fail, self.trained, self.synced, self.saved, self.closed = fail, [], 0, [], 0
+        self.die_saving, self.full_disk = die_saving, full_disk  # steps whose save fails so
 
     def train_step(self, trajs, advantages):
         if self.fail:
-            raise RuntimeError("a rank died")
+            raise RuntimeError("a rank failed")
         self.trained.append((len(trajs), [round(a, 4) for a in advantages]))
         return {"train/loss": 0.25}
 
@@ -54,6 +65,10 @@ class Trainer:
         return 0.0
 
     def save_checkpoint(self, path, state):
+        if state["step"] in self.die_saving:
+            raise TrainerDiedError("save_checkpoint", RuntimeError("ActorDiedError: rank 1 was SIGKILLed"))
+        if state["step"] in self.full_disk:
+            raise OSError(errno.ENOSPC, "No space left on device")
         self.saved.append(state["step"])
 
     def shutdown(self):
@@ -82,6 +97,9 @@ class Sampler:
 
     def state(self):
         return {}
+
+    def load_state(self, state):
+        pass
 
 
 def _run(monkeypatch, tmp_path, outputs, trainer):
@@ -116,7 +134,7 @@ def test_an_empty_batch_is_logged_and_trains_nothing(monkeypatch, tmp_path):
 
 def test_an_error_in_the_loop_still_shuts_every_actor_down(monkeypatch, tmp_path):
     cfg, parts = _run(monkeypatch, tmp_path, [EMPTY, FULL], Trainer(fail=True))
-    with pytest.raises(RuntimeError, match="a rank died"):
+    with pytest.raises(RuntimeError, match="a rank failed"):
         grpo.run(cfg)
     assert (parts.trainer.closed, parts.workers.closed, parts.rewards.closed, parts.evals.closed) == (1, 1, 1, 1)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -144,3 +162,59 @@ def test_empty_steps_in_a_row_stop_the_run(monkeypatch, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and len(parts.trainer.trained) == 1
     assert (parts.trainer.closed, parts.workers.closed, parts.rewards.closed, parts.evals.closed) == (1, 1, 1, 1)
+
+
+def _rows(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_dead_trainer_is_rebuilt_from_the_last_checkpoint_and_each_step_logged_once(monkeypatch, tmp_path):
+    first = Trainer(die_saving=(4,))  # a rank dies while step 4's checkpoint is written
+    cfg, parts = _run(monkeypatch, tmp_path, [FULL] * 6, first)
+    cfg.run.steps, cfg.run.save_every = 4, 2
+    second = Trainer()
+    monkeypatch.setattr(grpo, "_make_trainer", lambda cfg, path: second)
+    resumed = []
+    monkeypatch.setattr(grpo, "resume", lambda run_cfg, run_dir, trainer, sampler: resumed.append(trainer) or 2)
+    last = grpo.run(cfg)
+    assert resumed == [second] and (first.closed, second.closed) == (
+        1,
+        1,
+    )  # old torn down; new restored, closed at end
+    assert first.saved == [2] and second.saved == [4]  # steps 3 and 4 ran again on the rebuilt trainer
+    assert len(first.trained) == 4 and len(second.trained) == 2
+    assert second.synced == 3  # the rollout workers got the restored weights, then each step's
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [
+        1,
+        2,
+        3,
+        4,
+    ]  # the rows of the failed steps 3 and 4 were dropped, then relogged
+    assert [r["recovery/trainer_restarts"] for r in rows] == [0, 0, 1, 1]
+    assert last["step"] == 4
+
+
+def test_a_trainer_that_keeps_dying_stops_the_run_after_actor_retries(monkeypatch, tmp_path):
+    cfg, parts = _run(monkeypatch, tmp_path, [FULL] * 10, Trainer(die_saving=(2,)))
+    cfg.run.save_every, cfg.run.actor_retries = 2, 1
+    monkeypatch.setattr(grpo, "_make_trainer", lambda cfg, path: Trainer(die_saving=(2,)))
+    monkeypatch.setattr(grpo, "resume", lambda *args: 0)
+    with pytest.raises(RuntimeError, match=r"rebuilt 1 times already in this run \(run.actor_retries\): giving up"):
+        grpo.run(cfg)
+    assert parts.workers.closed == 1
+
+
+def test_a_checkpoint_that_does_not_fit_on_disk_is_skipped_and_training_goes_on(monkeypatch, tmp_path):
+    cfg, parts = _run(monkeypatch, tmp_path, [FULL] * 4, Trainer(full_disk=(2,)))
+    cfg.run.save_every = 2
+    grpo.run(cfg)
+    assert parts.trainer.saved == [4] and len(parts.trainer.trained) == 4
+    assert [r["recovery/failed_saves"] for r in _rows(tmp_path)] == [0, 0, 1, 1]
+
+
+def test_the_last_checkpoint_must_be_written(monkeypatch, tmp_path):
+    cfg, parts = _run(monkeypatch, tmp_path, [FULL] * 2, Trainer(full_disk=(2,)))
+    with pytest.raises(OSError, match="No space left on device"):
+        grpo.run(cfg)
+    assert parts.workers.closed == 1

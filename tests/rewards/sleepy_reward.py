@@ -5,9 +5,11 @@ import time
 
 
 def sleepy(traj, record):
-    """Hangs on the sample "slow" (far past any test's timeout), scores 1 elsewhere."""
+    """Hangs on the sample "slow" (far past any test's timeout), takes S seconds on "pause-S", scores 1 elsewhere."""
     if traj.sample_id == "slow":
         time.sleep(600)
+    if traj.sample_id.startswith("pause"):  # "pause-1.5": a slow judge
+        time.sleep(float(traj.sample_id.split("-")[1]))
     return 1.0
 
 

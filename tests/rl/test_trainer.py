@@ -117,6 +117,47 @@ def test_sync_weights_reaches_every_handle(group2, ray_local):
         assert got["model.language_model.norm.weight"] == float(weights["model.language_model.norm.weight"].sum())
 
 
+def test_sync_weights_names_the_handles_that_died(group2, ray_local):
+    import ray
+
+    from common.recovery import WeightSyncError
+
+    class FakeRolloutWorker:
+        """A fake rollout worker that takes any weights."""
+
+        def update_weights(self, named_tensors):
+            return len(named_tensors)
+
+    workers = [ray.remote(num_cpus=0)(FakeRolloutWorker).remote() for _ in range(3)]
+    ray.kill(workers[1])
+    with pytest.raises(WeightSyncError) as info:
+        group2.sync_weights(workers)
+    assert info.value.failed == [1]  # 0 and 2 took them; the trainer group itself is fine
+    assert group2.sync_weights([workers[0], workers[2]]) > 0
+
+
+def test_a_killed_rank_fails_the_call_naming_it_and_ends_the_group(ray_local, tiny_model_dir, batches):
+    import os
+    import signal
+
+    import ray
+
+    from rl.config import TrainerConfig
+    from rl.trainer import TrainerDiedError, TrainerGroup
+
+    group = TrainerGroup(TrainerConfig(world_size=2, lr=1e-3, micro_batch_size=1), tiny_model_dir, timeout_s=120)
+    try:
+        pid = ray.get(group.ranks[1].__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        trajs, adv = batches[0]
+        with pytest.raises(TrainerDiedError, match="a trainer rank failed during train_step: ActorDiedError"):
+            group.train_step(trajs, adv)  # rank 0 would wait in a collective for rank 1: it is killed too
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(group.ranks[0].address.remote(), timeout=30)
+    finally:
+        group.shutdown()  # returns although both ranks are gone
+
+
 def test_bad_inputs_fail_clearly(group2, batches, tiny_model_dir):
     from rl.config import TrainerConfig
     from rl.trainer import TrainerGroup

@@ -133,10 +133,10 @@ def test_split_skipped_counts_records_by_kind():
     ]
     out = split_skipped(trajs, {"pose": {"calls": 1}})
     assert [(t.sample_id, t.group_index) for t in out.trajectories] == [("a", 0), ("a", 1)]
-    assert out.skipped == 3 and out.skipped_by_kind == {"video_error": 1, "sample_error": 2}
+    assert out.skipped == 3 and out.skipped_by_kind == {"video_error": 1, "sample_error": 2, "quarantined": 0}
     assert out.tool_stats == {"pose": {"calls": 1}}
     clean = split_skipped([_t("a", 0)], {})
-    assert (clean.skipped, clean.skipped_by_kind) == (0, {"video_error": 0, "sample_error": 0})
+    assert (clean.skipped, clean.skipped_by_kind) == (0, {"video_error": 0, "sample_error": 0, "quarantined": 0})
 
 
 def test_rollout_output_keeps_its_positional_form():
@@ -146,6 +146,9 @@ def test_rollout_output_keeps_its_positional_form():
 
 class FakeWorker:
     """A rollout worker that fails every record without a prompt the way RolloutWorker does, and answers the rest."""
+
+    def __init__(self, cfg=None, model_path="", seed=0, torch_threads=None):
+        pass
 
     def rollout(self, records, n, sampling):
         return [
@@ -158,18 +161,17 @@ class FakeWorker:
         return {"echo": {"calls": 2}}
 
 
-def test_rollout_group_drops_and_counts_by_kind(ray_local):
+def test_rollout_group_drops_and_counts_by_kind(ray_local, monkeypatch):
+    import rollout.worker
     from rollout.config import RolloutConfig
 
     ray = ray_local
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    group = RolloutGroup.__new__(RolloutGroup)  # the group's logic over two stand-in actors, no model
-    group.cfg = RolloutConfig(n=2)
-    group.workers = [ray.remote(num_cpus=0)(FakeWorker).remote() for _ in range(2)]
+    monkeypatch.setattr(rollout.worker, "RolloutWorker", FakeWorker)  # the group's logic over stand-ins, no model
+    group = RolloutGroup(RolloutConfig(n=2, num_workers=2, num_cpus=0), "no-model")
     records = [{"id": "a", "prompt": "?"}, {"id": "b"}, {"id": "c"}, {"id": "d", "prompt": "?"}]
     out = group.rollout(records, seed=1)  # worker 0 gets a, c; worker 1 gets b, d
     assert [(t.sample_id, t.group_index) for t in out.trajectories] == [("a", 0), ("a", 1), ("d", 0), ("d", 1)]
-    assert (out.skipped, out.skipped_by_kind) == (2, {"video_error": 0, "sample_error": 2})
+    assert (out.skipped, out.skipped_by_kind) == (2, {"video_error": 0, "sample_error": 2, "quarantined": 0})
     assert out.tool_stats == {"echo": {"calls": 4}}
-    for w in group.workers:
-        ray.kill(w)
+    group.shutdown()

@@ -1,0 +1,198 @@
+"""A rollout worker that dies or does not answer (a hung engine, a stopped process, SIGKILL) is replaced, the new
+worker is set up (weights) and its share runs again with the same arguments, so the batch comes back whole and
+equal to an undisturbed one; a record that hangs a worker twice is quarantined. Stand-in actors built by
+RolloutGroup's own constructor play the workers (no model): their answers are a pure function of the records, the
+seed and n, as a seeded engine's are."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import rollout.worker
+from common.recovery import ActorFailedError
+from rollout.config import RolloutConfig
+from rollout.group import RolloutGroup
+from rollout.trajectory import Trajectory
+
+TIMEOUT_S = 2.0
+
+
+class StandInWorker:
+    """Answers like a RolloutWorker; hangs on a record marked "hang", sleeps on one marked "slow" (seconds), and
+    hangs in tool_stats once told to."""
+
+    def __init__(self, cfg, model_path, seed=0, torch_threads=None):
+        self.hang_stats = False
+        self.weights = "initial"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def rollout(self, records, n, sampling):
+        if any(r.get("hang") for r in records):
+            time.sleep(600)
+        time.sleep(max([r.get("slow", 0) for r in records], default=0))
+        # a seeded engine's answer: the same records, n and seed give the same trajectories
+        return [
+            Trajectory(r["id"], g, [1], [sampling.seed, g], [1, 1], [0.0, 0.0], record={"weights": self.weights})
+            for r in records
+            for g in range(n)
+        ]
+
+    def replay(self, records, scripts, sampling):
+        return self.rollout(records, 1, sampling)
+
+    def tool_stats(self, reset=True):
+        if self.hang_stats:
+            time.sleep(600)
+        return {"echo": {"calls": 1}}
+
+    def set_hang_stats(self) -> None:
+        self.hang_stats = True
+
+    def update_weights(self, name) -> None:
+        self.weights = name
+
+
+def _group(ray, retries=2, quarantined=None):
+    def synced(worker):  # what the GRPO loop does: the new worker gets the current weights
+        ray.get(worker.update_weights.remote("current"))
+
+    def quarantine(record, why):
+        quarantined.append((record["id"], why))
+
+    cfg = RolloutConfig(n=2, num_workers=2, num_cpus=0)
+    group = RolloutGroup(cfg, "no-model", timeout_s=TIMEOUT_S, retries=retries, on_replace=synced)
+    group.on_quarantine = quarantine if quarantined is not None else None
+    ray.get([w.pid.remote() for w in group.workers])  # started: the timeouts are the calls' alone
+    for w in group.workers:
+        ray.get(w.update_weights.remote("current"))
+    return group
+
+
+@pytest.fixture
+def stand_ins(ray_local, monkeypatch):
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(rollout.worker, "RolloutWorker", StandInWorker)
+    groups = []
+    yield lambda **kw: groups.append(_group(ray_local, **kw)) or groups[-1]
+    for group in groups:
+        t0 = time.monotonic()
+        group.shutdown()
+        assert time.monotonic() - t0 < 5  # the cleanup does not wait on a stuck worker
+
+
+def _ids(out):
+    return [(t.sample_id, t.group_index, t.response_ids[0], t.record["weights"]) for t in out.trajectories]
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_is_replaced_and_its_share_rerun(ray_local, stand_ins):
+    group = stand_ins()
+    records = [{"id": "a"}, {"id": "b", "slow": 1.5}, {"id": "c"}]  # worker 2 gets b alone
+    expected = [(r, g, 7, "current") for r in "acb" for g in (0, 1)]  # worker 1's share (a, c), then worker 2's
+    pid = ray_local.get(group.workers[1].pid.remote())
+    ref_time = time.monotonic()
+
+    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()  # mid-call: b takes 1.5 s
+    out = group.rollout(records, seed=7)
+    assert time.monotonic() - ref_time < 60
+    assert _ids(out) == expected  # whole, in order, each trajectory once, from a worker with the current weights
+    assert out.recovery == {"restarts": 1, "retries": 1, "quarantined": 0}
+    assert out.skipped == 0 and _gone(pid)
+    assert group.rollout(records[:1], seed=8).recovery == {"restarts": 0, "retries": 0, "quarantined": 0}
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_worker_is_killed_replaced_and_its_share_rerun(ray_local, stand_ins):
+    group = stand_ins()
+    pid = ray_local.get(group.workers[0].pid.remote())
+    os.kill(pid, signal.SIGSTOP)  # a stopped process: it never answers, nor reads a cancel
+    try:
+        out = group.rollout([{"id": "a"}, {"id": "b"}], seed=3)
+        assert _ids(out) == [
+            ("a", 0, 3, "current"),
+            ("a", 1, 3, "current"),
+            ("b", 0, 3, "current"),
+            ("b", 1, 3, "current"),
+        ]
+        assert out.recovery["restarts"] == 1 and out.recovery["retries"] == 1
+        assert _gone(pid), f"the stopped worker process {pid} is still there"
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.timeout(120)
+def test_a_record_that_hangs_a_worker_twice_is_quarantined(ray_local, stand_ins):
+    quarantined = []
+    group = stand_ins(quarantined=quarantined)
+    # worker 1 gets a, c; worker 2 gets b (hangs) and d: the share hangs twice, then b alone hangs, d alone answers
+    records = [{"id": "a"}, {"id": "b", "hang": True}, {"id": "c"}, {"id": "d"}]
+    out = group.rollout(records, seed=5)
+    assert [(t.sample_id, t.group_index) for t in out.trajectories] == [
+        ("a", 0),
+        ("a", 1),
+        ("c", 0),
+        ("c", 1),
+        ("d", 0),
+        ("d", 1),
+    ]
+    assert out.skipped_by_kind == {"video_error": 0, "sample_error": 0, "quarantined": 1}
+    # replaced after: the share's timeout, its retry's timeout, b's own timeout
+    assert out.recovery == {"restarts": 3, "retries": 1, "quarantined": 1}
+    assert [key for key, _ in quarantined] == ["b"] and "ActorTimeoutError" in quarantined[0][1]
+    assert group.quarantined == ["b"]
+
+
+@pytest.mark.timeout(120)
+def test_without_retries_a_hanging_worker_fails_the_rollout_naming_it(ray_local, stand_ins):
+    group = stand_ins(retries=0)
+    stuck_id = group.workers[1]._actor_id.hex()
+    t0 = time.monotonic()
+    with pytest.raises(ActorFailedError) as info:
+        group.rollout([{"id": "a"}, {"id": "b", "hang": True}], seed=1)
+    assert TIMEOUT_S <= time.monotonic() - t0 < TIMEOUT_S + 10
+    err = info.value
+    assert (err.phase, err.actor, err.attempts) == ("rollout", f"rollout worker 2/2 (actor {stuck_id})", 1)
+    assert "no answer within 2 s" in err.last
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_hangs_in_tool_stats_is_replaced(ray_local, stand_ins):
+    group = stand_ins()
+    ray_local.get(group.workers[0].set_hang_stats.remote())
+    out = group.rollout([{"id": "a"}], seed=0)  # the rollout answers, its counters do not: asked again of a new one
+    assert out.tool_stats == {"echo": {"calls": 2}} and out.recovery["restarts"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_replay_recovers_like_rollout(ray_local, stand_ins):
+    group = stand_ins()
+    assert [t.sample_id for t in group.replay([{"id": "a"}, {"id": "b"}], [["x"], ["y"]], 8)] == ["a", "b"]
+    trajs = group.replay([{"id": "a"}, {"id": "b", "hang": True}], [["x"], ["y"]], 8)
+    assert [(t.sample_id, t.finish_reason) for t in trajs] == [("a", ""), ("b", "quarantined")]
+
+
+def test_the_timeout_is_checked_before_any_actor_starts():
+    with pytest.raises(ValueError, match="timeout_s must be a number of seconds > 0, got 0"):
+        RolloutGroup(RolloutConfig(), "no-model", timeout_s=0)

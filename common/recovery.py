@@ -62,10 +62,13 @@ class Failure:
         return f"{type(self.error).__name__}: {str(self.error).splitlines()[0][:300] if str(self.error) else ''}"
 
 
-def actor_failure_types() -> tuple[type[BaseException], ...]:
-    from ray.exceptions import RayActorError
+def actor_died(error: BaseException) -> bool:
+    """Whether `error`, raised by `ray.get` of an actor call, means that actor died (or is unreachable), not that
+    its method raised: Ray re-raises a method's exception as a RayTaskError subclass of the exception's own type, so
+    a method that called a dead actor itself raises a RayTaskError that is also a RayActorError."""
+    from ray.exceptions import RayActorError, RayTaskError
 
-    return (RayActorError,)
+    return isinstance(error, RayActorError) and not isinstance(error, RayTaskError)
 
 
 def wait_each(refs: Sequence[Any], names: Sequence[str], actors: Sequence[Any], phase: str, timeout_s: float) -> list:
@@ -89,7 +92,9 @@ def wait_each(refs: Sequence[Any], names: Sequence[str], actors: Sequence[Any], 
         for ref in ready:
             try:
                 results[index[ref]] = ray.get(ref)
-            except actor_failure_types() as e:
+            except Exception as e:
+                if not actor_died(e):
+                    raise
                 results[index[ref]] = Failure(e, died=True)
     return results
 

@@ -26,12 +26,18 @@ class TrainingEval:
     """Launches evaluations of saved checkpoints without waiting and logs them when they finish."""
 
     def __init__(
-        self, cfg: EvalConfig, run_dir: str | Path, rollout: RolloutConfig, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        cfg: EvalConfig,
+        run_dir: str | Path,
+        rollout: RolloutConfig,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
     ):
         """`cfg`: the recipe's `eval:` section; `rollout`: its `rollout:` section (the eval actors use the same
         engine, prompt, tools and frames, one greedy episode per record); `timeout_s`: the run's `run.timeout_s`
-        (an eval actor silent that long is killed, and its evaluation logged as failed). Resolves and validates the
-        benchmark now, before Ray starts; the actors start on the first launch."""
+        (an eval actor silent that long is killed and replaced); `retries`: run.actor_retries (a chunk whose
+        actor died or hung more often than that fails its evaluation, which is logged as failed). Resolves and
+        validates the benchmark now, before Ray starts; the actors start on the first launch."""
         from eval.benchmarks import load_benchmark
         from eval.runner import EvalOptions
 
@@ -45,6 +51,7 @@ class TrainingEval:
             num_gpus=cfg.num_gpus,
             skip_failed=cfg.skip_failed,
             timeout_s=timeout_s,
+            retries=retries,
         )
         self.evaluator = None
         self.pending: list = []

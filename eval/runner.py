@@ -5,9 +5,12 @@
 (`eval.during_training`) both use it.
 
 An actor that holds work and has not answered for `EvalOptions.timeout_s` (a hung engine, a stopped process) is
-killed: `collect` raises `common.waits.ActorTimeoutError` naming it, and `done()` turns true so that a poller
-collects that error. The clock is per actor, not per evaluation: an evaluation queued behind another one on the
-same actors is not late while that one's answers come back.
+killed, and `done()` turns true so that a poller collects the evaluation. The clock is per actor, not per
+evaluation: an evaluation queued behind another one on the same actors is not late while that one's answers come
+back. A killed or dead actor (SIGKILL, the OOM killer) is replaced and its chunks run again on the new one, which
+loads the checkpoint named in each call, up to `EvalOptions.retries` times per chunk (then
+`common.recovery.ActorFailedError`; with 0 retries `collect` raises the `common.waits.ActorTimeoutError` or Ray's
+error at once).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.recovery import ActorFailedError, actor_died
 from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, kill_actors
 from eval.benchmarks import Benchmark
 from eval.checkpoints import Checkpoint
@@ -43,7 +47,9 @@ class EvalOptions:
     """Where each rollout setting came from ("run config", "flag", "default"), for the report."""
     timeout_s: float = DEFAULT_TIMEOUT_S
     """How long an actor that holds work may go without answering (a chunk of CHUNK records; its first one also
-    loads the checkpoint) before it is killed and the evaluation fails with ActorTimeoutError."""
+    loads the checkpoint) before it is killed and replaced."""
+    retries: int = 2
+    """How often a chunk whose actor died or hung runs again on a fresh actor (run.actor_retries in training)."""
 
 
 class ActorClock:
@@ -105,6 +111,11 @@ class Pending:
     owners: list[int] = field(default_factory=list)
     """The index of the actor each future's call runs on."""
     clock: ActorClock | None = None
+    calls: list[tuple] = field(default_factory=list)
+    """The arguments of each future's call (to run it again on a replacement actor)."""
+    handles: list[Any] = field(default_factory=list)
+    """The actor each future's call was given to."""
+    attempts: list[int] = field(default_factory=list)
 
     def done(self) -> bool:
         """Every call has answered, or one of its actors is late (collect then raises at once)."""
@@ -139,42 +150,84 @@ class Evaluator:
         if not benchmark.spec.uses_tools:
             rollout = dataclasses.replace(rollout, tools={})
         threads = 1 if o.num_gpus == 0 else None
-        self.actors = [remote.remote(rollout, torch_threads=threads) for _ in range(max(1, o.actors))]
+        self._make = lambda: remote.remote(rollout, torch_threads=threads)
+        self.actors = [self._make() for _ in range(max(1, o.actors))]
         self.clock = ActorClock(self.actors, o.timeout_s)
+        self.restarts = 0  # actors replaced
 
     def submit(self, checkpoint: Checkpoint, variant: str = "") -> Pending:
         """Queue the whole benchmark on the actors (chunks dealt round-robin); returns without waiting."""
         recs, task = self.benchmark.records, self.benchmark.task
         modules = [m for m in variant.split("+") if m] if variant else None
-        futures, owners, path = [], [], str(checkpoint.path)  # each call names its checkpoint: a failed load fails it
+        pending = Pending(checkpoint, variant, [], [], self.clock)
+        path = str(checkpoint.path)  # each call names its checkpoint: a failed load fails it
         for n, start in enumerate(range(0, len(recs), CHUNK)):
             idx = list(range(start, min(start + CHUNK, len(recs))))
-            owners.append(n % len(self.actors))
-            futures.append(self.actors[owners[-1]].evaluate.remote([recs[i] for i in idx], task, path, idx, modules))
-        self.clock.add(futures, owners)
-        return Pending(checkpoint, variant, futures, owners, self.clock)
+            pending.calls.append(([recs[i] for i in idx], task, path, idx, modules))
+            pending.owners.append(n % len(self.actors))
+            pending.attempts.append(0)
+            pending.handles.append(self.actors[pending.owners[-1]])
+            pending.futures.append(pending.handles[-1].evaluate.remote(*pending.calls[-1]))
+        self.clock.add(pending.futures, pending.owners)
+        return pending
+
+    def _rerun(self, pending: Pending, refs: list, error: BaseException) -> list:
+        """Run the chunks of `refs` (their actors died or were killed) again, each on a fresh actor in its old
+        actor's place; returns the new futures."""
+        new = []
+        for ref in refs:
+            k = pending.futures.index(ref)
+            i = pending.owners[k]
+            pending.attempts[k] += 1
+            if pending.attempts[k] > self.options.retries:
+                if not self.options.retries:
+                    raise error
+                why = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                raise ActorFailedError(f"eval of {pending.checkpoint.label}", self._name(i), pending.attempts[k], why)
+            if self.actors[i] is pending.handles[k]:  # not replaced yet (by another chunk of it)
+                kill_actors([self.actors[i]])
+                print(f"[recovery] replacing {self._name(i)}: {type(error).__name__}", flush=True)
+                self.actors[i] = self._make()
+                self.restarts += 1
+            pending.handles[k] = self.actors[i]
+            pending.futures[k] = self.actors[i].evaluate.remote(*pending.calls[k])
+            self.clock.add([pending.futures[k]], [i])
+            new.append(pending.futures[k])
+        return new
+
+    def _name(self, i: int) -> str:
+        return actor_name("eval actor", i, self.actors)
 
     def collect(self, pending: Pending, progress: bool = True) -> EvalResult:
         """Wait for a submitted evaluation; rows in record order, judged if asked, then the metrics. An actor that
-        is late (see ActorClock) is killed and ActorTimeoutError names it."""
+        is late (see ActorClock) or dies is replaced and its chunks run again (see the module docstring)."""
         import ray
         from tqdm import tqdm
 
         rows: list[dict] = []
-        owner = dict(zip(pending.futures, pending.owners))
         remaining = list(pending.futures)
         label = f"{pending.checkpoint.label}{' +' + pending.variant if pending.variant else ''}"
         with tqdm(total=len(self.benchmark.records), desc=f"eval {label}", unit="sample", disable=not progress) as bar:
             while remaining:
+                owner = dict(zip(pending.futures, pending.owners))
                 busy = {owner[ref] for ref in remaining}
                 ready, remaining = ray.wait(remaining, num_returns=1, timeout=self.clock.left(busy))
                 if not ready:
                     late = self.clock.late(busy)  # an answer to another evaluation may have reset an actor's clock
                     if late:
-                        raise self.clock.fail(late, f"eval of {label} on {self.benchmark.name}")
+                        error = self.clock.fail(late, f"eval of {label} on {self.benchmark.name}")
+                        lost = [ref for ref in remaining if owner[ref] in late]
+                        self.clock.answered(lost)
+                        remaining = [ref for ref in remaining if ref not in lost] + self._rerun(pending, lost, error)
                     continue
                 self.clock.answered(ready)
-                part = ray.get(ready[0])
+                try:
+                    part = ray.get(ready[0])
+                except Exception as error:
+                    if not actor_died(error):
+                        raise
+                    remaining += self._rerun(pending, ready, error)  # its chunk runs again on a new actor
+                    continue
                 rows.extend(part)
                 bar.update(len(part))
         rows.sort(key=lambda r: r["index"])

@@ -313,7 +313,8 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     train_path = resolve_records(cfg.data.train)
     records = load_records(train_path)
     run_dir = prepare_run_dir(cfg)
-    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s)  # checks the benchmark before Ray starts
+    # the benchmark is checked now, before Ray starts
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s, cfg.run.actor_retries)
     print(f"[{name}] run dir: {run_dir}  model: {model_path}  train: {train_path} ({len(records)} records)")
 
     init_ray(cfg.run)

@@ -163,7 +163,8 @@ def run(cfg: SftConfig, name: str = "sft", keep_workers: bool = False) -> dict[s
     from rollout.group import RolloutGroup
 
     model_path, records, run_dir = _prepare(cfg, name)
-    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s)  # every eval.every_k steps (or never)
+    # every eval.every_k steps (or never)
+    evals = TrainingEval(cfg.eval, run_dir, cfg.rollout, cfg.run.timeout_s, cfg.run.actor_retries)
     init_ray(cfg.run)
     raise_problems(check_cluster(cfg))  # the cluster Ray joined: before any actor starts
     workers = RolloutGroup(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint_marker import incomplete_reason
-from common.recovery import WeightSyncError
+from common.recovery import WeightSyncError, actor_died
 from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, get_all, kill_actors
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
@@ -476,7 +476,7 @@ class TrainerGroup:
         try:
             return get_all([getattr(r, method).remote(*args) for r in ranks], names, ranks, method, self.timeout_s)
         except (RayActorError, ActorTimeoutError) as e:
-            if isinstance(e, RayActorError) and not _actor_died(e):
+            if isinstance(e, RayActorError) and not actor_died(e):
                 raise  # the method raised an actor error of its own (e.g. a call it made on another actor)
             kill_actors(self.ranks)  # the ranks left wait in a collective for the dead one: end them too
             raise TrainerDiedError(method, e) from e
@@ -564,14 +564,6 @@ def _rebuild_died(method: str, cause: str) -> TrainerDiedError:
     err.method, err.cause = method, cause
     RuntimeError.__init__(err, f"a trainer rank failed during {method}: {cause}")
     return err
-
-
-def _actor_died(error: BaseException) -> bool:
-    """Whether a RayActorError from a rank's call is that rank's own death, not an error its method raised (Ray
-    re-raises a method's exception as a subclass of its cause's type, with the method's traceback)."""
-    from ray.exceptions import RayTaskError
-
-    return not isinstance(error, RayTaskError)
 
 
 def _cluster_has_gpus() -> bool:

@@ -1,11 +1,15 @@
-"""An eval actor that does not answer (a hung engine) fails its evaluation after the timeout, naming the actor, and is
-killed; an evaluation queued behind another one on the same actors is not late while that one's answers come back.
-Stand-in actors built by Evaluator's own constructor play the EvalActors (no model)."""
+"""An eval actor that does not answer (a hung engine) is killed after the timeout and replaced, and a killed one
+(SIGKILL) too: their chunks run again and the evaluation comes back whole; without retries the evaluation fails
+naming the actor. An evaluation queued behind another one on the same actors is not late while that one's answers
+come back. Stand-in actors built by Evaluator's own constructor play the EvalActors (no model)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 import eval.actor
+from common.recovery import ActorFailedError
 from common.waits import ActorTimeoutError
 from eval.checkpoints import Checkpoint
 from eval.runner import EvalOptions, Evaluator
@@ -30,6 +35,9 @@ class StandInEvalActor:
     def ping(self) -> bool:
         return True
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def evaluate(self, records, task, checkpoint, indices, modules=None):
         time.sleep(600 if "hang" in checkpoint else sum(r.get("sleep", 0.0) for r in records))
         return [{"index": i, "id": r["id"], "failed": False, "metrics": {}} for r, i in zip(records, indices)]
@@ -42,10 +50,10 @@ def stand_ins(ray_local, monkeypatch):
     monkeypatch.setattr(Evaluator, "finish", lambda self, pending, rows: rows)  # rows only: no metrics of stand-ins
 
 
-def _evaluator(ray, n_records: int, actors: int, sleep: float = 0.0) -> Evaluator:
+def _evaluator(ray, n_records: int, actors: int, sleep: float = 0.0, retries: int = 2) -> Evaluator:
     records = [{"id": f"r{i}", "sleep": sleep} for i in range(n_records)]
     bench = SimpleNamespace(records=records, task="ovar", name="bench", spec=SimpleNamespace(uses_tools=False))
-    evaluator = Evaluator(bench, EvalOptions(actors=actors, num_cpus=0, timeout_s=TIMEOUT_S))
+    evaluator = Evaluator(bench, EvalOptions(actors=actors, num_cpus=0, timeout_s=TIMEOUT_S, retries=retries))
     ray.get([a.ping.remote() for a in evaluator.actors])  # started: the timeout covers the calls alone
     return evaluator
 
@@ -64,8 +72,8 @@ def test_evaluations_queued_on_busy_actors_are_not_late(ray_local, stand_ins):
 
 
 @pytest.mark.timeout(120)
-def test_a_hanging_eval_actor_fails_the_evaluation_naming_it(ray_local, stand_ins):
-    evaluator = _evaluator(ray_local, 4, actors=2)
+def test_without_retries_a_hanging_eval_actor_fails_the_evaluation_naming_it(ray_local, stand_ins):
+    evaluator = _evaluator(ray_local, 4, actors=2, retries=0)
     try:
         pending = evaluator.submit(Checkpoint(Path("/ckpt/hang-3"), 3))
         t0 = time.monotonic()
@@ -87,12 +95,42 @@ def test_a_hanging_eval_actor_fails_the_evaluation_naming_it(ray_local, stand_in
 
 
 @pytest.mark.timeout(120)
+def test_a_killed_eval_actor_is_replaced_and_its_chunks_rerun(ray_local, stand_ins):
+    evaluator = _evaluator(ray_local, 6, actors=2, sleep=0.5)  # chunks of 2 records: 1 s each
+    try:
+        pid = ray_local.get(evaluator.actors[1].pid.remote())
+        killed = evaluator.actors[1]
+        pending = evaluator.submit(Checkpoint(Path("/ckpt/checkpoint-4"), 4))
+        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        rows = evaluator.collect(pending, progress=False)
+        assert [r["index"] for r in rows] == list(range(6))  # whole, each record once
+        assert evaluator.restarts == 1 and evaluator.actors[1] is not killed
+    finally:
+        evaluator.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_a_chunk_that_hangs_every_time_fails_after_the_retries(ray_local, stand_ins):
+    evaluator = _evaluator(ray_local, 2, actors=1, retries=1)
+    try:
+        pending = evaluator.submit(Checkpoint(Path("/ckpt/hang-5"), 5))
+        with pytest.raises(ActorFailedError) as info:
+            evaluator.collect(pending, progress=False)
+        err = info.value
+        assert (err.phase, err.attempts) == ("eval of hang-5", 2) and "ActorTimeoutError" in err.last
+        assert evaluator.restarts == 1
+    finally:
+        evaluator.shutdown()
+
+
+@pytest.mark.timeout(120)
 def test_training_goes_on_and_logs_an_evaluation_that_timed_out(ray_local, stand_ins, tmp_path):
     from eval.config import EvalConfig
     from eval.during_training import TrainingEval
     from rollout.config import RolloutConfig
 
-    evals = TrainingEval(EvalConfig(every_k=1, benchmark="sample-aqa", limit=2), tmp_path, RolloutConfig(), TIMEOUT_S)
+    cfg = EvalConfig(every_k=1, benchmark="sample-aqa", limit=2)
+    evals = TrainingEval(cfg, tmp_path, RolloutConfig(), TIMEOUT_S, retries=0)
     assert evals.options.timeout_s == TIMEOUT_S
     assert evals.launch(1, tmp_path / "hang-1")
     t0 = time.monotonic()

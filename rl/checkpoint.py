@@ -263,20 +263,24 @@ def publish(tmp: Path, final: Path) -> None:
 
 def agree(error: BaseException | None, what: str) -> None:
     """All ranks learn whether any of them failed `what`, then every rank raises (its own error, or one naming the
-    ranks that failed). A rank failing alone would leave the others waiting in the next collective."""
+    ranks that failed: an OSError when each of those failed with one, e.g. a full disk, so that the caller sees the
+    same kind of error whichever rank answers first). A rank failing alone would leave the others waiting in the
+    next collective."""
     import torch
     import torch.distributed as dist
 
     cuda = dist.get_backend() == "nccl"
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    failed = torch.zeros(dist.get_world_size(), device=device)
-    failed[dist.get_rank()] = float(error is not None)
+    failed = torch.zeros(dist.get_world_size(), device=device)  # 0: fine, 1: an OSError, 2: any other error
+    failed[dist.get_rank()] = 0.0 if error is None else 1.0 if isinstance(error, OSError) else 2.0
     dist.all_reduce(failed)
     if error is not None:
         raise error
-    ranks = [i for i, f in enumerate(failed.tolist()) if f]
+    kinds = failed.tolist()
+    ranks = [i for i, f in enumerate(kinds) if f]
     if ranks:
-        raise RuntimeError(f"{what} failed on rank(s) {ranks} (their errors are in their logs)")
+        kind = OSError if all(kinds[i] == 1.0 for i in ranks) else RuntimeError
+        raise kind(f"{what} failed on rank(s) {ranks} (their errors are in their logs)")
 
 
 # ---- the reference policy ---------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def test_when_one_rank_fails_every_rank_raises():
     for proc in procs:
         proc.join(timeout=60)
     assert got == {
-        0: "RuntimeError: writing the state failed on rank(s) [1] (their errors are in their logs)",
+        0: "OSError: writing the state failed on rank(s) [1] (their errors are in their logs)",
         1: "OSError: [Errno 28] No space left on device",
     }
 

@@ -44,10 +44,14 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def fsync_tree(root: str | Path) -> None:
-    """fsync every file and directory under `root` (and `root` itself)."""
+    """fsync every file and directory under `root` (and `root` itself). A file that is gone by the time it is
+    reached was another rank's temporary file, renamed by its writer (who fsyncs what it writes): skipped."""
     for folder, _, files in os.walk(root):
         for name in files:
-            fsync_file(Path(folder) / name)
+            try:
+                fsync_file(Path(folder) / name)
+            except FileNotFoundError:
+                continue
         fsync_dir(folder)
 
 

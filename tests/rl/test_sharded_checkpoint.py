@@ -100,7 +100,7 @@ def _as_earlier_layout(src: Path, dst: Path) -> None:
 def test_two_rank_checkpoint_resumes_on_one_rank_then_two_exactly(ray_local, tiny_model_dir, tmp_path):
     import torch
 
-    from common.checkpoint_marker import incomplete_reason, is_resumable, write_marker
+    from common.checkpoint_marker import incomplete_reason, is_resumable, read_marker, write_marker
     from rl.checkpoint import prune_checkpoints
     from rl.config import TrainerConfig
     from rl.trainer import TrainerGroup
@@ -119,6 +119,9 @@ def test_two_rank_checkpoint_resumes_on_one_rank_then_two_exactly(ray_local, tin
         # each rank wrote its own files, several of them at this file size
         shards = sorted(p.name for p in (saved2 / "trainer_state" / "dcp").iterdir())
         assert {s.split("-model-")[0] for s in shards} == {"shard-00001", "shard-00002"} and len(shards) > 2
+        listed = read_marker(saved2)["files"]
+        for name in shards:
+            assert listed[f"trainer_state/dcp/{name}"] == (saved2 / "trainer_state" / "dcp" / name).stat().st_size
         # the weights in the sharded state are the exported ones (fp32 on CPU), tied lm_head left out
         assert sorted(k.removeprefix("model/") for k in tensors if k.startswith("model/")) == sorted(
             k for k in exported if k != "lm_head.weight"
@@ -164,3 +167,53 @@ def test_two_rank_checkpoint_resumes_on_one_rank_then_two_exactly(ray_local, tin
     done = prune_checkpoints(run, keep_last=1, keep_every=2)
     assert done == ["checkpoint-1: removed", "checkpoint-2: weights kept, trainer_state/ removed"]
     assert incomplete_reason(saved1) is None and not is_resumable(saved1) and not (saved1 / "trainer_state").exists()
+
+
+def test_doctests():
+    import doctest
+
+    import rl.hf_export
+
+    assert doctest.testmod(rl.hf_export).failed == 0
+
+
+def test_a_failed_write_keeps_gathering_so_no_rank_waits(tiny_model_dir, tmp_path, monkeypatch):
+    """The writer rank that fails a file (a full disk) returns the error after gathering every tensor like the
+    other ranks; a rank that is not the writer gathers the same tensors in the same order and writes nothing."""
+    import errno
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from rl import hf_export
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    state = model.state_dict()
+    real_save = hf_export._save
+
+    def full_disk(tensors, path):
+        if path.name.startswith("model-00002-"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(tensors, path)
+
+    monkeypatch.setattr(hf_export, "_save", full_disk)
+    orders = {}
+    for writer in (True, False):
+        folder = tmp_path / str(writer)
+        folder.mkdir()
+        orders[writer] = []
+
+        def gather(tensor, seen=orders[writer]):
+            seen.append(tensor.data_ptr())
+            return tensor
+
+        kwargs = {"dtype": torch.float32, "max_file_bytes": SHARD_MB * 10**6, "gather": gather, "writer": writer}
+        error = hf_export.stream_model_dir(model, folder, state, **kwargs)
+        written = sorted(p.name for p in folder.iterdir())
+        if writer:
+            assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+            assert written == ["config.json", "generation_config.json", "model-00001-of-00003.safetensors"]
+        else:
+            assert error is None and written == []
+    # every entry but the tied lm_head (56 of the tiny model's 57), in the same order on both ranks
+    assert len(orders[True]) == len(state) - 1 and orders[True] == orders[False]

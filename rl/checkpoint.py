@@ -1,17 +1,27 @@
-"""Checkpoint files without pickle: optimizer state and RNG states as safetensors + JSON, processor files copied.
+"""Checkpoint files without pickle: weights, optimizer state and RNG states as safetensors + JSON.
 
 Layout written by `save_rank` (every trainer rank calls it; `load_rank` reads it back):
 
     dir/                       loads with AutoModelForImageTextToText.from_pretrained / vLLM as is
-      config.json, model*.safetensors, generation_config.json, tokenizer / processor / chat template files
+      config.json, generation_config.json, model.safetensors (or model-0000i-of-0000N.safetensors and
+      model.safetensors.index.json: files of at most trainer.checkpoint_shard_mb), processor / chat template files
       COMPLETE                 written last: the step and every file with its size (common/checkpoint_marker.py)
       trainer_state/
-        optimizer.safetensors  every tensor of the (full, flattened) optimizer state (DeepSpeed: one
-        optimizer.json         optimizer_rank{r} pair per rank); every other entry (param groups, scalar steps)
+        dcp/                   FSDP2: the weights (in the dtype the optimizer steps: fp32 masters under bf16-mixed)
+                               and the optimizer tensors as a sharded torch.distributed.checkpoint, each rank's own
+          shard-0000{r+1}-model-0000i-of-0000N.safetensors    shards, the sharding offsets in each file's header
+        optimizer_values.json  FSDP2: the optimizer's non-tensor entries (param groups)
+        optimizer_rank{r}.safetensors, optimizer_rank{r}.json  DeepSpeed: each rank's optimizer partition
         rng_rank{r}.safetensors, rng_rank{r}.json   torch / CUDA / numpy / python RNG of each rank
         trainer.json           the trainer config, world size, optimizer step count and the reference policy
                                (its directory and the sha256 of its weights files)
         extra_state.json       the caller's state (data cursor, step, ...)
+
+No rank gathers the optimizer state, and FSDP2 never holds the whole model in one buffer: rank 0 writes the model
+folder one gathered tensor at a time, and on resume each rank reads the slices of trainer_state/dcp/ that overlap
+its own shards, whatever world size saved them. FSDP2 checkpoints of the earlier layout (the full optimizer state
+in trainer_state/optimizer.safetensors + optimizer.json, fp32 masters in master_weights.* when the model folder
+is bf16) still resume: the weights then come from the model folder.
 
 A save is atomic: the ranks write into the hidden sibling `.<name>.tmp/`, fsync every file, rank 0 writes the
 marker and renames the folder into place. A save that fails (a full disk) or a process that dies leaves no `<name>`
@@ -42,6 +52,9 @@ from common.checkpoint_marker import (
     step_dirs,
     write_marker,
 )
+
+DCP_DIR = "dcp"  # trainer_state/dcp/: the FSDP2 ranks' shards of weights and optimizer state
+OPTIMIZER_VALUES = "optimizer_values.json"  # trainer_state/: the FSDP2 optimizer's non-tensor entries
 
 
 class CheckpointMismatch(ValueError):
@@ -342,43 +355,32 @@ def save_rank(
     opt_steps: int,
     reference: dict[str, Any] | None = None,
 ) -> Path:
-    """One trainer rank's part of writing a checkpoint (every rank calls it): rank 0 writes the model directory
-    (weights gathered from every rank, processor files of `model_path`), trainer.json (with `reference`, see
-    `reference_record`) and `extra_state`; each rank its optimizer state through `strategy` and its RNG states.
-    The same layout for every strategy, except that DeepSpeed writes one optimizer partition per rank. Atomic (see
-    the module docstring): on any rank's failure every rank raises and `directory` is left as it was."""
+    """One trainer rank's part of writing a checkpoint (every rank calls it): the model folder through
+    `strategy.write_model_dir` (rank 0 writes), the processor files of `model_path`, trainer.json (with
+    `reference`, see `reference_record`) and `extra_state` (rank 0), the weights and optimizer state through
+    `strategy.save_state` (FSDP2: every rank its shards; DeepSpeed: its optimizer partition), each rank its RNG
+    states. Atomic (see the module docstring): on any rank's failure every rank raises and `directory` is left as
+    it was."""
     final = Path(directory)
     tmp = partial_dir(final)
     state_dir = tmp / STATE_DIR
-    state = strategy.full_state_dict(model)  # a collective: every rank takes part, rank 0 keeps the result
     try:
-        error = None
-        if rank == 0:
-            try:
-                shutil.rmtree(tmp, ignore_errors=True)  # a save of this step that did not finish
-                state_dir.mkdir(parents=True)
-                module = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
-                module.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
-                copy_processor_files(model_path, tmp)
-                write_json(state_dir / "extra_state.json", extra_state)
-                trainer = {"world_size": cfg.world_size, "config": asdict(cfg), "opt_steps": opt_steps}
-                write_json(state_dir / "trainer.json", {**trainer, "reference": reference})
-            except Exception as e:
-                error = e
-        agree(error, "writing the checkpoint's model files")  # also: the folder exists before the others write
+        error = _attempt(_fresh_folder, tmp, state_dir) if rank == 0 else None
+        agree(error, "creating the checkpoint folder")  # the folder exists before any rank writes
+        error = strategy.write_model_dir(model, tmp, rank)  # a collective: rank 0 writes, the others gather
+        if rank == 0 and error is None:
+            trainer = {"world_size": cfg.world_size, "config": asdict(cfg), "opt_steps": opt_steps}
+            error = _attempt(_write_run_files, tmp, model_path, extra_state, {**trainer, "reference": reference})
+        agree(error, "writing the checkpoint's model files")
         try:
-            strategy.save_optimizer(state_dir, rank)
+            strategy.save_state(state_dir, rank)
             save_flat_state(rng_state(), state_dir, f"rng_rank{rank}")
             fsync_tree(tmp)  # on a shared filesystem only the writer's fsync makes its files durable
         except Exception as e:
             error = e
         agree(error, "writing the checkpoint's trainer state")
         if rank == 0:
-            try:
-                write_marker(tmp, extra_state.get("step"))
-                publish(tmp, final)
-            except Exception as e:
-                error = e
+            error = _attempt(_publish_with_marker, tmp, final, extra_state.get("step"))
         agree(error, "publishing the checkpoint")
     except BaseException:
         if rank == 0:  # every rank is past its writes: free the space now (a full disk) rather than at next save
@@ -387,10 +389,36 @@ def save_rank(
     return final
 
 
+def _attempt(fn, *args) -> BaseException | None:
+    """`fn(*args)`'s exception, or None: a rank that fails must still reach the next `agree`."""
+    try:
+        fn(*args)
+    except Exception as e:
+        return e
+    return None
+
+
+def _fresh_folder(tmp: Path, state_dir: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)  # a save of this step that did not finish
+    state_dir.mkdir(parents=True)
+
+
+def _write_run_files(tmp: Path, model_path: str, extra_state: dict[str, Any], trainer: dict[str, Any]) -> None:
+    copy_processor_files(model_path, tmp)
+    write_json(tmp / STATE_DIR / "extra_state.json", extra_state)
+    write_json(tmp / STATE_DIR / "trainer.json", trainer)
+
+
+def _publish_with_marker(tmp: Path, final: Path, step: int | None) -> None:
+    write_marker(tmp, step)
+    publish(tmp, final)
+
+
 def check_resumable(saved: dict[str, Any], cfg: Any, where: str | Path) -> None:
     """Raise CheckpointMismatch unless a trainer of config `cfg` can resume from a checkpoint whose trainer.json is
     `saved`: the same strategy, and for DeepSpeed (each rank reads its own optimizer partition) the same world
-    size and ZeRO stage. FSDP2 checkpoints hold the full optimizer state and resume on any number of ranks."""
+    size and ZeRO stage. FSDP2 checkpoints resume on any number of ranks (their sharded state is resharded on
+    load; one of the earlier layout holds the full optimizer state)."""
     saved_cfg = saved.get("config", {})
     if saved_cfg.get("strategy", "fsdp2") != cfg.strategy:
         raise CheckpointMismatch(
@@ -407,12 +435,11 @@ def check_resumable(saved: dict[str, Any], cfg: Any, where: str | Path) -> None:
 
 
 def load_rank(directory: str | Path, *, rank: int, cfg: Any, model: Any, strategy: Any) -> tuple[dict[str, Any], int]:
-    """One trainer rank's part of resuming (every rank calls it): check the checkpoint fits `cfg`, load the
-    weights into `model` and the optimizer state through `strategy`, restore this rank's RNG. Returns the saved
-    extra_state and the optimizer step count (the learning-rate schedule's clock). A file that does not read
-    fails every rank together."""
-    from transformers import AutoModelForImageTextToText
-
+    """One trainer rank's part of resuming (every rank calls it): check the checkpoint fits `cfg`, restore the
+    weights and optimizer state through `strategy.load_state` (FSDP2: from the sharded trainer_state/dcp/; else
+    the weights from the model folder first), restore this rank's RNG. Returns the saved extra_state and the
+    optimizer step count (the learning-rate schedule's clock). A file that does not read fails every rank
+    together."""
     src = Path(directory)
     state_dir = src / STATE_DIR
     error = loaded = extra = saved = None
@@ -420,16 +447,16 @@ def load_rank(directory: str | Path, *, rank: int, cfg: Any, model: Any, strateg
         extra = read_json(state_dir / "extra_state.json")
         saved = read_json(state_dir / "trainer.json")
         check_resumable(saved, cfg, src)
-        # from_pretrained maps the saved key names to the in-memory ones; every rank reads the (shared) folder.
-        dtype = next(getattr(model, "module", model).parameters()).dtype
-        loaded = AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype)
+        if not strategy.weights_in_state(state_dir):  # DeepSpeed, or an FSDP2 checkpoint of the earlier layout
+            loaded = _read_model_folder(src, model)
     except Exception as e:
         error = e
     agree(error, f"reading checkpoint {src}")
-    strategy.load_full_state_dict(model, loaded.state_dict())
-    del loaded
+    if loaded is not None:
+        strategy.load_full_state_dict(model, loaded)
+        del loaded
     try:
-        strategy.load_optimizer(state_dir, rank)
+        strategy.load_state(state_dir, rank)
         rng_name = f"rng_rank{rank}"
         if (state_dir / f"{rng_name}.json").is_file():
             set_rng_state(load_flat_state(state_dir, rng_name))
@@ -437,6 +464,15 @@ def load_rank(directory: str | Path, *, rank: int, cfg: Any, model: Any, strateg
         error = e
     agree(error, f"loading the trainer state of {src}")
     return extra, int(saved.get("opt_steps", 0))
+
+
+def _read_model_folder(src: Path, model: Any) -> dict[str, Any]:
+    """The full state dict of model folder `src` in the dtype of `model`'s parameters (every rank reads it):
+    from_pretrained maps the saved key names to the in-memory ones."""
+    from transformers import AutoModelForImageTextToText
+
+    dtype = next(getattr(model, "module", model).parameters()).dtype
+    return AutoModelForImageTextToText.from_pretrained(str(src), dtype=dtype).state_dict()
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, keep_every: int = 0, keep: str | Path = "") -> list[str]:

@@ -77,6 +77,10 @@ class TrainerConfig:
     pack_max_tokens: int = 0
     """> 0: pack sequences into rows of at most this many tokens (no padding; micro_batch_size and
     group_by_length are then unused). 0: right-padded micro-batches. See docs/sft.md."""
+    checkpoint_shard_mb: float = 5000.0
+    """The largest file a checkpoint writes, in MB (10^6 bytes): the model folder's model-0000i-of-0000N.safetensors
+    files and, with FSDP2, each rank's files of the sharded trainer state. Writing one holds about that much host
+    memory on the writing rank; a single tensor larger than this gets a file of its own. See docs/scale.md."""
     num_cpus: float = 0.5
     """CPUs reserved for each rank actor."""
     num_gpus: float = 0.0
@@ -117,7 +121,7 @@ class TrainerConfig:
         one_of("lr_schedule", SCHEDULES)
         one_of("kl_type", KL_TYPES)
         one_of("loss_agg_mode", LOSS_AGG_MODES)
-        for name in ("world_size", "lr", "micro_batch_size", "mini_batches"):
+        for name in ("world_size", "lr", "micro_batch_size", "mini_batches", "checkpoint_shard_mb"):
             positive(name)
         for name in ("warmup_steps", "weight_decay", "grad_clip", "clip_ratio", "kl_coef", "num_cpus", "num_gpus"):
             positive(name, zero_ok=True)

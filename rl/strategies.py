@@ -19,6 +19,12 @@ fp32 master weights and moments; forward and backward run in bf16 and gradients 
 `MixedPrecisionPolicy` on every shard group; DeepSpeed: its bf16 mode, whose ZeRO optimizer keeps the fp32
 masters). "bf16-pure" loads and steps bf16 weights (FSDP2 only). The frozen reference is kept in the compute
 dtype. Exported weights (sync, the HF checkpoint) are cast per tensor to the compute dtype with CUDA, fp32 on CPU.
+
+Checkpoints (`rl.checkpoint.save_rank` / `load_rank` call `write_model_dir`, `save_state`, `load_state`): FSDP2
+streams the Hugging Face model folder from rank 0 one gathered tensor at a time (`rl.hf_export`) and keeps the
+weights and optimizer state as a sharded torch.distributed.checkpoint: each rank writes and reads only its own
+shards, and a checkpoint resumes on any number of ranks. DeepSpeed writes the folder with `save_pretrained` from
+the gathered state dict and one optimizer partition per rank (resume with the same world size and ZeRO stage).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rl import checkpoint as ckpt
+from rl import hf_export
 
 # resolved precision -> (dtype the weights and AdamW state are kept in, forward/backward compute dtype)
 PRECISION_DTYPES = {
@@ -161,7 +168,8 @@ class FSDP2Strategy:
         return grad_norm, stepped
 
     def full_state_dict(self, model) -> dict[str, Any]:
-        """The full CPU state dict on every rank (collective), in `export_dtype`."""
+        """The full CPU state dict on rank 0 (a collective; the other ranks get {}), in `export_dtype`: what weight
+        sync sends. Checkpoints never gather the whole model (`write_model_dir`, `save_state`)."""
         return _cast(self._full_weights(model), self.export_dtype)
 
     def _full_weights(self, model) -> dict[str, Any]:
@@ -169,35 +177,148 @@ class FSDP2Strategy:
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def _masters_differ(self) -> bool:
-        """Whether the exported (checkpoint) weights are a lossy cast of the weights the optimizer steps."""
-        return precision_dtypes(self.precision)[0] != self.export_dtype
-
     def load_full_state_dict(self, model, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
 
-    def save_optimizer(self, state_dir: Path, rank: int) -> None:
-        """The full (unsharded) optimizer state, written once by rank 0."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    def write_model_dir(self, model, folder: Path, rank: int) -> BaseException | None:
+        """The checkpoint's Hugging Face model folder, streamed (`rl.hf_export.stream_model_dir`): every rank
+        gathers one tensor at a time (`DTensor.full_tensor`), rank 0 casts it to `export_dtype` and writes files of
+        at most `cfg.checkpoint_shard_mb`. A collective; returns rank 0's write error instead of raising it."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        optim = get_optimizer_state_dict(self.model, self.optimizer, options=options)
-        # a bf16 model directory would round the fp32 masters on resume: keep them beside the optimizer state
-        masters = self._full_weights(self.model) if self._masters_differ() else None
+        state = get_model_state_dict(model)  # sharded: this rank's DTensors, nothing gathered yet
+        return hf_export.stream_model_dir(
+            model,
+            folder,
+            state,
+            dtype=self.export_dtype,
+            max_file_bytes=_max_file_bytes(self.cfg),
+            gather=_full_tensor,
+            writer=rank == 0,
+        )
+
+    def weights_in_state(self, state_dir: Path) -> bool:
+        """Whether `load_state` restores the weights too (a sharded checkpoint) or they come from the model folder
+        (a checkpoint of the earlier layout, with the full optimizer.safetensors)."""
+        return (state_dir / ckpt.DCP_DIR).is_dir()
+
+    def save_state(self, state_dir: Path, rank: int) -> None:
+        """Every rank writes its own shards of the weights (in the dtype the optimizer steps: the fp32 masters under
+        bf16-mixed) and of the optimizer state into `state_dir/dcp/` with torch.distributed.checkpoint: safetensors
+        files with the sharding offsets in their headers, nothing gathered. Rank 0 writes the optimizer's
+        non-tensor entries (param groups) to optimizer_values.json. A collective."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+        flat, values, _ = self._dcp_state()
+        writer = HuggingFaceStorageWriter(
+            str(state_dir / ckpt.DCP_DIR), fqn_to_index_mapping=self._dcp_files(flat), save_distributed=True
+        )
+        dcp.save(flat, storage_writer=writer)  # a failure on any rank raises on every rank
         if rank == 0:
-            ckpt.save_flat_state(ckpt.optimizer_to_flat(optim), state_dir, "optimizer")
-            if masters is not None:
-                ckpt.save_flat_state(masters, state_dir, "master_weights")
+            ckpt.write_json(state_dir / ckpt.OPTIMIZER_VALUES, values)
 
-    def load_optimizer(self, state_dir: Path, rank: int) -> None:
+    def load_state(self, state_dir: Path, rank: int) -> None:
+        """Restore weights and optimizer state saved by `save_state`, whatever world size saved them: each rank
+        reads the slices of the saved shards that overlap its own shards (torch.distributed.checkpoint reshards).
+        A checkpoint of the earlier layout restores its full optimizer state instead. A collective."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+        if not self.weights_in_state(state_dir):
+            return self._load_full_optimizer(state_dir)
+        folder = state_dir / ckpt.DCP_DIR
+        error = target = None
+        try:
+            target, tied, values = self._dcp_target(state_dir)
+        except Exception as e:
+            error = e
+        ckpt.agree(error, f"reading the sharded trainer state in {folder}")
+        dcp.load(target, storage_reader=HuggingFaceStorageReader(str(folder)))  # in place, into this rank's shards
+        self._set_dcp_state(target, tied, values)
+
+    def _dcp_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        """This rank's state through torch's `get_state_dict` (sharded): the flat {"model/<name>": weight,
+        "optim/state/<name>/<entry>": optimizer tensor} that DCP saves, the optimizer's non-tensor entries, and
+        the tied copies left out of the weights ({name: the name it is tied to})."""
+        import torch
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        tied = hf_export.tied_copies(self.model, model_state)
+        flat = {f"model/{k}": v for k, v in model_state.items() if k not in tied}
+        values = {}
+        for key, value in ckpt.optimizer_to_flat(optim_state).items():
+            if torch.is_tensor(value):
+                flat[f"optim/{key}"] = value
+            else:
+                values[key] = value
+        return flat, values, tied
+
+    def _dcp_files(self, flat: dict[str, Any]) -> dict[str, int]:
+        """{key: file number from 1}: each rank's share cut into files of at most `cfg.checkpoint_shard_mb`, so
+        that writing one (safetensors serialises a file in memory) holds a bounded part of the state."""
+        world = self.mesh.size()
+        sizes = [
+            (k, v.numel() * v.dtype.itemsize // (world if hasattr(v, "to_local") else 1)) for k, v in flat.items()
+        ]
+        groups = hf_export.plan_files(sizes, _max_file_bytes(self.cfg))
+        return {key: i for i, group in enumerate(groups, 1) for key in group}
+
+    def _dcp_target(self, state_dir: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+        """The tensors `dcp.load` fills: every weight, and the optimizer entries the checkpoint holds, on a fresh
+        optimizer (a parameter that never had a gradient has no Adam state, then as in the run that saved it)."""
+        from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+        folder = state_dir / ckpt.DCP_DIR
+        saved = set(HuggingFaceStorageReader(str(folder)).read_metadata().state_dict_metadata)
+        values = ckpt.read_json(state_dir / ckpt.OPTIMIZER_VALUES)
+        self.reset_optimizer()
+        flat, _, tied = self._dcp_state()  # torch fills a fresh optimizer's state with a zero-lr step first
+        missing = sorted(k for k in flat if k.startswith("model/") and k not in saved)
+        unknown = sorted(k for k in saved if k not in flat)
+        if missing or unknown:
+            raise ValueError(
+                f"{folder} does not fit this model and optimizer: "
+                f"weights missing {missing[:5]}, entries this trainer does not have {unknown[:5]}"
+            )
+        return {k: v for k, v in flat.items() if k in saved}, tied, values
+
+    def _set_dcp_state(self, target: dict[str, Any], tied: dict[str, str], values: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        weights = {k.removeprefix("model/"): v for k, v in target.items() if k.startswith("model/")}
+        weights.update({name: weights[source] for name, source in tied.items()})
+        optim = ckpt.optimizer_from_flat(
+            {**values, **{k.removeprefix("optim/"): v for k, v in target.items() if k.startswith("optim/")}}
+        )
+        # not strict: parameters without optimizer state keep none (every weight was checked in `_dcp_target`)
+        options = StateDictOptions(strict=False)
+        set_state_dict(self.model, self.optimizer, model_state_dict=weights, optim_state_dict=optim, options=options)
+
+    def _load_full_optimizer(self, state_dir: Path) -> None:
+        """A checkpoint of the earlier layout: the full optimizer state in optimizer.safetensors / .json, and the
+        fp32 masters in master_weights.* when its model folder is bf16; every rank reads them whole."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        if (state_dir / "master_weights.json").is_file():  # exact fp32 masters (the model directory is bf16)
+        if not (state_dir / "optimizer.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{state_dir}: holds neither the sharded state ({ckpt.DCP_DIR}/) nor optimizer.safetensors"
+            )
+        if (state_dir / "master_weights.json").is_file():
             self.load_full_state_dict(self.model, ckpt.load_flat_state(state_dir, "master_weights"))
         optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
         set_optimizer_state_dict(self.model, self.optimizer, optim, options=StateDictOptions(full_state_dict=True))
+
+
+def _full_tensor(tensor: Any) -> Any:
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def _max_file_bytes(cfg: Any) -> int:
+    return int(cfg.checkpoint_shard_mb * 10**6)
 
 
 class DeepSpeedStrategy:
@@ -308,12 +429,29 @@ class DeepSpeedStrategy:
         if module is getattr(self.engine, "module", None):
             self.optimizer.refresh_fp32_params()  # the optimizer's fp32 master copy follows the new weights
 
-    def save_optimizer(self, state_dir: Path, rank: int) -> None:
+    def write_model_dir(self, model, folder: Path, rank: int) -> BaseException | None:
+        """The checkpoint's Hugging Face model folder: the full state dict (gathered under ZeRO-3) on every rank,
+        written by rank 0 with `save_pretrained`. A collective; returns rank 0's write error instead of raising."""
+        state = self.full_state_dict(model)
+        if rank != 0:
+            return None
+        try:
+            module = getattr(model, "module", model)  # the engine wraps the HF model
+            module.save_pretrained(str(folder), state_dict=state, max_shard_size=_max_file_bytes(self.cfg))
+        except Exception as e:
+            return e
+        return None
+
+    def weights_in_state(self, state_dir: Path) -> bool:
+        """False: the weights come from the model folder (`load_state` restores the optimizer partitions only)."""
+        return False
+
+    def save_state(self, state_dir: Path, rank: int) -> None:
         """Each rank writes its own partition of the optimizer state (resume needs the same world size)."""
         flat = ckpt.nested_to_flat(self.optimizer.state_dict())
         ckpt.save_flat_state(flat, state_dir, f"optimizer_rank{rank}")
 
-    def load_optimizer(self, state_dir: Path, rank: int) -> None:
+    def load_state(self, state_dir: Path, rank: int) -> None:
         import torch.distributed as dist
 
         saved = ckpt.load_flat_state(state_dir, f"optimizer_rank{rank}")

@@ -181,11 +181,12 @@ def test_a_failed_save_leaves_no_checkpoint_and_resume_falls_back(rank, tiny_mod
     assert first == run_dir / "checkpoint-1" and sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-1"]
     marker = read_marker(first)
     assert marker["step"] == 1
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state/optimizer.safetensors"):
+    shard = "trainer_state/dcp/shard-00001-model-00001-of-00001.safetensors"  # rank 0's weights and optimizer
+    for name in ("config.json", "model.safetensors", "tokenizer.json", shard):
         assert marker["files"][name] == (first / name).stat().st_size
     assert {n for n in marker["files"] if n.startswith("trainer_state/")} == {
         f"trainer_state/{n}"
-        for n in ("extra_state.json", "trainer.json", "optimizer.json", "optimizer.safetensors")
+        for n in ("extra_state.json", "trainer.json", "optimizer_values.json", shard.removeprefix("trainer_state/"))
         + ("rng_rank0.json", "rng_rank0.safetensors")
     }
     trainer_json = json.loads((first / "trainer_state" / "trainer.json").read_text())
@@ -212,10 +213,10 @@ def test_a_failed_save_leaves_no_checkpoint_and_resume_falls_back(rank, tiny_mod
     assert ckpt.latest_checkpoint(run_dir) == first
     monkeypatch.setattr(ckpt, "save_flat_state", real_save)
 
-    # checkpoint-2 is written, then its optimizer file is overwritten with zeros (same size: the marker cannot
+    # checkpoint-2 is written, then its sharded state is overwritten with zeros (same size: the marker cannot
     # tell); a crashed save left .checkpoint-3.tmp. Resume removes the leftover, tries 2, falls back to 1.
     save_checkpoint(rank, run_dir, 2, sampler, run)
-    optimizer = run_dir / "checkpoint-2" / "trainer_state" / "optimizer.safetensors"
+    optimizer = run_dir / "checkpoint-2" / shard
     optimizer.write_bytes(bytes(optimizer.stat().st_size))
     (run_dir / ".checkpoint-3.tmp" / "trainer_state").mkdir(parents=True)
     assert ckpt.latest_checkpoint(run_dir) == run_dir / "checkpoint-2"
@@ -228,7 +229,7 @@ def test_a_failed_save_leaves_no_checkpoint_and_resume_falls_back(rank, tiny_mod
     assert not (run_dir / ".checkpoint-3.tmp").exists()
 
     # nothing that loads: an error, not a silent restart at step 0 over the run's checkpoints
-    optimizer = run_dir / "checkpoint-1" / "trainer_state" / "optimizer.safetensors"
+    optimizer = run_dir / "checkpoint-1" / shard
     optimizer.write_bytes(bytes(optimizer.stat().st_size))
     with pytest.raises(RuntimeError, match="no checkpoint of .* loads"):
         resume(run, run_dir, rank, sampler)

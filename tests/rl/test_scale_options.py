@@ -174,7 +174,7 @@ def test_on_policy_step_reuses_the_policy_pass_log_probs(tiny_model_dir, batch):
 
 def test_bf16_checkpoint_keeps_fp32_masters_for_resume(tiny_model_dir, batch, tmp_path):
     """With CUDA, bf16-mixed exports bf16 (what vLLM and from_pretrained expect); the checkpoint's model files are
-    then bf16 and the fp32 masters go to trainer_state/, so a resume continues from the exact fp32 weights.
+    then bf16, while trainer_state/dcp/ holds the fp32 masters, so a resume continues from the exact fp32 weights.
     Here the CUDA export dtype is set by hand on a CPU rank."""
     import torch
     from safetensors import safe_open
@@ -190,7 +190,10 @@ def test_bf16_checkpoint_keeps_fp32_masters_for_resume(tiny_model_dir, batch, tm
         rank.save_checkpoint(str(tmp_path / "step_1"), {"step": 1})
     with safe_open(str(tmp_path / "step_1" / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
-    assert (tmp_path / "step_1" / "trainer_state" / "master_weights.safetensors").is_file()
+    with safe_open(
+        str(tmp_path / "step_1" / "trainer_state" / "dcp" / "shard-00001-model-00001-of-00001.safetensors"), "pt"
+    ) as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("model/")} == {"F32"}
     with one_rank(tiny_model_dir, **fields) as rank:
         rank.strategy.export_dtype = torch.bfloat16
         rank.load_checkpoint(str(tmp_path / "step_1"))

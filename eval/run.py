@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from common.offline import offline_env
+from common.waits import DEFAULT_TIMEOUT_S, check_timeout
 from eval import report
 from eval.actor import FineAgentError, check_fineagent
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--llm-judge", action="store_true", help="HieroAction's yes/no + 0-5 judge on every reply")
     p.add_argument("--ray-address", default="", help="a Ray cluster to join; empty starts a local one")
     p.add_argument("--ray-num-cpus", type=int, default=None, help="logical CPUs of a local Ray")
+    p.add_argument(
+        "--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="an eval actor silent this long is replaced"
+    )
+    p.add_argument("--retries", type=int, default=2, help="times a chunk whose actor died or hung runs again")
     return p.parse_args(argv)
 
 
@@ -102,6 +107,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
     rollout, sources = rollout_settings(args, [c.path.parent for c in checkpoints] or [Path(args.watch)])
     if not benchmark.spec.uses_tools:  # the eval actors get no tools for such a task: say so in the report
         rollout.tools, sources["tools"] = {}, f"not used by {benchmark.task}"
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0 (0: a dead or hung actor fails the evaluation), got {args.retries}")
     options = EvalOptions(
         rollout=EvalConfig(temperature=args.temperature).rollout_for_eval(rollout),
         actors=args.actors,
@@ -111,6 +118,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         judge=judge,
         llm_judge=args.llm_judge,
         sources=sources,
+        timeout_s=check_timeout(args.timeout_s),
+        retries=args.retries,
     )
     previous = Path(args.out).expanduser() / "metrics.json"
     if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):

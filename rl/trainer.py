@@ -417,12 +417,13 @@ class TrainerGroup:
         seed: int = 0,
         temperature: float = 1.0,
         total_steps: int = 0,
-        ready_timeout_s: float = 600.0,
+        ready_timeout_s: float | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
         those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length;
-        `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up;
+        `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up
+        (None: `timeout_s`);
         `timeout_s` (run.timeout_s) how long any later call (loading the model, a step, a sync, a checkpoint) may
         take before the ranks are killed and TrainerDiedError raised."""
         import ray
@@ -438,6 +439,7 @@ class TrainerGroup:
             raise FileNotFoundError(f"model directory not found: {model_path}")
         world_size = cfg.world_size
         self.world_size, self.timeout_s = world_size, check_timeout(timeout_s)
+        ready_timeout_s = self.timeout_s if ready_timeout_s is None else ready_timeout_s
         use_gpu = cfg.backend == "nccl" or cfg.num_gpus > 0 or (not cfg.backend and _cluster_has_gpus())
         options = {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}
         bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}

@@ -357,7 +357,7 @@ def _distinct_vision(samples: Sequence[Sample], kind: str, device: Any) -> dict[
     first_row: dict[str, int] = {}  # digest -> its first grid row among the distinct inputs
     distinct, rows, n_rows = [], [], 0
     for s in users:
-        key, count = s.vision_keys[kind], int(s.mm[grid].shape[0])
+        key, count = s.vision_keys.get(kind) or f"sample {id(s)}", int(s.mm[grid].shape[0])  # no digest: its own
         if key not in first_row:
             first_row[key], n_rows = n_rows, n_rows + count
             distinct.append(s)

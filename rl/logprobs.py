@@ -29,6 +29,10 @@ from typing import Any
 from rl.batch import VISION_KINDS, Sample, _unwrap, add_dummy_image, model_inputs, packed_inputs
 
 CHUNK_TOKENS = 512  # positions per lm_head chunk: 512 x a 152k vocabulary is ~311 MB of fp32 logits
+# Architectures whose forward is exactly "embeddings with the placeholders filled, rope positions, language model"
+# (Qwen3-VL also feeds deep-stack vision features to inner layers, which the shared path would leave out): others
+# run their own forward, one encoding per trajectory.
+SHARED_ENCODING_MODELS = ("qwen2_5_vl",)
 
 
 def forward_logprobs(
@@ -48,10 +52,11 @@ def forward_logprobs(
 
     hf = _unwrap(model)
     device = next(model.parameters()).device
+    share = share_video and getattr(hf.config, "model_type", "") in SHARED_ENCODING_MODELS
     if packed:  # one row: sample i starts at column starts[i]
-        inputs, starts = packed_inputs(samples, model, device, share=share_video)
+        inputs, starts = packed_inputs(samples, model, device, share=share)
     else:  # one right-padded row per sample
-        inputs, starts = model_inputs(samples, device, share=share_video), [0] * len(samples)
+        inputs, starts = model_inputs(samples, device, share=share), [0] * len(samples)
     if torch.is_grad_enabled() or every_vision_kind:
         inputs = add_dummy_image(inputs, hf.config, every_kind=every_vision_kind)
     which, where, rows, cols, targets = _scored_positions(samples, starts, packed, device)

@@ -14,14 +14,17 @@ token then sees exactly what it would see alone, and no position is spent on pad
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID, Trajectory, expand_placeholders
 
 # Concatenated across samples in this order; each is optional.
 MM_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+# Each kind of vision input: its pixels and its grids, all that the vision tower reads.
+VISION_KINDS = {"video": ("pixel_values_videos", "video_grid_thw"), "image": ("pixel_values", "image_grid_thw")}
 PAD_ID = 0  # any non-vision token: padded positions are masked out of attention and of the loss
 
 
@@ -35,6 +38,8 @@ class Sample:
     rollout_logprobs: list[float]
     mm: dict[str, Any]  # torch tensors
     positions: Any = None  # (4, 1, L) packed-row position ids, worked out on the first packed forward
+    # per vision kind ("video", "image") present: a digest of its pixels and grids; equal digests, equal features
+    vision_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,9 +186,42 @@ def plan_step(
     return StepPlan(order, chunks, positions)
 
 
-def _expand(traj: Trajectory, merge_size: int) -> Sample:
-    import torch
+@dataclass
+class _Memo:
+    """What `build_batch` makes once per batch: the tensor of each source array (a GRPO group's video is one array
+    shared by its G trajectories, so it becomes one tensor) and the digest of each set of vision tensors."""
 
+    tensors: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id(array) -> (array, tensor)
+    digests: dict[tuple[int, ...], tuple[list, str]] = field(default_factory=dict)
+
+    def tensor(self, value: Any) -> Any:
+        import torch
+
+        if id(value) not in self.tensors:  # the array is kept, so its id is not reused while the memo lives
+            self.tensors[id(value)] = (value, torch.tensor(value))
+        return self.tensors[id(value)][1]
+
+    def vision_keys(self, mm: dict[str, Any]) -> dict[str, str]:
+        """Per vision kind present, a digest of its pixels and grids (their shapes, dtypes and bytes)."""
+        import torch
+
+        keys = {}
+        for kind, names in VISION_KINDS.items():
+            if names[0] not in mm:
+                continue
+            tensors = [mm[n] for n in names if n in mm]
+            ident = tuple(id(t) for t in tensors)
+            if ident not in self.digests:
+                digest = hashlib.blake2b(digest_size=16)
+                for t in tensors:
+                    digest.update(f"{tuple(t.shape)} {t.dtype};".encode())
+                    digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+                self.digests[ident] = (tensors, digest.hexdigest())
+            keys[kind] = self.digests[ident][1]
+        return keys
+
+
+def _expand(traj: Trajectory, merge_size: int, memo: _Memo) -> Sample:
     where = f"trajectory {traj.sample_id!r} (group_index {traj.group_index})"
     n_resp = len(traj.response_ids)
     if len(traj.response_mask) != n_resp or len(traj.rollout_logprobs) != n_resp:
@@ -208,7 +246,7 @@ def _expand(traj: Trajectory, merge_size: int) -> Sample:
     if start == 0:
         raise ValueError(f"{where}: empty prompt_ids (the first response token needs a preceding position)")
     resp_src = [s - n_prompt for s in src[start:]]
-    mm = {k: torch.tensor(traj.mm_inputs[k]) for k in MM_KEYS if traj.mm_inputs.get(k) is not None}
+    mm = {k: memo.tensor(traj.mm_inputs[k]) for k in MM_KEYS if traj.mm_inputs.get(k) is not None}
     n_videos = 0 if "video_grid_thw" not in mm else int(mm["video_grid_thw"].shape[0])
     if "second_per_grid_ts" in mm and int(mm["second_per_grid_ts"].numel()) != n_videos:
         raise ValueError(
@@ -221,6 +259,7 @@ def _expand(traj: Trajectory, merge_size: int) -> Sample:
         response_mask=[int(traj.response_mask[s]) for s in resp_src],
         rollout_logprobs=[float(traj.rollout_logprobs[s]) for s in resp_src],
         mm=mm,
+        vision_keys=memo.vision_keys(mm),
     )
 
 
@@ -229,7 +268,8 @@ def build_batch(trajectories: Sequence[Trajectory], merge_size: int = 2) -> Batc
     `vision_config.spatial_merge_size`) and lay out the response masks and rollout log-probs as (B, Lresp)."""
     import torch
 
-    samples = [_expand(t, merge_size) for t in trajectories]
+    memo = _Memo()
+    samples = [_expand(t, merge_size, memo) for t in trajectories]
     width = max((len(s.response_mask) for s in samples), default=0)
     mask = torch.zeros(len(samples), width)
     logprobs = torch.zeros(len(samples), width)
@@ -239,8 +279,9 @@ def build_batch(trajectories: Sequence[Trajectory], merge_size: int = 2) -> Batc
     return Batch(samples, mask, logprobs)
 
 
-def model_inputs(samples: Sequence[Sample], device: Any = "cpu") -> dict[str, Any]:
-    """Right-padded input_ids / attention_mask and the samples' vision tensors concatenated in order."""
+def model_inputs(samples: Sequence[Sample], device: Any = "cpu", share: bool = False) -> dict[str, Any]:
+    """Right-padded input_ids / attention_mask and the samples' vision tensors concatenated in order (with `share`,
+    each distinct video or image set once: see `_vision_inputs`)."""
     import torch
 
     length = max(len(s.input_ids) for s in samples)
@@ -254,14 +295,17 @@ def model_inputs(samples: Sequence[Sample], device: Any = "cpu") -> dict[str, An
         "attention_mask": attention.to(device),
         "mm_token_type_ids": token_types(input_ids).to(device),
     }
-    out.update(_vision_inputs(samples, device))
+    out.update(_vision_inputs(samples, device, share))
     return out
 
 
-def packed_inputs(samples: Sequence[Sample], model: Any, device: Any = "cpu") -> tuple[dict[str, Any], list[int]]:
+def packed_inputs(
+    samples: Sequence[Sample], model: Any, device: Any = "cpu", share: bool = False
+) -> tuple[dict[str, Any], list[int]]:
     """The samples laid end to end in one row (batch size 1, no attention mask) with four rows of position ids:
     the text positions, then the three rope rows of each sample computed on its own by the model's
-    `get_rope_index` (every sample starts at position 0). Returns the inputs and each sample's start column."""
+    `get_rope_index` (every sample starts at position 0). Returns the inputs and each sample's start column.
+    `share`: see `_vision_inputs`."""
     import torch
 
     rope_index = _unwrap(model).model.get_rope_index
@@ -281,20 +325,49 @@ def packed_inputs(samples: Sequence[Sample], model: Any, device: Any = "cpu") ->
         "position_ids": torch.cat([s.positions for s in samples], -1).to(device),
         "mm_token_type_ids": token_types(input_ids).to(device),
     }
-    out.update(_vision_inputs(samples, device))
+    out.update(_vision_inputs(samples, device, share))
     return out, starts
 
 
-def _vision_inputs(samples: Sequence[Sample], device: Any) -> dict[str, Any]:
-    """The samples' vision tensors concatenated in sample order (the order of their placeholders)."""
+def _vision_inputs(samples: Sequence[Sample], device: Any, share: bool = False) -> dict[str, Any]:
+    """The samples' vision tensors concatenated in sample order (the order of their placeholders).
+
+    With `share`, a kind whose inputs repeat (the G trajectories of a GRPO sample share one video) holds each
+    distinct set of pixels once, and `<kind>_rows` maps every grid row (every video or image, in placeholder order)
+    to the row of the distinct inputs whose features it takes. The grids and `second_per_grid_ts` stay one row per
+    video or image: the rope positions need them all."""
     import torch
 
     out = {}
+    for kind in VISION_KINDS if share else ():
+        out.update(_distinct_vision(samples, kind, device))
     for key in MM_KEYS:
         parts = [s.mm[key] for s in samples if key in s.mm]
-        if parts:
+        if parts and key not in out:  # (the distinct pixels are already there)
             out[key] = torch.cat([p.reshape(-1) if p.dim() == 0 else p for p in parts]).to(device)
     return out
+
+
+def _distinct_vision(samples: Sequence[Sample], kind: str, device: Any) -> dict[str, Any]:
+    """The distinct pixels of one vision kind and `<kind>_rows` (see `_vision_inputs`); {} when none repeat."""
+    import torch
+
+    pixels, grid = VISION_KINDS[kind]
+    users = [s for s in samples if pixels in s.mm]
+    first_row: dict[str, int] = {}  # digest -> its first grid row among the distinct inputs
+    distinct, rows, n_rows = [], [], 0
+    for s in users:
+        key, count = s.vision_keys.get(kind) or f"sample {id(s)}", int(s.mm[grid].shape[0])  # no digest: its own
+        if key not in first_row:
+            first_row[key], n_rows = n_rows, n_rows + count
+            distinct.append(s)
+        rows += range(first_row[key], first_row[key] + count)
+    if len(distinct) == len(users):
+        return {}
+    return {
+        pixels: torch.cat([s.mm[pixels] for s in distinct]).to(device),
+        f"{kind}_rows": torch.tensor(rows, dtype=torch.long, device=device),
+    }
 
 
 def _unwrap(model: Any) -> Any:
@@ -368,55 +441,6 @@ def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = Fals
     return out
 
 
-def _forward_logprobs(
-    model,
-    samples: Sequence[Sample],
-    width: int,
-    temperature: float,
-    with_entropy: bool,
-    every_vision_kind: bool,
-    packed: bool = False,
-):
-    import torch
-
-    device = next(model.parameters()).device
-    if packed:  # one row: sample i starts at column starts[i]
-        inputs, starts = packed_inputs(samples, model, device)
-        rows_of = [0] * len(samples)
-    else:  # one right-padded row per sample
-        inputs, starts, rows_of = model_inputs(samples, device), [0] * len(samples), list(range(len(samples)))
-    if torch.is_grad_enabled() or every_vision_kind:
-        inputs = add_dummy_image(inputs, _unwrap(model).config, every_kind=every_vision_kind)
-    # Logits only where a model token is predicted (position t-1 scores token t, mask 1): the prompt with its video
-    # tokens and the tool replies are the bulk of a sequence, and each logit row is vocabulary-sized.
-    wanted = [
-        [starts[i] + s.response_start - 1 + j for j, m in enumerate(s.response_mask) if m]
-        for i, s in enumerate(samples)
-    ]
-    keep = sorted({p for rows in wanted for p in rows} | {samples[0].response_start - 1})
-    column = {p: k for k, p in enumerate(keep)}
-    index = torch.tensor(keep, device=device)
-    logits = model(**inputs, use_cache=False, logits_to_keep=index).logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    out = torch.zeros(len(samples), width, device=device)
-    ent = torch.zeros(len(samples), width, device=device) if with_entropy else None
-    for i, s in enumerate(samples):
-        if not wanted[i]:
-            continue
-        first = starts[i] + s.response_start - 1  # the column that scores the first response token
-        cols = torch.tensor([column[p] for p in wanted[i]], device=device)
-        where = torch.tensor([p - first for p in wanted[i]], device=device)
-        targets = torch.tensor([s.input_ids[p - starts[i] + 1] for p in wanted[i]], device=device)
-        rows = logp_all[rows_of[i], cols]
-        out[i, where] = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        if ent is not None:
-            with torch.no_grad():
-                ent[i, where] = -(rows.exp() * rows).sum(-1)
-    return out, ent
-
-
 def token_logprobs(
     model,
     batch: Batch,
@@ -426,6 +450,8 @@ def token_logprobs(
     every_vision_kind: bool = False,
     packed: bool = False,
     ranges: Sequence[tuple[int, int]] | None = None,
+    share_video: bool = True,
+    chunk_tokens: int = 512,
 ):
     """log p(token) of every model token (response mask 1) under `model`: a (B, Lresp) tensor, 0 on tool-reply
     tokens and padding, which are never trained on and so get no (vocabulary-sized) logits.
@@ -436,14 +462,25 @@ def token_logprobs(
     `add_dummy_image` (DeepSpeed ZeRO-3 needs the same vision-tower calls on every rank, with or without grad).
     With `packed` each micro-batch's samples share one row (`packed_inputs`) instead of being right-padded.
     `ranges`, [start, stop) pairs covering the batch in order, replace the cut by `micro_batch_size`.
+    `share_video`: the vision tower encodes each distinct video (and image) of a micro-batch once; `chunk_tokens`:
+    positions per lm_head chunk (see `rl.logprobs`, which runs each forward).
     """
     import torch
 
+    from rl.logprobs import forward_logprobs
+
     parts, ents = [], []
     for start, stop in ranges if ranges is not None else micro_batches(batch, micro_batch_size):
-        samples = batch.samples[start:stop]
-        lp, ent = _forward_logprobs(
-            model, samples, batch.response_length, temperature, with_entropy, every_vision_kind, packed
+        lp, ent = forward_logprobs(
+            model,
+            batch.samples[start:stop],
+            batch.response_length,
+            temperature,
+            with_entropy,
+            every_vision_kind,
+            packed,
+            share_video=share_video,
+            chunk_tokens=chunk_tokens,
         )
         parts.append(lp)
         ents.append(ent)

@@ -81,6 +81,13 @@ class TrainerConfig:
     """The largest file a checkpoint writes, in MB (10^6 bytes): the model folder's model-0000i-of-0000N.safetensors
     files and, with FSDP2, each rank's files of the sharded trainer state. Writing one holds about that much host
     memory on the writing rank; a single tensor larger than this gets a file of its own. See docs/scale.md."""
+    share_video_encoding: bool = True
+    """Run the vision tower once per distinct video (and image) in each forward: the trajectories of a GRPO sample
+    that share a micro-batch or a pack reuse one encoding of their video (the same log-probs, loss and gradients
+    as encoding it per trajectory). False: one encoding per trajectory. See docs/scale.md."""
+    logprob_chunk_size: int = 512
+    """Positions per lm_head chunk when scoring tokens: only one chunk's vocabulary-sized fp32 logits exist at a
+    time, and with gradients they are recomputed in the backward instead of kept. See docs/scale.md."""
     num_cpus: float = 0.5
     """CPUs reserved for each rank actor."""
     num_gpus: float = 0.0
@@ -121,7 +128,16 @@ class TrainerConfig:
         one_of("lr_schedule", SCHEDULES)
         one_of("kl_type", KL_TYPES)
         one_of("loss_agg_mode", LOSS_AGG_MODES)
-        for name in ("world_size", "lr", "micro_batch_size", "mini_batches", "checkpoint_shard_mb"):
+        if self.share_video_encoding not in (True, False):
+            problems.append(f"{where}.share_video_encoding: true or false, got {self.share_video_encoding!r}")
+        for name in (
+            "world_size",
+            "lr",
+            "micro_batch_size",
+            "mini_batches",
+            "checkpoint_shard_mb",
+            "logprob_chunk_size",
+        ):
             positive(name)
         for name in ("warmup_steps", "weight_decay", "grad_clip", "clip_ratio", "kl_coef", "num_cpus", "num_gpus"):
             positive(name, zero_ok=True)

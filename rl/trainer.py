@@ -153,9 +153,16 @@ class TrainerRank:
     def _logprobs(self, model, batch, **kwargs):
         from rl.batch import token_logprobs
 
-        every_kind = self.strategy.every_vision_kind
-        packed = self.cfg.pack_max_tokens > 0
-        return token_logprobs(model, batch, every_vision_kind=every_kind, packed=packed, **kwargs)
+        cfg = self.cfg
+        return token_logprobs(
+            model,
+            batch,
+            every_vision_kind=self.strategy.every_vision_kind,
+            packed=cfg.pack_max_tokens > 0,
+            share_video=cfg.share_video_encoding,
+            chunk_tokens=cfg.logprob_chunk_size,
+            **kwargs,
+        )
 
     # ---- training -------------------------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from rl.config import TrainerConfig
         ({"min_lr_ratio": 2.0}, "trainer.min_lr_ratio: between 0 and 1, got 2.0"),
         ({"betas": [0.9]}, "trainer.betas: two numbers in [0, 1), got [0.9]"),
         ({"backend": "mpi"}, "trainer.backend: 'mpi' is not one of '', 'gloo', 'nccl'"),
+        ({"logprob_chunk_size": 0}, "trainer.logprob_chunk_size: must be > 0, got 0"),
+        ({"share_video_encoding": "yes"}, "trainer.share_video_encoding: true or false, got 'yes'"),
     ],
 )
 def test_bad_fields(kwargs, expected):

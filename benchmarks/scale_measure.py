@@ -128,6 +128,7 @@ def plain_grpo_loss(
         kl_loss = (kld * mask).sum() / tokens * dp_size
         loss, kl_value = pg_loss + kl_coef * kl_loss, float(kl_loss.detach())
     n = mask.sum().clamp(min=1)
+    log_ratio, loss1, loss2, clipped, adv = (t.detach() for t in (log_ratio, loss1, loss2, clipped, adv))
     metrics = {
         "pg_loss": float(pg_loss.detach()),
         "kl": kl_value,

@@ -300,10 +300,10 @@ def format_plan(rows: list[dict], s: Shape, fwd: Forward, world: int, gpu_gib: f
     n = param_counts(s)
     small = max(r["peak"] for r in rows) < 4 * GIB
     unit, name = (2**20, "MiB") if small else (GIB, "GiB")
-    short = {"gradients": "grads", "root_reduce": "root red."}
+    short = {"gradients": "grads", "root_reduce": "root red.", "act_backward": "act bwd"}
     names = [short.get(c, c.replace("act_", "act ")) for c in PLAN_COLUMNS]
     lines = [
-        f"memory plan per rank, computed from the shapes (not measured), {name}: FSDP2 over {world} ranks of "
+        f"memory plan per rank, computed from the shapes (not measured), {name}: FSDP2 over {world} rank(s) of "
         f"{gpu_gib:g} GiB; {n['total'] / 1e9:.2f} B parameters ({s.layers} decoder layers); largest forward: "
         f"{fwd.sequences} sequence(s), {fwd.tokens:,} tokens, {fwd.patches:,} vision patches, {fwd.kept:,} trained "
         f"positions; 'fits': peak within {HEADROOM:.0%} of the card",

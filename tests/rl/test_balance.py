@@ -109,23 +109,30 @@ def batch8(tiny_model_dir):
     return trajs, compute_advantages(scores, ["g0", "g0", "g1", "g1", "g2", "g2", "g3", "g3"])
 
 
-@pytest.mark.parametrize("mini_batches", [1, 2])
-def test_update_does_not_depend_on_which_rank_holds_which_trajectory(ray_local, tiny_model_dir, batch8, mini_batches):
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"mini_batches": 2, "micro_batch_size": 1},
+        {"mini_batches": 1, "pack_max_tokens": 160},  # packs within each rank; the ranks agree on their count
+    ],
+    ids=["two-mini-batches", "packed"],
+)
+def test_update_does_not_depend_on_which_rank_holds_which_trajectory(ray_local, tiny_model_dir, batch8, plan):
     """One fp32 GRPO step (lr 1e-3, KL to the reference) on two gloo ranks, balanced and contiguous: the ranks
-    hold different trajectories, and the loss, metrics and updated weights are the same."""
+    hold different trajectories, and the loss, metrics and updated weights are the same. Inside each rank the
+    micro-batches or packs follow `rl.batch.plan_step` either way."""
     from rl.batch import expanded_length
     from rl.config import TrainerConfig
     from rl.trainer import TrainerGroup
 
     trajs, adv = batch8
     costs = [expanded_length(t, 2) for t in trajs]
+    mini_batches = plan["mini_batches"]
     assert balanced_shards(costs, 2, mini_batches) != contiguous_shards(8, 2, mini_batches)  # a real reassignment
     assert max(rank_loads(costs, balanced_shards(costs, 2))) < max(rank_loads(costs, contiguous_shards(8, 2)))
     results = {}
     for balance in (True, False):
-        cfg = TrainerConfig(
-            world_size=2, lr=1e-3, kl_coef=0.01, micro_batch_size=1, mini_batches=mini_batches, balance_lengths=balance
-        )
+        cfg = TrainerConfig(world_size=2, lr=1e-3, kl_coef=0.01, balance_lengths=balance, **plan)
         group = TrainerGroup(cfg, tiny_model_dir)
         try:
             before = group.export_weights()

@@ -17,7 +17,7 @@ bf16 ulp). MFU = step FLOPs / (seconds * world size * `--peak-tflops` * 1e12), s
 `benchmarks.scale_plan.step_flops`: 6 N T for the decoder layers, the lm_head at trained positions, causal
 attention, the vision tower, and a third more for the reference's forward; recomputation not counted.
 
-It then prints a memory plan for FSDP2 over `--plan-world-size` ranks of `--plan-gpu-gb` GB each, computed, not
+It then prints a memory plan for FSDP2 over `--plan-world-size` ranks of `--plan-gpu-gb` GiB each, computed, not
 measured, for every precision with and without activation checkpointing.
 
     python benchmarks/trainer_scale.py --shape tiny --steps 2                    # CPU, a minute
@@ -181,7 +181,8 @@ def option_runs(args, device_type: str) -> list[tuple[str, str, dict]]:
         runs += [("precision", p, {"precision": p}) for p in args.precisions]
     switches = ["activation_checkpointing", "balance_lengths", "share_video_encoding"]
     for name in switches:
-        if name not in args.options or name not in fields:  # share_video_encoding: once TrainerConfig has it
+        # share_video_encoding is compared once TrainerConfig has the field; the memory plan does not model it yet
+        if name not in args.options or name not in fields:
             continue
         if name == "balance_lengths" and args.world_size == 1:
             continue
@@ -241,13 +242,17 @@ def measure(rank: int, world: int, args, config, batch: list, advantages: list, 
     problems = cfg.validate()
     if problems:
         raise ValueError("bad trainer settings:\n  " + "\n  ".join(problems))
+    import torch
+
     rss0 = proc_status("VmRSS") if not cuda and reset_peak_rss() else None
+    threads = torch.get_num_threads()  # a CPU rank runs on one thread (rl.trainer); give the caller its own back
     trainer = ShapeRank(rank, cfg, config, seed=args.seed)
     trainer.setup("127.0.0.1", port)
     try:
         return _steps(trainer, args, batch, advantages, rss0)
     finally:
         trainer.shutdown()
+        torch.set_num_threads(threads)
 
 
 def _steps(trainer, args, batch: list, advantages: list, rss0: int | None) -> dict:

@@ -263,6 +263,22 @@ def _expand(traj: Trajectory, merge_size: int, memo: _Memo) -> Sample:
     )
 
 
+def expanded_length(traj: Trajectory, merge_size: int = 2) -> int:
+    """The length of `traj`'s forward (`len(input_ids)` of its sample after `build_batch`): prompt and response
+    tokens, each vision placeholder counted as its t*h*w / merge_size**2 features. Reads only the grids, so it is
+    cheap for every trajectory of a batch (`build_batch` checks that placeholders and grids match).
+
+    >>> video = {"video_grid_thw": [[2, 4, 4]]}  # 5 tokens, the placeholder becoming 2*4*4/4 = 8
+    >>> expanded_length(Trajectory("s", 0, [1, VIDEO_PAD_ID, 2], [3, 4], [1, 1], [0.0, 0.0], mm_inputs=video))
+    12
+    """
+    length = len(traj.prompt_ids) + len(traj.response_ids)
+    for key in ("video_grid_thw", "image_grid_thw"):
+        for t, h, w in traj.mm_inputs.get(key) if traj.mm_inputs.get(key) is not None else []:
+            length += int(t * h * w) // merge_size**2 - 1
+    return length
+
+
 def build_batch(trajectories: Sequence[Trajectory], merge_size: int = 2) -> Batch:
     """Expand every trajectory (placeholders -> one token per vision feature, `merge_size` from the model config's
     `vision_config.spatial_merge_size`) and lay out the response masks and rollout log-probs as (B, Lresp)."""

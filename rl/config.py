@@ -72,6 +72,11 @@ class TrainerConfig:
     mini_batches: int = 1
     """GRPO: optimizer steps per batch (PPO mini-batches; the rank's share is split this many ways). With 1 the
     update is on-policy: the policy pass's own (detached) log-probs serve as the old ones, with no extra forward."""
+    balance_lengths: bool = True
+    """Give each rank the same number of sequences but choose which, so that the ranks' token counts (after vision
+    placeholders are expanded) are as equal as possible: a step lasts as long as its slowest rank. Off: rank r
+    trains on the r-th contiguous slice of the batch. Each sequence keeps its mini-batch and the loss is normalised
+    over global counts, so the update is the same either way; see `rl.balance` and docs/scale.md."""
     group_by_length: bool = False
     """Order each rank's sequences by length before cutting micro-batches (less padding)."""
     pack_max_tokens: int = 0

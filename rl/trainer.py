@@ -2,7 +2,7 @@
 to rollout workers, and checkpoints in Hugging Face format plus an exactly resumable `trainer_state/`.
 
     group = TrainerGroup(TrainerConfig(world_size=2), model_path)   # one Ray actor per rank, in a placement group
-    metrics = group.train_step(trajectories, advantages)    # the whole batch; each rank takes its shard
+    metrics = group.train_step(trajectories, advantages)    # the whole batch; each rank takes its share
     group.sync_weights(rollout_workers)                     # handles with `update_weights.remote(named_tensors)`
     group.save_checkpoint(run_dir / "step_10", {"step": 10, "cursor": 640})
     extra = TrainerGroup(cfg, model_path).load_checkpoint(run_dir / "step_10")
@@ -18,7 +18,9 @@ The data-parallel strategy is FSDP2 (default) or DeepSpeed ZeRO-2/3 (`strategy="
 cosine with linear warm-up). Each optimizer step accumulates gradients over micro-batches of `micro_batch_size`
 sequences; `group_by_length` orders a rank's sequences by length first so micro-batches carry little padding, and
 `pack_max_tokens` instead packs them into rows of at most that many tokens with no padding at all (SFT and GRPO).
-`rl.batch.plan_step` makes that plan for a step; `rl.checkpoint.save_rank` / `load_rank` do a rank's checkpoint I/O.
+Which sequences each rank takes is length-balanced (`balance_lengths`, `rl.balance`): equal counts per rank, token
+counts as equal as possible. `rl.batch.plan_step` makes a rank's plan for a step; `rl.checkpoint.save_rank` /
+`load_rank` do a rank's checkpoint I/O.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ class TrainerRank:
     # ---- training -------------------------------------------------------------------------------------------
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
-        """One GRPO update on this rank's contiguous shard of the batch (`mini_batches` optimizer steps); returns
+        """One GRPO update on this rank's share of the batch (`_shard`; `mini_batches` optimizer steps); returns
         metrics averaged over ranks."""
         import torch
 
@@ -176,11 +178,11 @@ class TrainerRank:
         cfg = self.cfg
         if len(advantages) != len(trajectories):
             raise ValueError(f"train_step: {len(trajectories)} trajectories but {len(advantages)} advantages")
-        shard = self._shard("train_step", len(trajectories), cfg.mini_batches)
-        batch = build_batch(trajectories[shard], self.merge_size)
+        shard = self._shard("train_step", trajectories, cfg.mini_batches)
+        batch = build_batch([trajectories[i] for i in shard], self.merge_size)
         plan = self._plan(batch, len(batch) // cfg.mini_batches)
         batch = batch.reorder(plan.order)
-        adv = torch.tensor([float(advantages[shard][i]) for i in plan.order], device=self.device)
+        adv = torch.tensor([float(advantages[shard[i]]) for i in plan.order], device=self.device)
         mask = batch.response_mask.to(self.device)
         # With one mini-batch the policy has not moved when each micro-batch is scored, so the old log-probs are
         # the policy pass's own (ratio 1): `_grpo_backward` fills `old` with them instead of a no-grad forward.
@@ -229,7 +231,7 @@ class TrainerRank:
         from rl.batch import build_batch
 
         world = self.cfg.world_size
-        batch = build_batch(trajectories[self._shard("sft_step", len(trajectories))], self.merge_size)
+        batch = build_batch([trajectories[i] for i in self._shard("sft_step", trajectories)], self.merge_size)
         plan = self._plan(batch, len(batch))
         batch = batch.reorder(plan.order)
         mask = batch.response_mask.to(self.device)
@@ -257,15 +259,21 @@ class TrainerRank:
             "sft/padded_tokens": padded,  # sequence positions the forwards computed, padding included
         }
 
-    def _shard(self, where: str, n: int, parts: int = 1) -> slice:
-        """This rank's contiguous share of a batch of `n` sequences, which must split into `parts` mini-batches."""
+    def _shard(self, where: str, trajectories: list, parts: int = 1) -> list[int]:
+        """The indices of this rank's share of `trajectories`, which must split into `parts` mini-batches per
+        rank: length-balanced (`rl.balance.balanced_shards` over `expanded_length`) with `balance_lengths`, else
+        the rank's contiguous slice. Every rank computes the same assignment from the same batch."""
+        from rl.balance import balanced_shards, contiguous_shards
+        from rl.batch import expanded_length
+
         world = self.cfg.world_size
-        if n == 0 or n % world:
-            raise ValueError(f"{where}: batch size {n} must be a positive multiple of world_size {world}")
-        local = n // world
-        if local % parts:
-            raise ValueError(f"{where}: per-rank batch {local} is not divisible by mini_batches {parts}")
-        return slice(self.rank * local, (self.rank + 1) * local)
+        try:
+            if not self.cfg.balance_lengths or world == 1:
+                return contiguous_shards(len(trajectories), world, parts)[self.rank]
+            costs = [expanded_length(t, self.merge_size) for t in trajectories]
+            return balanced_shards(costs, world, parts)[self.rank]
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
     def _plan(self, batch, chunk: int) -> StepPlan:
         """`plan_step` for `batch` with this trainer's micro-batching; the ranks agree on their pack counts."""
@@ -491,7 +499,8 @@ class TrainerGroup:
             raise TrainerDiedError(method, e) from e
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
-        """One GRPO update on the whole batch (each rank takes its contiguous 1/world_size). Returns metrics."""
+        """One GRPO update on the whole batch (each rank takes 1/world_size of it, length-balanced with
+        `balance_lengths`). Returns metrics."""
         import ray
 
         if len(trajectories) % self.world_size:

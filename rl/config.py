@@ -16,6 +16,7 @@ KL_TYPES = ("low_var_kl", "kl", "k1", "abs", "mse", "k2", "k3")
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 BACKENDS = ("", "gloo", "nccl")
 PRECISIONS = ("auto", "bf16-mixed", "fp32", "bf16-pure")
+OFFLOADS = ("none", "reference", "all")
 
 
 @dataclass
@@ -41,6 +42,11 @@ class TrainerConfig:
     activation_checkpointing: bool | None = None
     """Recompute each layer's activations in the backward (transformers' gradient checkpointing, language model
     and vision tower) instead of keeping them: less memory for ~1/3 more compute. None: on with CUDA, off on CPU."""
+    offload: str = "none"
+    """Keep sharded weights in CPU memory between uses, for small-memory cards: "none"; "reference" (the frozen
+    reference policy's shards live on the CPU and are gathered to the GPU layer by layer for its forward); or
+    "all" (the reference, and the policy's parameters, gradients and AdamW state: the optimizer steps on the CPU).
+    FSDP2 only (DeepSpeed: `zero_config: {offload_optimizer: {device: cpu}}`). See docs/scale.md."""
     backend: str = ""
     """Process-group backend: "" picks nccl when the ranks see a GPU, else gloo; or "gloo" / "nccl"."""
     lr: float = 1e-5
@@ -124,6 +130,12 @@ class TrainerConfig:
             problems.append(
                 f"{where}.precision: 'bf16-pure' is FSDP2 only (DeepSpeed keeps fp32 master weights whenever bf16 "
                 "is on); use 'bf16-mixed' or 'fp32' with DeepSpeed"
+            )
+        one_of("offload", OFFLOADS)
+        if self.offload != "none" and self.strategy == "deepspeed":
+            problems.append(
+                f"{where}.offload: {self.offload!r} is FSDP2 only; with DeepSpeed set "
+                "trainer.zero_config={offload_optimizer: {device: cpu}} (and offload_param at ZeRO stage 3)"
             )
         if self.activation_checkpointing not in (None, True, False):
             problems.append(

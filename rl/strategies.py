@@ -86,24 +86,44 @@ def _cast(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
     return state
 
 
-def shard_fsdp2(model, mesh, mp_policy: Any = None) -> None:
+def shard_fsdp2(model, mesh, mp_policy: Any = None, offload: bool = False) -> None:
     """FSDP2: one shard group per text decoder layer (from the model's `_no_split_modules`), then the root.
 
     The vision tower stays in the root group on purpose: it runs a data-dependent number of times per forward
     (0 for a text-only micro-batch, once for videos, once more for tool images), and a shard group per vision
     block would then issue a different number of all-gathers on different ranks and deadlock the collective.
+    With `offload` the shards (and their gradients, and so the optimizer state) live in CPU memory and each group is
+    copied to the device for its forward and backward (FSDP2's CPUOffloadPolicy).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     mp_policy = mp_policy or MixedPrecisionPolicy()  # fully_shard's default: compute in the parameters' dtype
+    policy = CPUOffloadPolicy(pin_memory=_cuda()) if offload else OffloadPolicy()
     names = set(getattr(model, "_no_split_modules", None) or [])
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
     in_visual = {id(m) for m in visual.modules()} if visual is not None else set()
     for module in model.modules():
         if type(module).__name__ in names and id(module) not in in_visual:
-            fully_shard(module, mesh=mesh, mp_policy=mp_policy)
-    fully_shard(model, mesh=mesh, mp_policy=mp_policy)
+            fully_shard(module, mesh=mesh, mp_policy=mp_policy, offload_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=mp_policy, offload_policy=policy)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def offloaded(cfg: Any, trainable: bool) -> bool:
+    """Whether `trainer.offload` keeps this model's shards in CPU memory (the policy: "all"; the reference: also
+    "reference").
+
+    >>> from types import SimpleNamespace as C
+    >>> offloaded(C(offload="reference"), True), offloaded(C(offload="reference"), False)
+    (False, True)
+    """
+    return cfg.offload == "all" or (cfg.offload == "reference" and not trainable)
 
 
 def _adamw(params, cfg):
@@ -136,7 +156,7 @@ class FSDP2Strategy:
         mp_policy = None
         if trainable and self.precision == "bf16-mixed":  # fp32 sharded masters, gathered as bf16 for compute
             mp_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        shard_fsdp2(model, self.mesh, mp_policy)
+        shard_fsdp2(model, self.mesh, mp_policy, offload=offloaded(self.cfg, trainable))
         if trainable:
             self.model, self.optimizer = model, _adamw(model.parameters(), self.cfg)
         return model
@@ -314,7 +334,13 @@ class FSDP2Strategy:
 
 
 def _full_tensor(tensor: Any) -> Any:
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+    """The whole tensor of a DTensor shard (a collective); an offloaded shard (in CPU memory under a CUDA mesh) is
+    copied to the mesh's device first, where the collective runs."""
+    if not hasattr(tensor, "full_tensor"):
+        return tensor
+    if tensor.device.type != tensor.device_mesh.device_type:
+        tensor = tensor.to(tensor.device_mesh.device_type)
+    return tensor.full_tensor()
 
 
 def _max_file_bytes(cfg: Any) -> int:

@@ -38,7 +38,7 @@ from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
 from rl.schedule import lr_at
-from rl.strategies import make_strategy, precision_dtypes  # how a loaded model is wrapped for data parallelism
+from rl.strategies import make_strategy, offloaded, precision_dtypes  # how a model is wrapped for data parallelism
 
 # Per-rank metric sums of a GRPO step, all-reduced together at its end.
 GRPO_SUMS = ("loss", "pg_loss", "kl", "clipfrac", "entropy", "rollout_logprob_diff", "num_tokens")
@@ -115,7 +115,7 @@ class TrainerRank:
         self.mesh = init_device_mesh(self.device.type, (self.cfg.world_size,))
         self.strategy = make_strategy(self.cfg, self.device, self.mesh)
         master_dtype, compute_dtype = precision_dtypes(self.strategy.precision)
-        policy = self._load(self.model_path, master_dtype)
+        policy = self._load(self.model_path, master_dtype, keep_on_cpu=offloaded(self.cfg, True))
         self.hf_config = policy.config
         policy.train()
         if resolve_activation_checkpointing(self.cfg.activation_checkpointing, self.device.type):
@@ -123,19 +123,22 @@ class TrainerRank:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = self.strategy.wrap(policy, trainable=True)
         if self.cfg.kl_coef != 0.0:
-            ref = self._load(self.model_path, compute_dtype)  # frozen: no fp32 copy is needed
+            # frozen: no fp32 copy is needed
+            ref = self._load(self.model_path, compute_dtype, keep_on_cpu=offloaded(self.cfg, False))
             ref.eval()
             ref.requires_grad_(False)
             self.ref = self.strategy.wrap(ref, trainable=False)
         self.merge_size = int(self.hf_config.vision_config.spatial_merge_size)
         self._set_lr()
 
-    def _load(self, path: str, dtype):
+    def _load(self, path: str, dtype, keep_on_cpu: bool = False):
+        """The model at `path` in `dtype`, on this rank's device; with `keep_on_cpu` (offloaded shards) it stays
+        in CPU memory, where FSDP2 shards it without ever holding it whole on the device."""
         from transformers import AutoModelForImageTextToText
 
         attn = resolve_attn_implementation(self.cfg.attn_implementation, self.device.type)
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
-        return model.to(self.device)
+        return model if keep_on_cpu else model.to(self.device)
 
     @property
     def optimizer(self):

@@ -203,3 +203,43 @@ def test_bf16_checkpoint_keeps_fp32_masters_for_resume(tiny_model_dir, batch, tm
             torch.testing.assert_close(resumed[key], value, atol=0, rtol=0)
         # the 1e-6 step is below bf16's resolution for most weights: only the masters carry it
         assert any(not torch.equal(value.to(torch.bfloat16).float(), value) for value in masters.values())
+
+
+def _offloaded(model) -> bool:
+    """Whether every FSDP2 shard group of `model` keeps its shards in CPU memory (CPUOffloadPolicy)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    groups = [m._get_fsdp_state()._fsdp_param_group for m in model.modules() if isinstance(m, FSDPModule)]
+    flags = [p.offload_to_cpu for g in groups if g is not None for p in g.fsdp_params]
+    assert flags, "no FSDP2 parameters found"
+    return all(flags)
+
+
+@pytest.mark.parametrize("offload", ["reference", "all"])
+def test_offload_keeps_the_shards_on_the_cpu_and_changes_nothing_else(tiny_model_dir, batch, offload):
+    """trainer.offload puts the reference's (and with "all" the policy's) shard groups under FSDP2's CPU offload;
+    the step is the same as without it (on CPU, where the copies to the device are no-ops: what it saves on a GPU
+    is device memory, measured by benchmarks/trainer_scale.py there)."""
+    trajs, adv = batch
+    results = {}
+    for setting in ("none", offload):
+        with one_rank(tiny_model_dir, precision="fp32", lr=1e-3, kl_coef=0.01, offload=setting) as rank:
+            results[setting] = (rank.train_step(trajs, adv), _weights(rank))
+            assert _offloaded(rank.ref) == (setting != "none")
+            assert _offloaded(rank.model) == (setting == "all")
+            assert all(p.device.type == "cpu" for p in rank.model.parameters())
+    (m_off, w_off), (m_on, w_on) = results["none"], results[offload]
+    assert m_off["train/grad_norm"] > 0
+    for key in ("train/loss", "train/pg_loss", "train/kl", "train/grad_norm"):
+        assert m_on[key] == pytest.approx(m_off[key], rel=1e-6, abs=1e-6), key
+    assert max(float((w_on[k] - w_off[k]).abs().max()) for k in w_off) < 1e-6
+
+
+def test_offload_is_fsdp2_only():
+    from rl.config import TrainerConfig
+
+    problems = TrainerConfig(strategy="deepspeed", offload="all").validate()
+    assert any(p.startswith("trainer.offload: 'all' is FSDP2 only; with DeepSpeed set") for p in problems)
+    assert TrainerConfig(offload="disk").validate() == [
+        "trainer.offload: 'disk' is not one of 'none', 'reference', 'all'"
+    ]

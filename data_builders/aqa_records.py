@@ -86,7 +86,7 @@ def add_aqa(col: Collector, items: list[AqaItem], dataset: str) -> dict:
             "label": it.label,
             "sub_actions": it.sub_actions,
             "score": it.score,
-            # the schema wants a number; has_difficulty=False tells the score reward to ignore it
+            # the schema wants a number; has_difficulty=False tells the score reward and eval to leave it out
             "difficulty": it.difficulty if it.difficulty is not None else 0.0,
             "score_range": q_range,
             "meta": meta,

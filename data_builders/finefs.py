@@ -13,7 +13,7 @@ assumes, and checks, these keys (a missing key is reported with the file):
     "total_element_score": TES, "total_program_component_score(factored)": PCS,
     "total_segment_score": the final score (TES + PCS - deductions)
 Without split files, the split is seeded per program type with the published sizes (583/146 short, 350/88 free).
-FineFS has no difficulty: records carry `meta.has_difficulty = false`.
+FineFS has no difficulty: records carry `meta.has_difficulty = false` (the score reward and eval then leave it out).
 
     python -m data_builders.finefs --root /data/FineFS --out /data/records/finefs
 """

@@ -10,7 +10,7 @@ readers decode video files, not frame folders):
                                              ffmpeg -framerate 25 -i <frames>/%05d.jpg videos/<event>/<index>.mp4
     ROOT/action_names.json                   optional {action id: name}; without it segments are "action <id>"
 
-LOGO has no difficulty: records carry `meta.has_difficulty = false` (score with `use_difficulty: false`).
+LOGO has no difficulty: records carry `meta.has_difficulty = false` (the score reward and eval then leave it out).
 The pickles are read by data_builders/safe_pickle.py, which parses their opcodes and never unpickles.
 
     python -m data_builders.logo --root /data/LOGO --out /data/records/logo

@@ -14,6 +14,13 @@ from typing import Any
 from rollout.config import RolloutConfig
 
 
+def metric_option_values() -> dict[str, tuple[str, ...]]:
+    """Every task's metric options (`TaskSpec.options`): name -> allowed values, the first the default."""
+    from eval.tasks import TASKS
+
+    return {name: values for spec in TASKS.values() for name, values in spec.options.items()}
+
+
 @dataclass
 class EvalConfig:
     """Evaluation beside training: eval actors score saved checkpoints on a benchmark (docs/eval.md)."""
@@ -34,6 +41,12 @@ class EvalConfig:
     """Evaluate only the first N records (0: all of them)."""
     skip_failed: bool = False
     """Leave samples whose video fails out of the metrics (by default they count as wrong)."""
+    rl2_range: str = "set"
+    """AQA: the range relative L2 divides by: "set" (the evaluated set's true scores, as CoRe's and TSA's code and
+    HieroAction's tables) or "action" (the true scores of the sample's action, e.g. its dive code). docs/eval.md."""
+    tiou_mode: str = "max"
+    """AQA: the tIoU form: "max" (matched IoU sum / max(#predicted, #true): missing and extra segments cost) or
+    "paper" (HieroAction's mean over matched pairs, which one exact segment or a spray of segments drives to 1)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """Engine arguments of the eval actors, over `rollout.engine_kwargs` (e.g. a smaller gpu_memory_utilization)."""
     samples: int = 0
@@ -51,6 +64,11 @@ class EvalConfig:
             problems.append(f"{where}.actors: must be >= 1, got {self.actors}")
         if self.temperature < 0:
             problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
+        for name, allowed in metric_option_values().items():
+            if getattr(self, name) not in allowed:
+                problems.append(
+                    f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(map(repr, allowed))}"
+                )
         if self.every_k > 0:
             from eval.benchmarks import BenchmarkError, load_benchmark
 
@@ -59,6 +77,10 @@ class EvalConfig:
             except BenchmarkError as e:
                 problems.append(f"{where}.benchmark: {e}")
         return problems
+
+    def metric_options(self) -> dict[str, str]:
+        """The metric options of this section (`rl2_range`, `tiou_mode`), for `eval.tasks.aggregate`."""
+        return {name: getattr(self, name) for name in metric_option_values()}
 
     def rollout_for_eval(self, rollout: RolloutConfig, uses_tools: bool = True) -> RolloutConfig:
         """The training rollout config as the eval actors use it: one episode per record, at this temperature, with

@@ -50,6 +50,7 @@ class TrainingEval:
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             skip_failed=cfg.skip_failed,
+            metric_options=cfg.metric_options(),
             timeout_s=timeout_s,
             retries=retries,
         )

@@ -6,7 +6,7 @@ label matching) come from `rewards`, so a reward and its metric never disagree.
 
 Where a paper defines the metric:
   top-1 accuracy, base / novel / harmonic mean, mean and std over splits    Video-STAR (open-vocabulary recognition)
-  action accuracy, SED, Spearman rho, relative L2, mean temporal IoU,
+  action accuracy, SED, Spearman rho, relative L2 (CoRe's), mean temporal IoU,
   the LLM judge's yes rate and 0-5 score                                    HieroAction (action quality assessment)
   MCQ accuracy overall and per category, blank rate                         FineBench
   semantic entailment score on held-in, held-out and whole                  Gold Points Sniper
@@ -99,14 +99,22 @@ def action_accuracy(predicted: Sequence[Any], labels: Sequence[str]) -> float:
 
 def sed(predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
     """Sub-action sequence similarity (HieroAction's SED): the mean over samples of 1 - Levenshtein(P, G) / max(|P|,
-    |G|), each sub-action name one symbol (`rewards.edit_similarity`).
+    |G|), each sub-action name one symbol (`rewards.edit_similarity`). Names compare as
+    `rewards.hieroaction.sub_action_key`s, as the `hier_action` reward compares them: "Take_Off", "take-off" and
+    "take off" are one symbol.
 
     >>> sed([["take off", "twist", "entry"], []], [["take off", "entry"], ["entry"]])  # (1 - 1/3 + 0) / 2
     0.33333333333333337
+    >>> sed([["Take_Off", "entry"]], [["take off", "entry"]])
+    1.0
     """
+    from rewards.hieroaction import sub_action_key
+
     if len(predicted) != len(truth):
         raise ValueError(f"sed: {len(predicted)} predicted sequences but {len(truth)} true ones")
-    return _mean([edit_similarity(p, g) for p, g in zip(predicted, truth)])
+    return _mean(
+        [edit_similarity(list(map(sub_action_key, p)), list(map(sub_action_key, g))) for p, g in zip(predicted, truth)]
+    )
 
 
 def spearman(predicted: Sequence[float], truth: Sequence[float]) -> float:
@@ -125,9 +133,14 @@ def spearman(predicted: Sequence[float], truth: Sequence[float]) -> float:
     return float(spearmanr(predicted, truth).statistic)
 
 
+RL2_RANGES = ("set", "action")  # the first is the default
+"""Whose range relative L2 divides by: "set", the evaluated set's true values (CoRe's and TSA's code, the values
+HieroAction's tables quote); "action", the true values of the sample's action (`action_ranges`)."""
+
+
 def action_ranges(truth: Sequence[float], actions: Sequence[str]) -> list[tuple[float, float]]:
-    """Per sample, (y_min, y_max) of the true values of its action over the whole set (CoRe's per-action range).
-    An action whose true values are all equal takes the whole set's range instead.
+    """Per sample, (y_min, y_max) of the true values of its action over the whole set (the per-action range; on
+    FineDiving the action is the dive code). An action whose true values are all equal takes the whole set's range.
 
     >>> action_ranges([70, 90, 50, 60], ["a", "a", "b", "b"])
     [(70, 90), (70, 90), (50, 60), (50, 60)]
@@ -144,15 +157,30 @@ def action_ranges(truth: Sequence[float], actions: Sequence[str]) -> list[tuple[
     return [span[a] for a in actions]
 
 
-def relative_l2(predicted: Sequence[float], truth: Sequence[float], ranges: Sequence[tuple[float, float]]) -> float:
-    """Relative L2 distance, CoRe's definition: mean over samples of ((y - y^) / (y_max - y_min))^2, with
-    (y_min, y_max) the ground-truth range of the sample's action (see `action_ranges`). Lower is better.
+def relative_l2(
+    predicted: Sequence[float], truth: Sequence[float], ranges: Sequence[tuple[float, float]] | None = None
+) -> float:
+    """Relative L2 distance, R-l2 = 1/K sum_k ((|y_k - y^_k|) / (y_max - y_min))^2. Lower is better.
+
+    With `ranges=None` (the default) y_max and y_min are the largest and smallest true values of the evaluated set,
+    as CoRe's and TSA's released code computes it (`(pred - true) / (true.max() - true.min())`, squared, averaged);
+    their papers print it x100, HieroAction's tables print it as is, and so does this function. `ranges` gives a
+    (y_min, y_max) per sample instead, e.g. `action_ranges` for the per-action range. NaN when the set's true values
+    are all equal (no width to divide by).
 
     (HieroAction's extracted text lost the square; the CoRe and TSA values it quotes are the squared ones.)
 
+    >>> relative_l2([80, 60], [70, 50])  # set range 70 - 50 = 20: ((10/20)^2 + (10/20)^2) / 2
+    0.25
     >>> relative_l2([80, 60], [70, 50], [(50, 90), (50, 90)])  # ((10/40)^2 + (10/40)^2) / 2
     0.0625
     """
+    if ranges is None:
+        if len(predicted) != len(truth):
+            raise ValueError(f"relative_l2: {len(predicted)} predictions but {len(truth)} true values")
+        if not truth or max(truth) == min(truth):
+            return NAN
+        ranges = [(min(truth), max(truth))] * len(truth)
     if not len(predicted) == len(truth) == len(ranges):
         raise ValueError(f"relative_l2: {len(predicted)} predictions, {len(truth)} true values, {len(ranges)} ranges")
     terms = []
@@ -163,16 +191,21 @@ def relative_l2(predicted: Sequence[float], truth: Sequence[float], ranges: Sequ
     return _mean(terms)
 
 
-def mean_temporal_iou(predicted: Sequence[Sequence[Any]], truth: Sequence[Sequence[Any]]) -> float:
+def mean_temporal_iou(predicted: Sequence[Sequence[Any]], truth: Sequence[Sequence[Any]], mode: str = "max") -> float:
     """Mean over samples of the temporal IoU of predicted and true (start, end) segments under the optimal one-to-one
-    matching, averaged over the matched pairs (`rewards.temporal_iou`, HieroAction's tIoU).
+    matching (`rewards.temporal_iou`): with `mode="max"` (the default) each sample's matched IoU sum is divided by
+    max(#predicted, #true), so missing and extra segments cost; with `mode="paper"` by the number of matched pairs
+    (HieroAction's tIoU, which one exact segment out of three, or a spray of segments, drives to 1.0).
 
-    >>> mean_temporal_iou([[(0, 2), (4, 6)], []], [[(4, 5), (0, 2)], [(1, 2)]])  # (0.75 + 0) / 2
+    >>> mean_temporal_iou([[(0, 2), (4, 6)], []], [[(4, 5), (0, 2)], [(1, 2)]])  # (1.5 / 2 + 0) / 2
     0.375
+    >>> one_of_three = [[(0, 2)]], [[(0, 2), (4, 6), (8, 9)]]
+    >>> mean_temporal_iou(*one_of_three), mean_temporal_iou(*one_of_three, mode="paper")
+    (0.3333333333333333, 1.0)
     """
     if len(predicted) != len(truth):
         raise ValueError(f"mean_temporal_iou: {len(predicted)} predicted lists but {len(truth)} true ones")
-    return _mean([temporal_iou(p, g) for p, g in zip(predicted, truth)])
+    return _mean([temporal_iou(p, g, mode=mode) for p, g in zip(predicted, truth)])
 
 
 # --------------------------------------------------------------------------------------------------- MCQ

@@ -20,12 +20,14 @@ from pathlib import Path
 
 from common.offline import offline_env
 from common.waits import DEFAULT_TIMEOUT_S, check_timeout
+from eval import metrics as M
 from eval import report
 from eval.actor import FineAgentError, check_fineagent
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
 from eval.config import EvalConfig, run_rollout_config
 from eval.runner import EvalOptions, EvalResult, Evaluator
+from rewards.helpers import TIOU_MODES
 from rollout.config import RolloutConfig
 
 
@@ -64,6 +66,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     judge_help += 'URL, "model": NAME, "api_key_env": "JUDGE_KEY"}\''
     p.add_argument("--judge", default="", help=judge_help)
     p.add_argument("--llm-judge", action="store_true", help="HieroAction's yes/no + 0-5 judge on every reply")
+    p.add_argument(
+        "--rl2-range",
+        default="set",
+        choices=M.RL2_RANGES,
+        help="aqa: relative L2 divides by the evaluated set's true range (set, CoRe's code) or the action's (action)",
+    )
+    p.add_argument(
+        "--tiou-mode",
+        default="max",
+        choices=TIOU_MODES,
+        help="aqa: matched IoU sum / max(#pred, #true) (max), or / #matched pairs (paper, HieroAction's)",
+    )
     p.add_argument("--ray-address", default="", help="a Ray cluster to join; empty starts a local one")
     p.add_argument("--ray-num-cpus", type=int, default=None, help="logical CPUs of a local Ray")
     p.add_argument(
@@ -118,6 +132,7 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         judge=judge,
         llm_judge=args.llm_judge,
         sources=sources,
+        metric_options={"rl2_range": args.rl2_range, "tiou_mode": args.tiou_mode},
         timeout_s=check_timeout(args.timeout_s),
         retries=args.retries,
     )
@@ -273,7 +288,10 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     print("[eval] rollout settings:\n" + describe_settings(options.rollout, options.sources))
     settings = {k: {"value": getattr(options.rollout, k), "source": v} for k, v in options.sources.items()}
+    settings |= {k: {"value": v, "source": "metric option"} for k, v in options.metric_options.items()}
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
+    if benchmark.spec.options:
+        print("[eval] metric options: " + ", ".join(f"{k}={v}" for k, v in options.metric_options.items()))
     evaluator = Evaluator(benchmark, options)
     try:
         session = Session(out, benchmark, evaluator)

@@ -45,6 +45,9 @@ class EvalOptions:
     """Also ask the judge HieroAction's yes/no + 0-5 question about every reply."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each rollout setting came from ("run config", "flag", "default"), for the report."""
+    metric_options: dict[str, str] = field(default_factory=dict)
+    """Metric options by name, e.g. {"rl2_range": "action", "tiou_mode": "paper"} (`eval.tasks.aggregate`; a task
+    takes only those it declares)."""
     timeout_s: float = DEFAULT_TIMEOUT_S
     """How long an actor that holds work may go without answering (a chunk of CHUNK records; its first one also
     loads the checkpoint) before it is killed and replaced."""
@@ -244,7 +247,8 @@ class Evaluator:
             _entailment(rows, recs, self.options.judge)
         if self.options.llm_judge:
             _llm_judge(rows, recs, self.options.judge)
-        metrics = aggregate(self.benchmark.task, rows, recs, skip_failed=self.options.skip_failed)
+        o = self.options
+        metrics = aggregate(self.benchmark.task, rows, recs, skip_failed=o.skip_failed, options=o.metric_options)
         return EvalResult(pending.checkpoint, pending.variant, rows, metrics)
 
     def shutdown(self) -> None:

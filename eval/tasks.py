@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval import metrics as M
+from rewards.helpers import TIOU_MODES
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     score: Callable[[str, dict], tuple[dict, dict]]
     """(reply text, record) -> (parsed answer, per-sample metric values)."""
-    aggregate: Callable[[list[dict], list[dict]], dict[str, float]]
-    """(scored rows, their records) -> flat metrics of one checkpoint."""
+    aggregate: Callable[..., dict[str, float]]
+    """(scored rows, their records, **options) -> flat metrics of one checkpoint."""
     columns: tuple[tuple[str, str], ...]
     """The paper's table layout: (header, metric key) in order."""
     uses_tools: bool = False
@@ -31,6 +32,9 @@ class TaskSpec:
     """Metric keys starting with this prefix get a column each before `columns` (e.g. MCQ categories)."""
     plots: tuple[str, ...] = field(default=())
     """Metric keys plotted against the checkpoint step."""
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Keyword options its `aggregate` takes: name -> allowed values, the first the default (e.g. AQA's
+    `rl2_range`). `aggregate()` passes a task only the options it declares."""
 
 
 def _meta(record: dict, key: str, default: Any = None) -> Any:
@@ -80,7 +84,8 @@ def _aqa_score(text: str, record: dict) -> tuple[dict, dict]:
     values = {
         "action_correct": M.action_accuracy([parsed["action"]], [record["label"]]) if "label" in record else M.NAN,
         "sed": M.sed([names], [true_names]),
-        "tiou": M.mean_temporal_iou([segments], [true_segments]),
+        # both tIoU forms per sample; the aggregate reports the one its tiou_mode names
+        **{f"tiou_{mode}": M.mean_temporal_iou([segments], [true_segments], mode=mode) for mode in TIOU_MODES},
     }
     return parsed, values
 
@@ -89,26 +94,48 @@ def _filled(predicted: list[float | None], fill: list[float]) -> list[float]:
     return [p if p is not None else f for p, f in zip(predicted, fill)]
 
 
-def _aqa_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+def _score_metrics(
+    key: str, predicted: list[float | None], truth: list[float], labels: list[str], fill: list[float], rl2_range: str
+) -> dict[str, float]:
+    """`<key>_spearman` and `<key>_rl2` of the predictions (a missing one replaced by its `fill`); NaN for both when
+    there is no true value, and for R-l2 when the range it divides by has no width."""
+    if not truth:
+        return {f"{key}_spearman": M.NAN, f"{key}_rl2": M.NAN}
+    pred = _filled(predicted, fill)
+    if rl2_range == "action":
+        ranges = M.action_ranges(truth, labels)
+        rl2 = M.relative_l2(pred, truth, ranges) if all(hi > lo for lo, hi in ranges) else M.NAN
+    else:
+        rl2 = M.relative_l2(pred, truth)
+    return {f"{key}_spearman": M.spearman(pred, truth), f"{key}_rl2": rl2}
+
+
+def _aqa_aggregate(
+    rows: list[dict], records: list[dict], rl2_range: str = "set", tiou_mode: str = "max"
+) -> dict[str, float]:
     """A missing score is filled with the bottom of the record's score_range, a missing difficulty with the lowest
-    true difficulty: a reply without a number counts as the worst guess, not as a left-out sample."""
+    true difficulty: a reply without a number counts as the worst guess, not as a left-out sample. The difficulty
+    metrics cover the records that have a difficulty (`rewards.hieroaction.record_difficulty`: not FineFS's or
+    LOGO's); NaN when none has. `rl2_range` ("set" or "action", `eval.metrics.RL2_RANGES`) is the range R-l2
+    divides by; `tiou_mode` ("max" or "paper", `eval.metrics.mean_temporal_iou`) the tIoU form reported."""
+    from rewards.hieroaction import record_difficulty
+
     labels = [rec.get("label", "") for rec in records]
     has_labels = all(isinstance(rec.get("label"), str) and rec["label"] for rec in records)
     out = {
         "action_accuracy": M.action_accuracy([r["parsed"]["action"] for r in rows], labels) if has_labels else M.NAN,
         "sed": M._mean([r["metrics"]["sed"] for r in rows]),
-        "tiou": M._mean([r["metrics"]["tiou"] for r in rows]),
+        "tiou": M._mean([r["metrics"][f"tiou_{tiou_mode}"] for r in rows]),
         "answer_rate": M._mean([0.0 if r["parsed"]["score"] is None else 1.0 for r in rows]),
     }
-    for key, fill in (
-        ("score", [float(rec["score_range"][0]) for rec in records]),
-        ("difficulty", [min(float(rec["difficulty"]) for rec in records)] * len(records)),
-    ):
-        truth = [float(rec[key]) for rec in records]
-        pred = _filled([r["parsed"][key] for r in rows], fill)
-        out[f"{key}_spearman"] = M.spearman(pred, truth)
-        ranges = M.action_ranges(truth, labels)
-        out[f"{key}_rl2"] = M.relative_l2(pred, truth, ranges) if all(hi > lo for lo, hi in ranges) else M.NAN
+    predicted = [r["parsed"]["score"] for r in rows]
+    bottoms = [float(rec["score_range"][0]) for rec in records]
+    out |= _score_metrics("score", predicted, [float(rec["score"]) for rec in records], labels, bottoms, rl2_range)
+    rated = [i for i, rec in enumerate(records) if record_difficulty(rec) is not None]
+    truth = [record_difficulty(records[i]) for i in rated]
+    predicted = [rows[i]["parsed"]["difficulty"] for i in rated]
+    lowest = [min(truth, default=0.0)] * len(rated)
+    out |= _score_metrics("difficulty", predicted, truth, [labels[i] for i in rated], lowest, rl2_range)
     return out
 
 
@@ -163,6 +190,7 @@ TASKS: dict[str, TaskSpec] = {
     "aqa": TaskSpec(
         _aqa_score,
         _aqa_aggregate,
+        options={"rl2_range": M.RL2_RANGES, "tiou_mode": TIOU_MODES},
         plots=("action_accuracy", "sed", "score_spearman", "score_rl2"),
         columns=(
             ("Action Acc.", "action_accuracy"),
@@ -199,14 +227,23 @@ def score_rows(task: str, rows: list[dict], records: list[dict]) -> None:
         row["parsed"], row["metrics"] = spec.score("" if row.get("failed") else row.get("prediction") or "", rec)
 
 
-def aggregate(task: str, rows: list[dict], records: list[dict], skip_failed: bool = False) -> dict[str, float]:
-    """The checkpoint's metrics over `rows`, plus `n` (samples in the denominator) and `failed` (video errors)."""
+def aggregate(
+    task: str, rows: list[dict], records: list[dict], skip_failed: bool = False, options: dict[str, str] | None = None
+) -> dict[str, float]:
+    """The checkpoint's metrics over `rows`, plus `n` (samples in the denominator) and `failed` (video errors).
+    `options`: metric options by name (e.g. {"rl2_range": "action"}); a task gets only those it declares in its
+    `TaskSpec.options`, so one set of options serves every task."""
+    spec = TASKS[task]
+    kwargs = {k: v for k, v in (options or {}).items() if k in spec.options}
+    for name, value in kwargs.items():
+        if value not in spec.options[name]:
+            raise ValueError(f"{task}: {name} must be one of {spec.options[name]}, got {value!r}")
     failed = sum(1 for r in rows if r.get("failed"))
     pairs = [(r, rec) for r, rec in zip(rows, records, strict=True) if not (skip_failed and r.get("failed"))]
     out: dict[str, float] = {"n": len(pairs), "failed": failed}
     if pairs:
         kept_rows, kept_records = [p[0] for p in pairs], [p[1] for p in pairs]
-        out.update(TASKS[task].aggregate(kept_rows, kept_records))
+        out.update(spec.aggregate(kept_rows, kept_records, **kwargs))
         judged = [r["judge"] for r in kept_rows if "judge" in r]
         if judged:
             out.update(M.judge_summary([(j.get("yes"), j.get("score")) for j in judged]))

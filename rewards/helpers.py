@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-NORMALIZATIONS = ("matched", "max")
+TIOU_MODES = ("max", "paper")  # the first is the default
 SCHEMES = ("linear", "exponential")
 # FineBench's evaluator (the VideoMME-style reader): these prefixes are removed before looking for a letter.
 MCQ_ANSWER_PREFIXES = (
@@ -76,22 +76,25 @@ def _segment(seg: Any) -> tuple[float, float] | None:
     return start, end
 
 
-def temporal_iou(pred: Sequence[Any], gt: Sequence[Any], normalize: str = "matched") -> float:
-    """Mean temporal IoU between predicted and ground-truth segments under the optimal one-to-one matching.
+def temporal_iou(pred: Sequence[Any], gt: Sequence[Any], mode: str = "max") -> float:
+    """Temporal IoU between predicted and ground-truth segments under the optimal one-to-one matching.
 
     Segments are (start, end) pairs; the matching maximises the total IoU (Hungarian, scipy's
-    `linear_sum_assignment`). `normalize="matched"` divides the total by the number of matched pairs,
-    min(#pred, #gt) (HieroAction's formula); `normalize="max"` by max(#pred, #gt), so missing and extra segments
-    cost. 1.0 when both lists are empty, 0.0 when exactly one is. Malformed segments (see `segment_iou`) take
-    part in the matching with IoU 0. In [0, 1]; symmetric in (pred, gt); independent of the order of segments.
+    `linear_sum_assignment`). `mode="max"` (the default) divides the total by max(#pred, #gt), so a missing or
+    an extra segment costs; `mode="paper"` divides it by the number of matched pairs, min(#pred, #gt)
+    (HieroAction's R_temp, 1/|M| over the matched pairs). The paper's form can be gamed: one exact segment out
+    of three true ones, or a spray of many segments that covers every true one, scores 1.0 there (1/3 and
+    #gt/#pred with "max"). 1.0 when both lists are empty, 0.0 when exactly one is. Malformed segments (see
+    `segment_iou`) take part in the matching with IoU 0. In [0, 1]; symmetric in (pred, gt); independent of the
+    order of segments.
 
     >>> temporal_iou([(0, 2), (4, 6)], [(4, 5), (0, 2)])  # pairs: (0,2)-(0,2) IoU 1, (4,6)-(4,5) IoU 1/2
     0.75
-    >>> temporal_iou([(0, 2)], [(0, 2), (4, 6)], normalize="max")  # one pair of IoU 1, divided by 2
-    0.5
+    >>> temporal_iou([(0, 2)], [(0, 2), (4, 6)]), temporal_iou([(0, 2)], [(0, 2), (4, 6)], mode="paper")
+    (0.5, 1.0)
     """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"temporal_iou: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if mode not in TIOU_MODES:
+        raise ValueError(f"temporal_iou: mode must be one of {TIOU_MODES}, got {mode!r}")
     pred, gt = list(pred), list(gt)
     if not pred and not gt:
         return 1.0
@@ -102,7 +105,7 @@ def temporal_iou(pred: Sequence[Any], gt: Sequence[Any], normalize: str = "match
     ious = np.array([[segment_iou(p, g) for g in gt] for p in pred], dtype=np.float64)
     rows, cols = linear_sum_assignment(ious, maximize=True)
     total = float(ious[rows, cols].sum())
-    denom = len(rows) if normalize == "matched" else max(len(pred), len(gt))
+    denom = len(rows) if mode == "paper" else max(len(pred), len(gt))
     return min(1.0, max(0.0, total / denom))
 
 

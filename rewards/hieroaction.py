@@ -156,10 +156,11 @@ def _record_sub_actions(record: Any) -> list[dict] | None:
 
 
 @register("temporal_iou")
-def temporal_iou_reward(traj: Trajectory, record: dict, normalize: str = "matched") -> float | None:
-    """Mean IoU between the predicted and the record's sub-action segments under the optimal one-to-one matching
-    (`rewards.temporal_iou`); `normalize` is "matched" (the paper: mean over the matched pairs) or "max"
-    (divided by max(#pred, #gt): missing and extra segments cost).
+def temporal_iou_reward(traj: Trajectory, record: dict, mode: str = "max") -> float | None:
+    """Temporal IoU between the predicted and the record's sub-action segments under the optimal one-to-one
+    matching (`rewards.temporal_iou`). `mode` "max" (the default) divides the matched IoU sum by max(#pred, #gt), so
+    missing and extra segments cost; "paper" is HieroAction's R_temp, the mean over the matched pairs, which gives
+    1.0 to one exact segment out of three, or to a spray of segments that covers every true one.
 
     Reads: `sub_actions[*].start/end` of the SAR answer (see `parse_sar_answer`) and `record["sub_actions"]`.
     A predicted sub-action without valid times (missing, NaN, end < start) is a segment with IoU 0. No parsable
@@ -178,11 +179,17 @@ def temporal_iou_reward(traj: Trajectory, record: dict, normalize: str = "matche
     if answer is None:
         return 0.0
     pred_segments = [(s.start, s.end) for s in answer.sub_actions]
-    return temporal_iou(pred_segments, [(s.get("start"), s.get("end")) for s in gt], normalize=normalize)
+    return temporal_iou(pred_segments, [(s.get("start"), s.get("end")) for s in gt], mode=mode)
 
 
-def _name_key(name: Any) -> str:
-    # sub-action names compare like labels: case, spacing, underscores and punctuation do not matter
+def sub_action_key(name: Any) -> str:
+    """The form in which sub-action names compare, in the `hier_action` reward and in eval's SED alike:
+    `normalize_label` (Unicode NFKC, case-folded, every run of punctuation, underscores, hyphens and whitespace made
+    one space) with the spaces then removed, as action labels compare (`labels_match`).
+
+    >>> sub_action_key("Take_Off"), sub_action_key(" take-off "), sub_action_key("take  off")
+    ('takeoff', 'takeoff', 'takeoff')
+    """
     return normalize_label(name).replace(" ", "")
 
 
@@ -192,9 +199,10 @@ def hier_action(traj: Trajectory, record: dict, alpha: float = 0.5, label_field:
     sub-action name sequences (`rewards.edit_similarity`: 1 - edit distance / max length).
 
     Reads: `action` and `sub_actions[*].name` of the SAR answer; `record[label_field]` (the action class, default
-    `label`) and `record["sub_actions"][*].name`. Names and labels compare after `normalize_label` with spaces
-    removed (as `accuracy` does). When the record has no `label_field` the class term is left out and the value
-    is the edit similarity alone. No parsable answer scores 0.0. None when the record has no `sub_actions`.
+    `label`) and `record["sub_actions"][*].name`. Sub-action names compare as `sub_action_key`s (eval's SED
+    compares them the same way), labels with `labels_match` (as `accuracy` does). When the record has no
+    `label_field` the class term is left out and the value is the edit similarity alone. No parsable answer scores
+    0.0. None when the record has no `sub_actions`.
 
     >>> from rollout.trajectory import Trajectory
     >>> text = '<answer>{"action": "407C", "sub_actions": ["take off", "twist", "entry"]}</answer>'
@@ -210,12 +218,30 @@ def hier_action(traj: Trajectory, record: dict, alpha: float = 0.5, label_field:
     answer = parse_sar_answer(getattr(traj, "final_text", None))
     if answer is None:
         return 0.0
-    sub = edit_similarity([_name_key(s.name) for s in answer.sub_actions], [_name_key(s.get("name")) for s in gt])
+    sub = edit_similarity(
+        [sub_action_key(s.name) for s in answer.sub_actions], [sub_action_key(s.get("name")) for s in gt]
+    )
     label = record.get(label_field)
     if not isinstance(label, str) or not label.strip():
         return sub
     cls = 1.0 if answer.action is not None and labels_match(answer.action, label) else 0.0
     return alpha * cls + (1.0 - alpha) * sub
+
+
+def record_difficulty(record: Any) -> float | None:
+    """The record's difficulty, or None when it has none: no finite `difficulty`, or `meta.has_difficulty` false
+    (the builders of datasets without one, FineFS and LOGO, write 0.0 there because the schema wants a number).
+
+    >>> finefs = {"difficulty": 0.0, "meta": {"has_difficulty": False}}
+    >>> record_difficulty({"difficulty": 3.2}), record_difficulty(finefs)
+    (3.2, None)
+    """
+    if not isinstance(record, dict):
+        return None
+    meta = record.get("meta")
+    if isinstance(meta, dict) and meta.get("has_difficulty") is False:
+        return None
+    return to_float(record.get("difficulty"))
 
 
 def _normalizer(record: dict, normalize: str, difficulty_range: Any) -> tuple[Any, Any]:
@@ -253,8 +279,11 @@ def aqa_score(
     `record["score_range"]`. With `normalize="range"` (default) scores become (x - lo) / (hi - lo) over the
     record's `score_range`, and so do difficulties unless `difficulty_range: [lo, hi]` is given (advisable: a
     difficulty error is tiny on a 0-100 score scale); `normalize="none"` compares raw values. The difficulty
-    term is used when `use_difficulty` and the record has a `difficulty`; then a prediction without a valid
-    difficulty scores 0.0, as does one without a valid score. None when the record has no numeric `score`.
+    term is used when `use_difficulty` and the record has a difficulty (`record_difficulty`: a record whose
+    `meta.has_difficulty` is false, as FineFS's and LOGO's are, has none, whatever its `difficulty` field holds);
+    then a prediction without a valid difficulty scores 0.0, as does one without a valid score. Without the term
+    the reward is exp(-lam_q (q - q*)^2), and a predicted difficulty is not looked at. None when the record has
+    no numeric `score`.
     A record with a bad `score_range` raises (counted as that reward's error).
 
     >>> from rollout.trajectory import Trajectory
@@ -269,7 +298,7 @@ def aqa_score(
     answer = parse_sar_answer(getattr(traj, "final_text", None))
     if answer is None or answer.score is None:
         return 0.0
-    d_star = to_float(record.get("difficulty")) if use_difficulty else None
+    d_star = record_difficulty(record) if use_difficulty else None
     if d_star is None:
         return score_reward(norm_q(answer.score), norm_q(q_star), lam_q=lam_q, lam_d=lam_d)
     if answer.difficulty is None:

@@ -39,6 +39,28 @@ def test_training_eval_options_come_from_the_recipe_config(tmp_path):
         TrainingEval(cfg.eval, tmp_path, cfg.rollout)
 
 
+def test_aqa_metric_options_from_the_recipe_config_and_the_cli(tmp_path, tiny_model_dir):
+    from eval.during_training import TrainingEval
+    from eval.run import parse_args, prepare
+
+    cfg = _grpo_cfg(["eval.every_k=3", "eval.benchmark=sample-aqa"])
+    assert TrainingEval(cfg.eval, tmp_path, cfg.rollout).options.metric_options == {
+        "rl2_range": "set",
+        "tiou_mode": "max",
+    }
+    cfg = _grpo_cfg(["eval.every_k=3", "eval.benchmark=sample-aqa", "eval.rl2_range=action", "eval.tiou_mode=paper"])
+    options = TrainingEval(cfg.eval, tmp_path, cfg.rollout).options
+    assert options.metric_options == {"rl2_range": "action", "tiou_mode": "paper"}
+    with pytest.raises(ConfigError, match="eval.rl2_range: 'dive' is not one of 'set', 'action'"):
+        _grpo_cfg(["eval.rl2_range=dive"])
+    with pytest.raises(ConfigError, match="eval.tiou_mode: 'matched' is not one of 'max', 'paper'"):
+        _grpo_cfg(["eval.tiou_mode=matched"])
+    argv = ["--checkpoint", tiny_model_dir, "--benchmark", "sample-aqa", "--out", str(tmp_path / "out")]
+    assert prepare(parse_args(argv))[3].metric_options == {"rl2_range": "set", "tiou_mode": "max"}
+    options = prepare(parse_args([*argv, "--rl2-range", "action", "--tiou-mode", "paper"]))[3]
+    assert options.metric_options == {"rl2_range": "action", "tiou_mode": "paper"}
+
+
 @pytest.fixture
 def trained_run(tmp_path, tiny_model_dir):
     """A run directory as a recipe leaves it: config.yaml (its own prompt, two tools, 6 frames of 96 px) and a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 import math
 
 import numpy as np
@@ -74,6 +75,25 @@ def test_sed_by_hand():
     assert close(M.sed([[]], [[]]), 1.0)
 
 
+def test_sed_and_the_hier_action_reward_compare_names_alike():
+    from rewards.hieroaction import hier_action
+    from rollout.trajectory import Trajectory
+
+    def reward(names: list[str], true_names: list[str]) -> float:
+        text = "<answer>" + json.dumps({"sub_actions": names}) + "</answer>"
+        record = {"sub_actions": [{"name": n, "start": 0, "end": 1} for n in true_names]}  # no label: R_sub alone
+        return hier_action(Trajectory("a", 0, [], [], [], [], final_text=text), record)
+
+    # "take_off" is "take off": one symbol, both sides 1.0 (the eval used to say 0.0 here)
+    assert M.sed([["take_off"]], [["take off"]]) == 1.0 == reward(["take_off"], ["take off"])
+    # [Take-Off, TWIST, entry] vs [take off, entry]: "TWIST" is one insertion over 3 -> 2/3 both ways
+    pred, truth = ["Take-Off", "TWIST", "entry"], ["take off", "entry"]
+    assert close(M.sed([pred], [truth]), 2 / 3) and close(reward(pred, truth), 2 / 3)
+    # a different word stays different: "pike" for "tuck" is one substitution over 2 -> 1/2 both ways
+    assert close(M.sed([["take  off", "pike"]], [["take off", "tuck"]]), 0.5)
+    assert close(reward(["take  off", "pike"], ["take off", "tuck"]), 0.5)
+
+
 @pytest.mark.parametrize(
     "pred, truth, expected",
     [
@@ -99,7 +119,21 @@ def test_spearman_against_scipy():
         assert close(M.spearman(pred, truth), float(spearmanr(pred, truth).statistic))
 
 
-def test_relative_l2_by_hand():
+def test_relative_l2_set_range_by_hand():
+    # CoRe's and TSA's code: one range for the whole evaluated set, max - min of the true scores = 90 - 50 = 40
+    truth, pred = [80, 90, 50], [85, 70, 40]
+    # ((80-85)/40)^2 = 1/64, ((90-70)/40)^2 = 1/4, ((50-40)/40)^2 = 1/16 -> (1 + 16 + 4) / 64 / 3 = 21/192
+    assert close(M.relative_l2(pred, truth), 21 / 192)
+    # the released code's expression, in numpy
+    t, p = np.array(truth, dtype=float), np.array(pred, dtype=float)
+    assert close(M.relative_l2(pred, truth), float(np.power((p - t) / (t.max() - t.min()), 2).sum() / t.shape[0]))
+    # a set whose true scores are all equal has no range: NaN
+    assert math.isnan(M.relative_l2([1, 2], [5, 5]))
+    with pytest.raises(ValueError, match="2 predictions but 1 true"):
+        M.relative_l2([1, 2], [1])
+
+
+def test_relative_l2_per_action_range_by_hand():
     truth, pred, actions = [80, 90, 50], [85, 70, 40], ["a", "a", "b"]
     ranges = M.action_ranges(truth, actions)
     assert ranges == [(80, 90), (80, 90), (50, 90)]  # "b" has one sample: the whole set's range
@@ -112,9 +146,33 @@ def test_relative_l2_by_hand():
         M.relative_l2([1], [1], [(2, 2)])
 
 
+def test_relative_l2_on_dive_codes_set_range_is_smaller():
+    # FineDiving-like: two dive codes, each with a narrow score range inside the set's 40-point range. Dividing by
+    # the dive code's range (10) instead of the set's (40) makes every term 16 times larger.
+    truth, pred, codes = [50, 60, 80, 90], [55, 55, 85, 85], ["107B", "107B", "5253B", "5253B"]
+    assert close(M.relative_l2(pred, truth), (5 / 40) ** 2)  # every error is 5
+    assert close(M.relative_l2(pred, truth, M.action_ranges(truth, codes)), (5 / 10) ** 2)
+
+
+PHASES = [(0, 2), (2, 6), (6, 8)]
+
+
 def test_mean_temporal_iou_by_hand():
-    # (0,4) vs (2,6): overlap 2, union 6 -> 1/3; [(0,1),(2,3)] vs [(2,3)]: the matched pair has IoU 1 -> 1
-    assert close(M.mean_temporal_iou([[(0, 4)], [(0, 1), (2, 3)]], [[(2, 6)], [(2, 3)]]), 2 / 3)
+    # (0,4) vs (2,6): overlap 2, union 6 -> 1/3; [(0,1),(2,3)] vs [(2,3)]: one pair of IoU 1 and one extra segment:
+    # default 1 / max(2, 1) = 1/2 -> (1/3 + 1/2) / 2 = 5/12; paper 1 / 1 matched pair -> (1/3 + 1) / 2 = 2/3
+    pred, truth = [[(0, 4)], [(0, 1), (2, 3)]], [[(2, 6)], [(2, 3)]]
+    assert close(M.mean_temporal_iou(pred, truth), 5 / 12)
+    assert close(M.mean_temporal_iou(pred, truth, mode="paper"), 2 / 3)
+
+
+def test_mean_temporal_iou_gaming_examples():
+    # one exact phase out of three, and a spray of 75 segments that holds the three: the paper's form gives 1.0 to
+    # both; the default divides the matched IoU sum (1, then 3) by max(#pred, #true) (3, then 75)
+    spray = PHASES + [(10 + k, 11 + k) for k in range(72)]
+    assert close(M.mean_temporal_iou([[(2, 6)], spray], [PHASES, PHASES], mode="paper"), 1.0)
+    assert close(M.mean_temporal_iou([[(2, 6)]], [PHASES]), 1 / 3)
+    assert close(M.mean_temporal_iou([spray], [PHASES]), 3 / 75)
+    assert close(M.mean_temporal_iou([[(2, 6)], spray], [PHASES, PHASES]), (1 / 3 + 3 / 75) / 2)
 
 
 def test_mcq_accuracy_by_hand():

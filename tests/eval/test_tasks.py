@@ -52,8 +52,12 @@ def test_aqa_score_by_hand():
     assert parsed["score"] == 60 and parsed["difficulty"] == 2.0 and parsed["action"] == "Wave"
     assert values["action_correct"] == 1.0
     assert math.isclose(values["sed"], 2 / 3)  # one deletion ("wave") over 3
-    # best matching: (0,.5)-(0,.4) IoU .8 and (.5,1)-(.4,.8) IoU .3/.6 = .5 -> 1.3 / 2 matched pairs
-    assert math.isclose(values["tiou"], 0.65)
+    # best matching: (0,.5)-(0,.4) IoU .8 and (.5,1)-(.4,.8) IoU .3/.6 = .5: sum 1.3; the paper's form over the 2
+    # matched pairs, the default over max(2 predicted, 3 true)
+    assert math.isclose(values["tiou_paper"], 0.65) and math.isclose(values["tiou_max"], 1.3 / 3)
+    # "Raise_Arm" and "LOWER-ARM" are the true names; "wave" is missing: 2/3, as the hier_action reward says
+    text = text.replace("raise arm", "Raise_Arm").replace("lower arm", "LOWER-ARM")
+    assert math.isclose(tasks.TASKS["aqa"].score(text, AQA_RECORD)[1]["sed"], 2 / 3)
 
 
 def aqa_rows(preds: list[tuple]) -> tuple[list[dict], list[dict]]:
@@ -72,12 +76,49 @@ def test_aqa_aggregate_by_hand():
     m = tasks.aggregate("aqa", rows, records)
     # the missing score is filled with the range's bottom (0): pred 60 0 80 vs 50 70 90 -> ranks 2 1 3 vs 1 2 3
     assert math.isclose(m["score_spearman"], 0.5)  # 1 - 6 * 2 / (3 * 8)
+    # the set's range 90 - 50 = 40: ((50-60)/40)^2 + ((70-0)/40)^2 + ((90-80)/40)^2 = (1 + 49 + 1) / 16 -> / 3
+    assert math.isclose(m["score_rl2"], 51 / 48)
+    # the missing difficulty is filled with the lowest true one (1.0): 1.5 1 2 vs 1 2 3 -> rho .5;
+    # the set's range 3 - 1 = 2: (.25^2 + .5^2 + .5^2) / 3 = .5625 / 3
+    assert math.isclose(m["difficulty_spearman"], 0.5) and math.isclose(m["difficulty_rl2"], 0.1875)
+    assert math.isclose(m["answer_rate"], 2 / 3) and m["n"] == 3 and m["failed"] == 0
+    # no predicted sub-actions against three true ones: 0 in both forms
+    assert m["tiou"] == 0.0
+
+
+def test_aqa_aggregate_per_action_range_by_hand():
+    rows, records = aqa_rows([(60, 1.5), (None, None), (80, 2.0)])
+    m = tasks.aggregate("aqa", rows, records, options={"rl2_range": "action", "tiou_mode": "paper"})
     # widths: wave 70-50 = 20, squat alone -> the whole set's 90-50 = 40: (.25 + 12.25 + .0625) / 3
     assert math.isclose(m["score_rl2"], 12.5625 / 3)
-    # the missing difficulty is filled with the lowest true one (1.0): 1.5 1 2 vs 1 2 3 -> rho .5;
-    # widths wave 1, squat -> 2: (.25 + 1 + .25) / 3
-    assert math.isclose(m["difficulty_spearman"], 0.5) and math.isclose(m["difficulty_rl2"], 0.5)
-    assert math.isclose(m["answer_rate"], 2 / 3) and m["n"] == 3 and m["failed"] == 0
+    # widths wave 2-1 = 1, squat -> 2: (.25 + 1 + .25) / 3
+    assert math.isclose(m["difficulty_rl2"], 0.5)
+    with pytest.raises(ValueError, match="rl2_range must be one of"):
+        tasks.aggregate("aqa", rows, records, options={"rl2_range": "dive"})
+    # options another task does not declare are not passed to it
+    assert tasks.aggregate("ovar", [], [], options={"rl2_range": "action"}) == {"n": 0, "failed": 0}
+
+
+def test_aqa_aggregate_tiou_modes_by_hand():
+    two_of_three = [{"name": "raise arm", "start": 0.0, "end": 0.4}, {"name": "wave", "start": 0.4, "end": 0.8}]
+    rows = [{"prediction": sar({"sub_actions": two_of_three, "score": 50})}]
+    tasks.score_rows("aqa", rows, [AQA_RECORD])
+    # two exact phases out of three: the paper's form 2/2, the default 2/3
+    assert tasks.aggregate("aqa", rows, [AQA_RECORD], options={"tiou_mode": "paper"})["tiou"] == 1.0
+    assert math.isclose(tasks.aggregate("aqa", rows, [AQA_RECORD])["tiou"], 2 / 3)
+
+
+def test_aqa_difficulty_metrics_leave_out_records_without_one():
+    rows, records = aqa_rows([(60, 1.5), (None, None), (80, 2.0)])
+    no_difficulty = {"difficulty": 0.0, "meta": {"has_difficulty": False}}  # as the FineFS and LOGO builders write
+    finefs = [rec | no_difficulty for rec in records]
+    m = tasks.aggregate("aqa", rows, finefs)
+    assert math.isnan(m["difficulty_spearman"]) and math.isnan(m["difficulty_rl2"])
+    assert math.isclose(m["score_rl2"], 51 / 48)  # the scores as before
+    # the 2nd without one: the 1st and 3rd, predicted 1.5 and 2.0 vs 1 and 3, range 3 - 1 = 2: ((.5/2)^2 + (1/2)^2) / 2
+    mixed = [records[0], records[1] | no_difficulty, records[2]]
+    m = tasks.aggregate("aqa", rows, mixed)
+    assert math.isclose(m["difficulty_rl2"], (0.25**2 + 0.5**2) / 2) and math.isclose(m["difficulty_spearman"], 1.0)
 
 
 def test_ovar_failed_samples_count_wrong_unless_skipped():
@@ -190,6 +231,8 @@ def test_checkpoint_checks(tmp_path, tiny_model_dir):
         (["--benchmark", "sample-aqa", "--fineagent", "localizer"], "--fineagent applies to mcq"),
         (["--benchmark", "sample-aqa", "--llm-judge"], "needs --judge"),
         (["--benchmark", "sample-aqa", "--actors", "0"], "--actors must be >= 1"),
+        (["--benchmark", "sample-aqa", "--rl2-range", "dive"], "--rl2-range: invalid choice: 'dive'"),
+        (["--benchmark", "sample-aqa", "--tiou-mode", "matched"], "--tiou-mode: invalid choice: 'matched'"),
     ],
 )
 def test_cli_refuses_bad_input_before_any_actor(tmp_path, tiny_model_dir, capsys, extra, message):

@@ -19,7 +19,7 @@ BUILTINS = {
     "tool_usage": {},
     "submotion": {"scheme": "exponential", "match": "embedding", "threshold": 0.75},
     "sar_format": {"strict": True},
-    "temporal_iou": {"normalize": "max"},
+    "temporal_iou": {"mode": "paper"},
     "hier_action": {"alpha": 0.5, "label_field": "label"},
     "aqa_score": {"lam_q": 10.0, "lam_d": 5.0, "normalize": "range", "difficulty_range": [1.0, 4.0]},
     "mcq": {},
@@ -85,7 +85,7 @@ def test_every_builtin_is_registered_and_its_args_check():
     "name, args",
     [
         ("aqa_score", {"lamq": 2.0}),
-        ("temporal_iou", {"normalise": "max"}),
+        ("temporal_iou", {"normalize": "matched"}),  # the old name of `mode`
         ("submotion", {"schema": "linear"}),
         ("semantic_entailment", {"judge_url": "http://x"}),
         ("mcq", {"letters": "ABCD"}),

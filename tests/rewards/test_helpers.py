@@ -46,29 +46,29 @@ def test_segment_iou(a, b, expected):
 
 
 @pytest.mark.parametrize(
-    "pred, gt, normalize, expected",
+    "pred, gt, mode, expected",
     [
-        ([], [], "matched", 1.0),
-        ([], [(0, 1)], "matched", 0.0),
+        ([], [], "paper", 1.0),
+        ([], [(0, 1)], "paper", 0.0),
         ([(0, 1)], [], "max", 0.0),
-        ([(0, 2), (4, 6)], [(4, 5), (0, 2)], "matched", 0.75),  # (1 + 1/2) / 2
-        # one pred, two gt: best pair (0,2)-(0,2) = 1; matched: 1/1, max: 1/2
-        ([(0, 2)], [(0, 2), (4, 6)], "matched", 1.0),
+        ([(0, 2), (4, 6)], [(4, 5), (0, 2)], "paper", 0.75),  # (1 + 1/2) / 2
+        # one pred, two gt: best pair (0,2)-(0,2) = 1; paper: 1/1, max: 1/2
+        ([(0, 2)], [(0, 2), (4, 6)], "paper", 1.0),
         ([(0, 2)], [(0, 2), (4, 6)], "max", 0.5),
         # pred a=(0,2), b=(1,3); gt x=(1,3), y=(0,2): a-y 1, b-x 1, a-x 1/3, b-y 1/3 -> a-y + b-x = 2, mean 1
-        ([(0, 2), (1, 3)], [(1, 3), (0, 2)], "matched", 1.0),
+        ([(0, 2), (1, 3)], [(1, 3), (0, 2)], "paper", 1.0),
         # pred a=(0,4), b=(0,2); gt x=(0,2), y=(2,4): a-x 1/2, a-y 1/2, b-x 1, b-y 0 -> b-x + a-y = 1.5, mean 0.75
-        ([(0, 4), (0, 2)], [(0, 2), (2, 4)], "matched", 0.75),
-        # a malformed predicted segment still counts as a segment: with "max" it dilutes, with "matched" it is
-        # left unmatched when there are fewer gt segments: pairs (0,1)-(0,1) = 1 -> matched 1/1, max 1/2
-        ([(0, 1), (5, 2)], [(0, 1)], "matched", 1.0),
+        ([(0, 4), (0, 2)], [(0, 2), (2, 4)], "paper", 0.75),
+        # a malformed predicted segment still counts as a segment: with "max" it dilutes, with "paper" it is
+        # left unmatched when there are fewer gt segments: pairs (0,1)-(0,1) = 1 -> paper 1/1, max 1/2
+        ([(0, 1), (5, 2)], [(0, 1)], "paper", 1.0),
         ([(0, 1), (5, 2)], [(0, 1)], "max", 0.5),
         # a reversed segment alone: IoU 0
-        ([(5, 2)], [(0, 1)], "matched", 0.0),
+        ([(5, 2)], [(0, 1)], "paper", 0.0),
     ],
 )
-def test_temporal_iou(pred, gt, normalize, expected):
-    assert temporal_iou(pred, gt, normalize=normalize) == pytest.approx(expected)
+def test_temporal_iou(pred, gt, mode, expected):
+    assert temporal_iou(pred, gt, mode=mode) == pytest.approx(expected)
 
 
 def test_temporal_iou_hungarian_beats_greedy():
@@ -76,11 +76,31 @@ def test_temporal_iou_hungarian_beats_greedy():
     # a-x 5/6, a-y 2/6, b-x 4/5, b-y 0. Greedy takes a-x (5/6), then b-y (0): 0.833.
     # Optimal: a-y + b-x = 1/3 + 4/5 = 17/15 = 1.1333 -> mean 17/30.
     assert temporal_iou([(0, 6), (0, 4)], [(0, 5), (4, 6)]) == pytest.approx(17 / 30)
+    assert temporal_iou([(0, 6), (0, 4)], [(0, 5), (4, 6)], mode="paper") == pytest.approx(17 / 30)
 
 
-def test_temporal_iou_rejects_unknown_normalisation():
-    with pytest.raises(ValueError, match="normalize must be one of"):
-        temporal_iou([(0, 1)], [(0, 1)], normalize="mean")
+def test_temporal_iou_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        temporal_iou([(0, 1)], [(0, 1)], mode="matched")
+
+
+TRUE_PHASES = [(0, 2), (2, 6), (6, 8)]
+
+
+def test_temporal_iou_gaming_examples():
+    # one exact segment out of three: the paper's 1/|M| gives 1/1, the default 1 / max(1, 3)
+    assert temporal_iou([(2, 6)], TRUE_PHASES, mode="paper") == 1.0
+    assert temporal_iou([(2, 6)], TRUE_PHASES) == pytest.approx(1 / 3)
+    # a spray: every segment with integer ends in [0, 8], C(9, 2) = 36 of them, holds the three true ones exactly;
+    # the matching takes those three (IoU 1 each): paper 3/3, default 3/36
+    spray = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    assert len(spray) == 36
+    assert temporal_iou(spray, TRUE_PHASES, mode="paper") == 1.0
+    assert temporal_iou(spray, TRUE_PHASES) == pytest.approx(3 / 36)
+    # 75 segments: the three true ones and 72 one-second segments after them: paper 1, default 3/75
+    spray75 = TRUE_PHASES + [(10 + k, 11 + k) for k in range(72)]
+    assert temporal_iou(spray75, TRUE_PHASES, mode="paper") == 1.0
+    assert temporal_iou(spray75, TRUE_PHASES) == pytest.approx(0.04)
 
 
 SEG = st.tuples(st.floats(-50, 50, allow_nan=False), st.floats(0, 30, allow_nan=False)).map(
@@ -90,21 +110,22 @@ ANY_SEG = st.one_of(SEG, st.tuples(st.floats(allow_nan=True, allow_infinity=True
 
 
 @settings(max_examples=200, deadline=None)
-@given(pred=st.lists(ANY_SEG, max_size=6), gt=st.lists(ANY_SEG, max_size=6), mode=st.sampled_from(["matched", "max"]))
+@given(pred=st.lists(ANY_SEG, max_size=6), gt=st.lists(ANY_SEG, max_size=6), mode=st.sampled_from(["paper", "max"]))
 def test_temporal_iou_bounds_and_symmetry(pred, gt, mode):
-    value = temporal_iou(pred, gt, normalize=mode)
+    value = temporal_iou(pred, gt, mode=mode)
     assert 0.0 <= value <= 1.0 and not math.isnan(value)
-    assert temporal_iou(gt, pred, normalize=mode) == pytest.approx(value)
+    assert temporal_iou(gt, pred, mode=mode) == pytest.approx(value)
 
 
 @settings(max_examples=200, deadline=None)
 @given(pred=st.lists(SEG, max_size=6), gt=st.lists(SEG, max_size=6), data=st.data())
-def test_temporal_iou_order_invariant_and_max_below_matched(pred, gt, data):
+def test_temporal_iou_order_invariant_and_max_below_paper(pred, gt, data):
     shuffled_pred = data.draw(st.permutations(pred))
     shuffled_gt = data.draw(st.permutations(gt))
-    matched = temporal_iou(pred, gt)
-    assert temporal_iou(shuffled_pred, shuffled_gt) == pytest.approx(matched)
-    assert temporal_iou(pred, gt, normalize="max") <= matched + 1e-12
+    paper = temporal_iou(pred, gt, mode="paper")
+    assert temporal_iou(shuffled_pred, shuffled_gt, mode="paper") == pytest.approx(paper)
+    assert temporal_iou(shuffled_pred, shuffled_gt) == pytest.approx(temporal_iou(pred, gt))
+    assert temporal_iou(pred, gt) <= paper + 1e-12
     assert temporal_iou(pred, pred) == pytest.approx(1.0)
 
 

@@ -135,24 +135,35 @@ def test_parse_sar_answer_none(text):
 
 
 @pytest.mark.parametrize(
-    "pred, normalize, expected",
+    "pred, mode, expected",
     [
-        (subs(("take off", 0, 2), ("twist", 2, 6), ("entry", 6, 8)), "matched", 1.0),
+        (subs(("take off", 0, 2), ("twist", 2, 6), ("entry", 6, 8)), "paper", 1.0),
         # shifted by 1 s: (0,2)-(1,3) 1/3, (2,6)-(3,7) 3/5, (6,8)-(7,9) 1/3 -> (1/3 + 3/5 + 1/3) / 3 = 19/45
-        (subs(("a", 1, 3), ("b", 3, 7), ("c", 7, 9)), "matched", 19 / 45),
-        # only the middle one, exactly: matched 1/1, max 1/3
-        (subs(("twist", 2, 6)), "matched", 1.0),
+        (subs(("a", 1, 3), ("b", 3, 7), ("c", 7, 9)), "paper", 19 / 45),
+        # only the middle one, exactly: paper 1/1, max 1/3
+        (subs(("twist", 2, 6)), "paper", 1.0),
         (subs(("twist", 2, 6)), "max", 1 / 3),
         # order of predicted segments does not matter
-        (subs(("entry", 6, 8), ("take off", 0, 2), ("twist", 2, 6)), "matched", 1.0),
-        # reversed and NaN times are segments with IoU 0: matched (1 + 0) / 2 with the best pairing
-        (subs(("take off", 0, 2), ("twist", 6, 2)), "matched", 0.5),
+        (subs(("entry", 6, 8), ("take off", 0, 2), ("twist", 2, 6)), "paper", 1.0),
+        # reversed and NaN times are segments with IoU 0: paper (1 + 0) / 2 with the best pairing
+        (subs(("take off", 0, 2), ("twist", 6, 2)), "paper", 0.5),
         ([{"name": "x", "start": 0, "end": 2}, {"name": "y", "start": math.nan, "end": 3}], "max", 1 / 3),
-        ([], "matched", 0.0),  # the record has three segments
+        ([], "paper", 0.0),  # the record has three segments
     ],
 )
-def test_temporal_iou_reward(pred, normalize, expected):
-    assert temporal_iou_reward(traj(answer(sub_actions=pred)), RECORD, normalize=normalize) == pytest.approx(expected)
+def test_temporal_iou_reward(pred, mode, expected):
+    assert temporal_iou_reward(traj(answer(sub_actions=pred)), RECORD, mode=mode) == pytest.approx(expected)
+
+
+def test_temporal_iou_reward_default_cannot_be_gamed():
+    # RECORD's phases are (0,2) (2,6) (6,8). One exact phase: the paper's form 1.0, the default 1/3.
+    one = traj(answer(sub_actions=subs(("twist", 2, 6))))
+    assert temporal_iou_reward(one, RECORD, mode="paper") == 1.0
+    assert temporal_iou_reward(one, RECORD) == pytest.approx(1 / 3)
+    # a spray of 75 segments holding the three phases: the paper's form 1.0, the default 3/75
+    spray = subs(("a", 0, 2), ("b", 2, 6), ("c", 6, 8)) + subs(*[("x", 10 + k, 11 + k) for k in range(72)])
+    assert temporal_iou_reward(traj(answer(sub_actions=spray)), RECORD, mode="paper") == 1.0
+    assert temporal_iou_reward(traj(answer(sub_actions=spray)), RECORD) == pytest.approx(0.04)
 
 
 def test_temporal_iou_reward_edge_cases():
@@ -221,6 +232,32 @@ def test_aqa_score(obj, kwargs, expected):
     assert aqa_score(traj(answer(**obj)), RECORD, **kwargs) == pytest.approx(expected)
 
 
+FINEFS_RECORD = RECORD | {"difficulty": 0.0, "meta": {"dataset": "finefs", "has_difficulty": False}}
+
+
+@pytest.mark.parametrize(
+    "obj, kwargs, expected",
+    [
+        # q 0.7 vs 0.8 on [0, 100]: exp(-(0.1)^2); the record's 0.0 is no difficulty, so none is compared
+        ({"score": 70}, {}, math.exp(-0.01)),  # the old behaviour: 0.0 (a difficulty was expected)
+        ({"score": 70, "difficulty": 3.0}, {}, math.exp(-0.01)),  # old: exp(-0.01 - (0.03)^2)
+        # with difficulty_range [1, 4] the old value was exp(-0.01 - 10 * ((3-1)/3 - (0-1)/3)^2) = exp(-10.01)
+        ({"score": 70, "difficulty": 3.0}, {"difficulty_range": [1, 4], "lam_d": 10}, math.exp(-0.01)),
+        ({"score": 80, "difficulty": "n/a"}, {"lam_q": 10}, 1.0),
+        ({"difficulty": 0.0}, {}, 0.0),  # a score is still needed
+    ],
+)
+def test_aqa_score_leaves_out_a_difficulty_the_record_does_not_have(obj, kwargs, expected):
+    assert aqa_score(traj(answer(**obj)), FINEFS_RECORD, **kwargs) == pytest.approx(expected)
+
+
+def test_record_difficulty():
+    assert hiero.record_difficulty(RECORD) == 3.0
+    assert hiero.record_difficulty(FINEFS_RECORD) is None
+    assert hiero.record_difficulty(RECORD | {"meta": {"has_difficulty": True}}) == 3.0
+    assert hiero.record_difficulty({"score": 1}) is None and hiero.record_difficulty(None) is None
+
+
 def test_aqa_score_edge_cases():
     assert aqa_score(traj(answer(score=1)), {"label": "x"}) is None  # not an aqa record
     assert aqa_score(traj("<answer>80</answer>"), RECORD) == 0.0
@@ -284,7 +321,7 @@ def test_rewards_never_raise_and_stay_in_bounds(text):
         (sar_format, {"strict": True}),
         (temporal_iou_reward, {}),
         (hier_action, {}),
-        (temporal_iou_reward, {"normalize": "max"}),
+        (temporal_iou_reward, {"mode": "paper"}),
         (aqa_score, {}),
         (aqa_score, {"normalize": "none"}),
     ]

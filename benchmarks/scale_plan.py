@@ -26,9 +26,10 @@ fp32 and bf16-mixed, 2 under bf16-pure; b_c the compute bytes: 4 under fp32, els
   * with activation checkpointing each layer keeps only its input (b_c h per token, b_c h_v per patch), and the
     backward recomputes one layer at a time (its activations once more).
   * the backward's gradients of one layer's activations: as large as that layer's activations.
-  * logits at the trained positions only (the trainer's `logits_to_keep`): 20 bytes per position and vocabulary
-    entry at the end of the forward (fp32 logits, the fp32 log-softmax kept for the backward, the row copy, exp and
-    product of the entropy).
+  * logits at the trained positions only, one chunk of `trainer.logprob_chunk_size` positions at a time
+    (`rl.logprobs.chunked_logprobs`, recomputed in the backward): 20 bytes per position of a chunk and vocabulary
+    entry (the chunk's logits in the compute dtype and in fp32, the logsumexp's working copy, exp and product of the
+    entropy; an upper bound).
 - the end of the backward: the root group's unsharded gradients (b_c), its reduce-scatter input (fp32, or bf16
   under bf16-pure) and output (1/W of that); a tied embedding gets a second full gradient, added by autograd.
 - peak: the largest of three moments: the forward/backward (states, gathered weights, activations), the end of
@@ -170,7 +171,7 @@ def vision_block_bytes(s: Shape, b: int) -> int:
     return (8 + 11 * b) * s.v_hidden + 4 * b * s.v_intermediate
 
 
-def activation_bytes(s: Shape, fwd: Forward, b: int, checkpointing: bool) -> dict[str, int]:
+def activation_bytes(s: Shape, fwd: Forward, b: int, checkpointing: bool, chunk: int = 512) -> dict[str, int]:
     """Activations of one forward and backward, by part: text layers, vision blocks, logits, the backward's
     working memory (one layer's gradients, plus its recomputed activations under checkpointing)."""
     a_t, a_v = text_layer_bytes(s, b), vision_block_bytes(s, b)
@@ -185,7 +186,7 @@ def activation_bytes(s: Shape, fwd: Forward, b: int, checkpointing: bool) -> dic
     return {
         "text": text,
         "vision": vision,
-        "logits": 20 * fwd.kept * s.vocab,
+        "logits": 20 * min(fwd.kept, chunk) * s.vocab,
         "backward": one_layer * (2 if checkpointing else 1),
     }
 
@@ -200,9 +201,11 @@ def memory_plan(
     reference: bool = True,
     cuda: bool = True,
     first_step: bool = False,
+    logprob_chunk: int = 512,
 ) -> dict[str, int]:
     """Per-rank bytes by category, the planned "peak" and the "phase" it falls in (see the module docstring).
-    With `first_step` the AdamW moments, which the first optimizer step creates, are absent before it."""
+    With `first_step` the AdamW moments, which the first optimizer step creates, are absent before it;
+    `logprob_chunk` is `trainer.logprob_chunk_size`."""
     bm, bc = PRECISION_BYTES[precision]
     reduce = 2 if precision == "bf16-pure" else 4  # FSDP2 reduces in fp32 under bf16-mixed and fp32
     n = param_counts(s)
@@ -217,7 +220,7 @@ def memory_plan(
         # its forward (FSDP2 does not reshard a root after its forward, and the no-grad reference has no backward)
         "gathered": bc * (n["root"] + 2 * n["text_layer"]) + (bc * n["root"] if reference else 0),
     }
-    acts = activation_bytes(s, fwd, bc, checkpointing)
+    acts = activation_bytes(s, fwd, bc, checkpointing, logprob_chunk)
     plan.update({f"act_{k}": v for k, v in acts.items()})
     # the root group's unsharded gradients, its reduce-scatter input and output; a tied embedding gets two
     # gradients (lookup and lm_head) that autograd adds

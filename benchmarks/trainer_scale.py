@@ -1,4 +1,5 @@
-"""The trainer's memory and speed options side by side: precision, activation checkpointing, length balancing.
+"""The trainer's memory and speed options side by side: precision, activation checkpointing, length balancing,
+shared video encoding and CPU offload.
 
 Builds a random-initialised Qwen2.5-VL of a given shape (nothing is downloaded) -- `--shape 7b`, the published
 Qwen2.5-VL-7B-Instruct sizes, or `--shape tiny`, the project's tiny model (`common.tiny_model`) for CPU and CI --
@@ -90,7 +91,7 @@ QWEN25_VL_7B = {
     },
 }
 VISION_START, VIDEO_PAD, VISION_END = 151652, 151656, 151653
-OPTIONS = ("precision", "activation_checkpointing", "balance_lengths", "share_video_encoding")
+OPTIONS = ("precision", "activation_checkpointing", "balance_lengths", "share_video_encoding", "offload")
 
 
 def shape_config(shape: str, layers: int = 0):
@@ -157,7 +158,7 @@ class ShapeRank(TrainerRank):
         super().__init__(rank, cfg, "", seed, 1.0, 0)
         self.shape_config = config
 
-    def _load(self, path: str, dtype):
+    def _load(self, path: str, dtype, keep_on_cpu: bool = False):
         import copy
 
         import torch
@@ -165,7 +166,7 @@ class ShapeRank(TrainerRank):
 
         attn = resolve_attn_implementation(self.cfg.attn_implementation, self.device.type)
         torch.manual_seed(self.seed)
-        with torch.device(self.device):
+        with torch.device("cpu" if keep_on_cpu else self.device):  # offloaded shards live in CPU memory
             return Qwen2_5_VLForConditionalGeneration._from_config(
                 copy.deepcopy(self.shape_config), dtype=dtype, attn_implementation=attn
             )
@@ -187,6 +188,8 @@ def option_runs(args, device_type: str) -> list[tuple[str, str, dict]]:
         if name == "balance_lengths" and args.world_size == 1:
             continue
         runs += [(name, setting, {name: value}) for setting, value in (("on", True), ("off", False))]
+    if "offload" in args.options and "offload" in fields:  # the memory plan does not model it: measured only
+        runs += [("offload", value, {"offload": value}) for value in ("none", "reference", "all")]
     return runs
 
 
@@ -200,7 +203,7 @@ def resolved(overrides: dict, device_type: str) -> dict:
         "precision": resolve_precision(cfg.precision, device_type),
         "activation_checkpointing": resolve_activation_checkpointing(cfg.activation_checkpointing, device_type),
     }
-    for name in ("balance_lengths", "share_video_encoding"):
+    for name in ("balance_lengths", "share_video_encoding", "offload"):
         if hasattr(cfg, name):
             out[name] = getattr(cfg, name)
     return out

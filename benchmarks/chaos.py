@@ -100,6 +100,12 @@ SITECUSTOMIZE = textwrap.dedent(
 )
 
 
+def token_checksum(traj, record, **_) -> float:
+    """A reward plugin of the benchmark, not a training signal: the sum of the response's token ids modulo 1000,
+    over 1000 (it differs between any two sampled episodes that differ, whatever the model writes)."""
+    return sum(traj.response_ids) % 1000 / 1000
+
+
 def descendants(pid: int) -> list:
     import psutil
 
@@ -174,10 +180,20 @@ def run_case(case: Case, work: Path, args: argparse.Namespace, init_from: str) -
         f"run.timeout_s={args.timeout_s}",
         f"data.batch_size={args.batch_size}",
         f"cold_start.steps={args.cold_start_steps}",
+        # plus token_checksum below (a user plugin): an arbitrary but deterministic function of the sampled tokens,
+        # so that the tiny model's rewards differ within every group from the first step (it rarely answers right,
+        # and its responses tend to have the same length and no repeated token); each step's update is then
+        # non-zero, and the comparison with the fault-free run covers the trainer, not only the rollouts
+        "rewards.components=[{name: accuracy}, {name: format}, {name: 'benchmarks.chaos:token_checksum'}]",
     ]
     if init_from and not case.driver_crash:
         overrides.append(f"init_from={init_from}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the project on the path of the driver and (inherited) of its Ray workers, which import the reward plugin
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    }
     if case.data:
         path, _ = write_faulty_data(work, case.data, args.batch_size, seed=0)
         overrides.append(f"data.train={path}")

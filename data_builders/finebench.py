@@ -14,7 +14,9 @@ question template (seeded choice among a few per category); the person is named 
 boxes of everyone annotated at that keyframe (`spatial_descriptors`); three distractors come from actions similar
 to the answer in the same category (a similarity map: the user's JSON, else by default the all-MiniLM-L6-v2
 cosine similarity of the action names, or with `--similarity words` shared content words ranked by rapidfuzz's
-token_set_ratio), then from the rest of the category, then from any action (seeded); the options A-D
+token_set_ratio), then from the rest of the category, then from any action (seeded), never one that the person is
+annotated doing at that keyframe (so "watch (a person)" is no distractor for someone who listens and watches); the
+options A-D
 are shuffled with the correct letter balanced over each output (every run of four questions uses each letter
 once, in a seeded order). When a person has two or more actions of one category at the same keyframe, one more
 question asks for all of them at once (the correct option names them all, e.g. "listen to (a person) and watch
@@ -33,7 +35,7 @@ import re
 import sys
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,23 +249,32 @@ def pick_distractors(
     category: Sequence[str],
     everything: Sequence[str],
     rng: np.random.Generator,
+    true_actions: Collection[str] = (),
 ) -> list[tuple[tuple[str, ...], str]]:
     """Three distractors for `answer` (one action, or several of one category), each with the tier it came from.
 
     A distractor is the answer with one of its actions swapped for another; the swaps come first from the
     similar actions (seeded order), then from the rest of the category, then from any action, and no distractor
-    equals the answer or another distractor as a set of actions. Fewer than three when the vocabulary is too small.
+    equals the answer or another distractor as a set of actions. An action in `true_actions` (everything the
+    person is annotated doing at that keyframe) is never swapped in: "watch (a person)" is no wrong option for a
+    person who listens to and watches someone. Fewer than three when the vocabulary is too small.
+
+    >>> rng = np.random.default_rng(0)
+    >>> pick_distractors(("listen",), {"listen": ["watch", "talk"]}, ["listen", "watch", "talk", "hug"], [], rng,
+    ...                  true_actions={"listen", "watch"})
+    [(('talk',), 'similar'), (('hug',), 'category')]
     """
     chosen: list[tuple[tuple[str, ...], str]] = []
     seen = {frozenset(answer)}
+    barred = set(true_actions) | set(answer)  # a swap must not bring in something the person really does
     tiers = (
         ("similar", lambda a: similar.get(a, ())),
         ("category", lambda a: category),
         ("any", lambda a: everything),
     )
     for tier, swaps in tiers:
-        cands = [answer[:i] + (s,) + answer[i + 1 :] for i, a in enumerate(answer) for s in swaps(a)]
-        cands = [c for c in cands if len(set(c)) == len(c)]  # a swap must not repeat an action of the answer
+        swapped = [(i, s) for i, a in enumerate(answer) for s in swaps(a) if s not in barred]
+        cands = [answer[:i] + (s,) + answer[i + 1 :] for i, s in swapped]
         for j in rng.permutation(len(cands)) if cands else ():
             key = frozenset(cands[j])
             if key not in seen:
@@ -380,7 +391,9 @@ def make_record(
     category = acts[0].category
     answer = tuple(a.name for a in acts)
     ids = "+".join(str(a.id) for a in acts)
-    distractors = pick_distractors(answer, vocab.similar, vocab.by_category[category], vocab.everything, rng)
+    distractors = pick_distractors(
+        answer, vocab.similar, vocab.by_category[category], vocab.everything, rng, ctx["true_actions"]
+    )
     if len(distractors) < 3:
         return f"only {len(distractors)} distinct distractors for {answer}"
     others = [d for d, _ in distractors]
@@ -439,6 +452,7 @@ def add_questions(col: Collector, output: str, frames: dict, vocab: Vocabulary, 
                     "t": round(ts + args.time_offset, 3),
                     "person_id": pid,
                     "box": people[pid].box,
+                    "true_actions": {vocab.actions[a].name for a in people[pid].actions},
                     "num_people": len(people),
                     "video": videos[video_id],
                     "window": args.window,

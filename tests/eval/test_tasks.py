@@ -114,6 +114,20 @@ def test_mcq_rows():
     assert m["accuracy/move"] == 0.5 and m["accuracy/object"] == 0.0 and m["blank_rate/object"] == 1.0
 
 
+def test_mcq_option_text_and_the_released_reader():
+    options = {"A": "sit", "B": "stand", "C": "walk", "D": "bend/bow (at the waist)"}
+    records = [{"answer": "D", "category": "move", "options": options}] * 2 + [
+        {"answer": "C", "category": "move", "options": options}
+    ]
+    rows = [{"prediction": p} for p in ("Bend/bow (at the waist)", "Answer: D", "Best option: C")]
+    tasks.score_rows("mcq", rows, records)
+    # ours: the text of D, then the letters after the prefixes; released: B of "Bend", D, B of "Best"
+    assert [r["parsed"]["letter"] for r in rows] == ["D", "D", "C"]
+    assert [r["parsed"]["released_letter"] for r in rows] == ["B", "D", "B"]
+    m = tasks.aggregate("mcq", rows, records)
+    assert m["accuracy"] == 1.0 and math.isclose(m["accuracy_released_reader"], 1 / 3)
+
+
 # ------------------------------------------------------------------------------------------ resolution
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -201,7 +201,20 @@ def test_checkpoint_checks(tmp_path, tiny_model_dir):
     "extra, message",
     [
         (["--benchmark", "no-such-bench"], "unknown benchmark 'no-such-bench'"),
-        (["--benchmark", "sample-aqa", "--fineagent", "localizer"], "--fineagent applies to mcq"),
+        (["--benchmark", "sample-aqa", "--fineagent", "localizer:oracle"], "--fineagent applies to mcq"),
+        (["--benchmark", "sample-mcq", "--fineagent", "localizer"], "say which localizer"),
+        (["--benchmark", "sample-mcq", "--fineagent-tools", "{}"], "--fineagent-tools without --fineagent"),
+        (
+            [
+                "--benchmark",
+                "sample-mcq",
+                "--fineagent",
+                "descriptor",
+                "--fineagent-tools",
+                '{"video_description": 1}',
+            ],
+            "video_description",
+        ),
         (["--benchmark", "sample-aqa", "--llm-judge"], "needs --judge"),
         (["--benchmark", "sample-aqa", "--actors", "0"], "--actors must be >= 1"),
     ],

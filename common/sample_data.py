@@ -1,4 +1,5 @@
-"""Build the bundled sample data of the embedded default: small `ovar` and `aqa` train/eval sets for a laptop CPU.
+"""Build the bundled sample data of the embedded default: small `ovar` and `aqa` train/eval sets and an `mcq` eval
+set (`common.sample_mcq`) for a laptop CPU.
 
 Two kinds of videos, both real mp4 files that decode with decord:
   - procedurally rendered stick figures (H.264, 112x112, 8 fps, 16-24 frames) doing actions whose motion is
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.sample_mcq import build_sample_mcq
 from common.schema import write_records
 from common.stick_figure import action_spec, random_look, render_action, segments
 from common.tiny_model import default_home
@@ -253,6 +255,7 @@ def _paths(root: Path) -> dict[str, Path]:
         "eval": root / "eval.jsonl",
         "aqa_train": root / "aqa_train.jsonl",
         "aqa_eval": root / "aqa_eval.jsonl",
+        "mcq_eval": root / "mcq_eval.jsonl",
         "summary": root / "summary.json",
         "videos": root / "videos",
     }
@@ -269,7 +272,7 @@ def build_sample_data(
     out_dir: str | Path, seed: int = 0, force: bool = False, progress: bool = False
 ) -> dict[str, Path]:
     """Build the sample data into `out_dir` (atomically) and return its paths: root, train, eval (ovar), aqa_train,
-    aqa_eval, summary, videos.
+    aqa_eval, mcq_eval (`common.sample_mcq`, added to an older build on first use), summary, videos.
 
     A complete build with the same version and seed is reused unless `force`; `progress` shows a tqdm bar.
     An existing folder is replaced only if it is a sample-data build (it has the stamp file) or empty.
@@ -279,6 +282,7 @@ def build_sample_data(
     root = Path(out_dir).expanduser().resolve()
     wanted = {"version": SAMPLE_VERSION, "seed": seed}
     if not force and _stamp_of(root) == wanted:
+        build_sample_mcq(root, seed)
         return _paths(root)
     if root.exists() and _stamp_of(root) is None and any(root.iterdir()):
         # builds are moved into place whole, so a folder without the stamp was not written here: keep it
@@ -294,6 +298,7 @@ def build_sample_data(
             write_records(tmp / f"{split}.jsonl", recs)
             write_records(tmp / f"aqa_{split}.jsonl", _aqa_records(recs))
         (tmp / "summary.json").write_text(json.dumps(_summary(records, seed), indent=2) + "\n")
+        build_sample_mcq(tmp, seed)
         (tmp / STAMP).write_text(json.dumps(wanted))  # written last: its presence means the build is complete
         if root.exists():
             shutil.rmtree(root)
@@ -325,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     for split, info in summary["aqa"].items():
         scores = f"synthetic scores {info['score_min']}-{info['score_max']}"
         print(f"  aqa {split:5s} {info['records']:3d} records ({scores})")
+    mcq = sum(1 for _ in paths["mcq_eval"].open())
+    print(f"  mcq eval  {mcq:3d} records (FineBench-style questions, python -m eval.run --benchmark sample-mcq)")
 
 
 if __name__ == "__main__":

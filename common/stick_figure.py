@@ -270,3 +270,15 @@ def render_action(spec: ActionSpec, look: Look, num_frames: int, rng: np.random.
         frame = noisy * (1 - alpha) + np.asarray(look.figure, np.float32) * alpha
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
+
+
+def figure_box(spec: ActionSpec, look: Look, num_frames: int, k: int) -> list[float]:
+    """The pixel box [x1, y1, x2, y2] of the figure `render_action` draws in frame k of num_frames: its joints and
+    head, widened by half the line thickness (clipped to the frame)."""
+    joints = skeleton(spec, pose_at(spec, k / max(1, num_frames - 1)))
+    pts = np.array([(look.center_x + p[0] * look.scale, look.pelvis_y - p[1] * look.scale) for p in joints.values()])
+    half, r = max(2, round(look.scale * 0.05)) / 2, round(HEAD_R * look.scale)
+    head = pts[list(joints).index("head")]
+    x1, y1 = min(pts[:, 0].min() - half, head[0] - r), min(pts[:, 1].min() - half, head[1] - r)
+    x2, y2 = max(pts[:, 0].max() + half, head[0] + r), max(pts[:, 1].max() + half, head[1] + r)
+    return [max(0.0, x1), max(0.0, y1), min(float(look.size), x2), min(float(look.size), y2)]

@@ -11,16 +11,18 @@ Expected layout (the official AVA v2.2 annotations, `ava_v2.2.zip`, and the movi
 
 One question per annotated (keyframe, person, action), as FineBench builds them: the action's category gives the
 question template (seeded choice among a few per category); the person is named by a spatial descriptor from the
-boxes of everyone annotated at that keyframe (`spatial_descriptors`); three distractors come from actions similar
-to the answer in the same category (a similarity map: the user's JSON, else by default the all-MiniLM-L6-v2
-cosine similarity of the action names, or with `--similarity words` shared content words ranked by rapidfuzz's
-token_set_ratio), then from the rest of the category, then from any action (seeded); the options A-D
-are shuffled with the correct letter balanced over each output (every run of four questions uses each letter
-once, in a seeded order). When a person has two or more actions of one category at the same keyframe, one more
-question asks for all of them at once (the correct option names them all, e.g. "listen to (a person) and watch
-(a person)"; a distractor swaps one of them for a similar action). The clip is [t - w/2, t + w/2] around the
-keyframe's time t (AVA keyframes are whole seconds of the movie; `--time-offset -900` for movies cut to their
-15 annotated minutes); `meta.boxes` holds the person's box at t for FineAgent's localizer.
+boxes of everyone annotated at that keyframe (`common.spatial.spatial_descriptors`, which FineAgent's detector
+localizer reads back); three distractors come from actions similar to the answer in the same category (a similarity
+map: the user's JSON, else by default the all-MiniLM-L6-v2 cosine similarity of the action names, or with
+`--similarity words` shared content words ranked by rapidfuzz's token_set_ratio), then from the rest of the
+category, then from any action (seeded), never one that the person is annotated doing at that keyframe (so "watch (a
+person)" is no distractor for someone who listens and watches); the options A-D are shuffled with the correct letter
+balanced over each output (every run of four questions uses each letter once, in a seeded order). When a person has
+two or more actions of one category at the same keyframe, one more question asks for all of them at once (the
+correct option names them all, e.g. "listen to (a person) and watch (a person)"; a distractor swaps one of them for
+a similar action). The clip is [t - w/2, t + w/2] around the keyframe's time t (AVA keyframes are whole seconds of
+the movie; `--time-offset -900` for movies cut to their 15 annotated minutes); `meta.boxes` holds the person's box
+at t for FineAgent's oracle localizer.
 
 Outputs: train.jsonl (ava_train_v2.2.csv), val.jsonl (ava_val_v2.2.csv).
 
@@ -33,12 +35,13 @@ import re
 import sys
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from common.spatial import spatial_descriptors
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, load_json, read_csv_rows, where
 
 COLUMNS = ("video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id")
@@ -79,7 +82,6 @@ STOP_WORDS = frozenset(
 MAX_SIMILAR = 5  # distractors are drawn from this many most similar actions
 # how the similar actions are found when no map is given (--similarity), as stats.json names them
 SIMILARITIES = {"embedding": "all-MiniLM-L6-v2 cosine", "words": "shared content words"}
-ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 
 
 @dataclass(frozen=True)
@@ -108,54 +110,6 @@ def read_action_list(path: Path) -> dict[int, Action]:
     if not actions:
         raise BuildError(f"{path}: no `label {{ ... }}` blocks")
     return actions
-
-
-def ordinal(n: int) -> str:
-    """'first', 'second', ... for 1..10, then '11th', '12th', '21st', ...
-
-    >>> ordinal(2), ordinal(11), ordinal(22)
-    ('second', '11th', '22nd')
-    """
-    if n <= len(ORDINALS):
-        return ORDINALS[n - 1]
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def spatial_descriptors(boxes: Mapping[int, Sequence[float]]) -> dict[int, str]:
-    """A phrase naming each person (by id) from the boxes [x1, y1, x2, y2] of everyone at one keyframe.
-
-    People are ordered left to right by box centre; equal centres are ordered top to bottom, then by id, so the
-    phrases are deterministic. One person: "the only person"; two: "the person on the left/right"; three or more:
-    "the leftmost person", "the rightmost person", the middle one of an odd count "the person in the center", the
-    others "the second person from the left" (or from the right, counting from the nearer side).
-
-    >>> spatial_descriptors({7: [0.6, 0, 0.9, 1], 3: [0.1, 0, 0.3, 1]})
-    {3: 'the person on the left', 7: 'the person on the right'}
-    >>> d = spatial_descriptors({1: [0.0, 0, 0.1, 1], 2: [0.2, 0, 0.3, 1], 3: [0.4, 0, 0.5, 1], 4: [0.8, 0, 0.9, 1]})
-    >>> [d[i] for i in (1, 2, 3, 4)]
-    ['the leftmost person', 'the second person from the left', 'the second person from the right', \
-'the rightmost person']
-    """
-    order = sorted(boxes, key=lambda p: ((boxes[p][0] + boxes[p][2]) / 2, (boxes[p][1] + boxes[p][3]) / 2, p))
-    n = len(order)
-    if n == 1:
-        return {order[0]: "the only person"}
-    if n == 2:
-        return {order[0]: "the person on the left", order[1]: "the person on the right"}
-    out = {}
-    for i, pid in enumerate(order):
-        if i == 0:
-            out[pid] = "the leftmost person"
-        elif i == n - 1:
-            out[pid] = "the rightmost person"
-        elif n % 2 == 1 and i == n // 2:
-            out[pid] = "the person in the center"
-        elif i < n / 2:
-            out[pid] = f"the {ordinal(i + 1)} person from the left"
-        else:
-            out[pid] = f"the {ordinal(n - i)} person from the right"
-    return out
 
 
 def content_words(name: str) -> set[str]:
@@ -247,23 +201,32 @@ def pick_distractors(
     category: Sequence[str],
     everything: Sequence[str],
     rng: np.random.Generator,
+    true_actions: Collection[str] = (),
 ) -> list[tuple[tuple[str, ...], str]]:
     """Three distractors for `answer` (one action, or several of one category), each with the tier it came from.
 
     A distractor is the answer with one of its actions swapped for another; the swaps come first from the
     similar actions (seeded order), then from the rest of the category, then from any action, and no distractor
-    equals the answer or another distractor as a set of actions. Fewer than three when the vocabulary is too small.
+    equals the answer or another distractor as a set of actions. An action in `true_actions` (everything the
+    person is annotated doing at that keyframe) is never swapped in: "watch (a person)" is no wrong option for a
+    person who listens to and watches someone. Fewer than three when the vocabulary is too small.
+
+    >>> rng = np.random.default_rng(0)
+    >>> pick_distractors(("listen",), {"listen": ["watch", "talk"]}, ["listen", "watch", "talk", "hug"], [], rng,
+    ...                  true_actions={"listen", "watch"})
+    [(('talk',), 'similar'), (('hug',), 'category')]
     """
     chosen: list[tuple[tuple[str, ...], str]] = []
     seen = {frozenset(answer)}
+    barred = set(true_actions) | set(answer)  # a swap must not bring in something the person really does
     tiers = (
         ("similar", lambda a: similar.get(a, ())),
         ("category", lambda a: category),
         ("any", lambda a: everything),
     )
     for tier, swaps in tiers:
-        cands = [answer[:i] + (s,) + answer[i + 1 :] for i, a in enumerate(answer) for s in swaps(a)]
-        cands = [c for c in cands if len(set(c)) == len(c)]  # a swap must not repeat an action of the answer
+        swapped = [(i, s) for i, a in enumerate(answer) for s in swaps(a) if s not in barred]
+        cands = [answer[:i] + (s,) + answer[i + 1 :] for i, s in swapped]
         for j in rng.permutation(len(cands)) if cands else ():
             key = frozenset(cands[j])
             if key not in seen:
@@ -380,7 +343,9 @@ def make_record(
     category = acts[0].category
     answer = tuple(a.name for a in acts)
     ids = "+".join(str(a.id) for a in acts)
-    distractors = pick_distractors(answer, vocab.similar, vocab.by_category[category], vocab.everything, rng)
+    distractors = pick_distractors(
+        answer, vocab.similar, vocab.by_category[category], vocab.everything, rng, ctx["true_actions"]
+    )
     if len(distractors) < 3:
         return f"only {len(distractors)} distinct distractors for {answer}"
     others = [d for d, _ in distractors]
@@ -439,6 +404,7 @@ def add_questions(col: Collector, output: str, frames: dict, vocab: Vocabulary, 
                     "t": round(ts + args.time_offset, 3),
                     "person_id": pid,
                     "box": people[pid].box,
+                    "true_actions": {vocab.actions[a].name for a in people[pid].actions},
                     "num_people": len(people),
                     "video": videos[video_id],
                     "window": args.window,

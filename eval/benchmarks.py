@@ -37,6 +37,7 @@ def _sample(split: str) -> Callable[[], Path]:
 _REGISTRY: dict[str, Callable[[], Path]] = {
     "sample-ovar": _sample("eval"),
     "sample-aqa": _sample("aqa_eval"),
+    "sample-mcq": _sample("mcq_eval"),
     "sample-ovar-train": _sample("train"),
     "sample-aqa-train": _sample("aqa_train"),
 }

@@ -22,10 +22,10 @@ from common.offline import offline_env
 from common.waits import DEFAULT_TIMEOUT_S, check_timeout
 from eval import metrics as M
 from eval import report
-from eval.actor import FineAgentError, check_fineagent
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
 from eval.config import EvalConfig, run_rollout_config
+from eval.fineagent import FineAgentError, check_fineagent, parse_variant
 from eval.runner import EvalOptions, EvalResult, Evaluator
 from rewards.helpers import TIOU_MODES
 from rollout.config import RolloutConfig
@@ -58,9 +58,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N records only")
     p.add_argument(
         "--fineagent",
+        action="append",
+        default=[],
+        help="mcq: a FineAgent variant, modules localizer:oracle (the annotated box), localizer:detector (the "
+        "human_detection tool picks the described person) and descriptor, comma-separated, e.g. "
+        "'localizer:detector,descriptor'; repeatable; each checkpoint is also evaluated without",
+    )
+    p.add_argument(
+        "--fineagent-tools",
         default="",
-        help="mcq: 'localizer', 'descriptor' or 'localizer,descriptor'; "
-        "each checkpoint is then evaluated with and without",
+        help='JSON options of FineAgent\'s tools, as rollout.tools, e.g. \'{"video_description": {"describer": '
+        '{"kind": "endpoint", "base_url": URL, "model": NAME, "api_key_env": "VLM_KEY"}}}\'',
     )
     judge_help = 'JSON judge spec (needed for describe and --llm-judge), e.g. \'{"kind": "openai", "base_url": '
     judge_help += 'URL, "model": NAME, "api_key_env": "JUDGE_KEY"}\''
@@ -107,10 +115,7 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         raise CheckpointError("nothing to evaluate: give --checkpoint DIR (repeatable) or --watch RUN_DIR")
     if args.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {args.actors}")
-    modules = [m.strip() for m in args.fineagent.split(",") if m.strip()]
-    if modules and benchmark.task != "mcq":
-        raise FineAgentError(f"--fineagent applies to mcq benchmarks; {benchmark.name} is {benchmark.task}")
-    check_fineagent(modules, benchmark.records)
+    variants = fineagent_variants(args, benchmark)
     judge = _json_arg(args.judge, "--judge") or None
     if (benchmark.task == "describe" or args.llm_judge) and judge is None:
         why = "--llm-judge" if args.llm_judge else f"the describe benchmark {benchmark.name} (semantic entailment)"
@@ -135,12 +140,28 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         metric_options={"rl2_range": args.rl2_range, "tiou_mode": args.tiou_mode},
         timeout_s=check_timeout(args.timeout_s),
         retries=args.retries,
+        fineagent_tools=_json_arg(args.fineagent_tools, "--fineagent-tools"),
     )
     previous = Path(args.out).expanduser() / "metrics.json"
     if previous.is_file() and json.loads(previous.read_text()).get("records") != str(benchmark.path):
         raise ValueError(f"--out {args.out} holds the results of another benchmark ({previous}); choose another --out")
-    variants = [""] + (["+".join(modules)] if modules else [])
     return benchmark, checkpoints, variants, options
+
+
+def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[str]:
+    """The variants each checkpoint is evaluated in: "" (plain), then one per --fineagent ("localizer:oracle",
+    "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle)."""
+    if args.fineagent_tools and not args.fineagent:
+        raise FineAgentError("--fineagent-tools without --fineagent: name the FineAgent variant(s) to evaluate")
+    if args.fineagent and benchmark.task != "mcq":
+        raise FineAgentError(f"--fineagent applies to mcq benchmarks; {benchmark.name} is {benchmark.task}")
+    tools = _json_arg(args.fineagent_tools, "--fineagent-tools")
+    variants = [""]
+    for value in args.fineagent:
+        modules = parse_variant(value)
+        check_fineagent(modules, benchmark.records, tools)
+        variants.append("+".join(modules))
+    return list(dict.fromkeys(variants))
 
 
 # Settings an evaluation takes from the run's config.yaml unless a flag gives them; without a run config (a bare
@@ -289,6 +310,12 @@ def main(argv: list[str] | None = None) -> dict:
     print("[eval] rollout settings:\n" + describe_settings(options.rollout, options.sources))
     settings = {k: {"value": getattr(options.rollout, k), "source": v} for k, v in options.sources.items()}
     settings |= {k: {"value": v, "source": "metric option"} for k, v in options.metric_options.items()}
+    if len(variants) > 1:
+        source = "flag" if args.fineagent_tools else "default"
+        settings["fineagent"] = {
+            "value": {"variants": variants[1:], "tools": options.fineagent_tools},
+            "source": source,
+        }
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     if benchmark.spec.options:
         print("[eval] metric options: " + ", ".join(f"{k}={v}" for k, v in options.metric_options.items()))

@@ -53,6 +53,8 @@ class EvalOptions:
     loads the checkpoint) before it is killed and replaced."""
     retries: int = 2
     """How often a chunk whose actor died or hung runs again on a fresh actor (run.actor_retries in training)."""
+    fineagent_tools: dict[str, dict] = field(default_factory=dict)
+    """Options of FineAgent's tools ({tool name: options}, as rollout.tools), for mcq variants with FineAgent."""
 
 
 class ActorClock:
@@ -153,7 +155,7 @@ class Evaluator:
         if not benchmark.spec.uses_tools:
             rollout = dataclasses.replace(rollout, tools={})
         threads = 1 if o.num_gpus == 0 else None
-        self._make = lambda: remote.remote(rollout, torch_threads=threads)
+        self._make = lambda: remote.remote(rollout, torch_threads=threads, fineagent_tools=o.fineagent_tools)
         self.actors = [self._make() for _ in range(max(1, o.actors))]
         self.clock = ActorClock(self.actors, o.timeout_s)
         self.restarts = 0  # actors replaced

@@ -141,10 +141,19 @@ def _aqa_aggregate(
 
 # ------------------------------------------------------------------------------------------------- mcq
 def _mcq_score(text: str, record: dict) -> tuple[dict, dict]:
+    """The letter as the `mcq` reward reads it (`rewards.mcq.reply_letter`, one reader for both), and as
+    FineBench's released evaluator reads it (`released_letter`, reported beside it for comparison; from the
+    `<answer>` content too when there is one, so that only the reading rule differs)."""
+    from rewards.helpers import released_mcq_letter
     from rewards.mcq import reply_letter
+    from rewards.videostar import extract_answer
 
-    letter = reply_letter(text)
-    return {"letter": letter}, {"correct": 1.0 if letter == record["answer"] else 0.0, "blank": 0.0 if letter else 1.0}
+    letter = reply_letter(text, record.get("options"))
+    answer = extract_answer(text)
+    released = released_mcq_letter(answer if answer is not None else text, record.get("options"))
+    values = {"correct": 1.0 if letter == record["answer"] else 0.0, "blank": 0.0 if letter else 1.0}
+    values["correct_released"] = 1.0 if released == record["answer"] else 0.0
+    return {"letter": letter, "released_letter": released}, values
 
 
 def _mcq_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
@@ -152,6 +161,7 @@ def _mcq_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
         [r["parsed"]["letter"] for r in rows], [rec["answer"] for rec in records], [rec["category"] for rec in records]
     )
     out = {"accuracy": m["accuracy"], "blank_rate": m["blank_rate"]}
+    out["accuracy_released_reader"] = M._mean([r["metrics"].get("correct_released", 0.0) for r in rows])
     for cat, v in m["per_category"].items():
         out[f"accuracy/{cat}"] = v["accuracy"]
         out[f"blank_rate/{cat}"] = v["blank_rate"]

@@ -1,6 +1,6 @@
 """Pure helpers shared by the built-in rewards and the eval metrics: segment IoU with optimal matching, sequence
 edit similarity, the HieroAction score term, the GPS entailment score, Video-STAR's sub-motion weights and
-FineBench's option-letter reader.
+FineBench's option-letter readers (ours, and the released evaluator's for comparison).
 
 All are exported from `rewards` under these names. They take plain Python values, import nothing heavy, and
 validate their arguments (ValueError naming the argument); the rewards built on them never raise.
@@ -10,25 +10,50 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 TIOU_MODES = ("max", "paper")  # the first is the default
 SCHEMES = ("linear", "exponential")
-# FineBench's evaluator (the VideoMME-style reader): these prefixes are removed before looking for a letter.
+# Said before the letter of a multiple-choice reply ("Answer: C", "The correct answer is (B)"): removed from the
+# start, in this order (longer first), case-insensitive, repeatedly. It holds every prefix of FineBench's released
+# evaluator and of the VideoMME reader it derives from, plus the shorter forms models write.
 MCQ_ANSWER_PREFIXES = (
     "The best answer is",
     "The correct answer is",
     "The answer is",
-    "The answer",
     "The best option is",
     "The correct option is",
+    "The correct answer",
+    "The correct option",
+    "The answer",
     "Best answer:",
     "Best option:",
+    "Correct answer:",
+    "My answer is",
+    "Answer is",
+    "Answer:",
+    "Answer",
+    "Option:",
+    "Option",
 )
-_LETTER = re.compile(r"[ABCD]")
+# The released evaluator's list, as its code spells it: two missing commas glue "The best option is" to "The
+# correct option is" and "Best answer:" to "Best option:", so those four are never removed there.
+RELEASED_MCQ_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+    "Answer:",
+    "Option:",
+)
+_PREFIX = re.compile("|".join(re.escape(p) for p in MCQ_ANSWER_PREFIXES), re.IGNORECASE)
+_OPENERS = " \t\n:*#([{\"'"  # markdown, brackets and quotes before the letter: "**(C)**", "[B]"
+_TOKEN_PUNCT = re.compile(r"[.()\[\],:;!*#{}\"'`<>/]")  # VLMEvalKit's token separators, quotes, tags, slashes
 
 
 def to_float(x: Any) -> float | None:
@@ -209,21 +234,95 @@ def submotion_weights(n: int, scheme: str = "linear") -> list[float]:
     return [w / total for w in raw]
 
 
-def parse_mcq_letter(text: Any) -> str:
-    """The option letter of a multiple-choice reply, read as FineBench's evaluator reads it: remove the answer
-    prefixes (`MCQ_ANSWER_PREFIXES`), then take the first capital A, B, C or D anywhere in the rest. A reply of
-    more than 10 words with no such letter, any reply with none, and a non-string, are blank: "".
+def parse_mcq_letter(text: Any, options: Mapping[str, Any] | None = None) -> str:
+    """The option letter of a multiple-choice reply, or "" when it names none (a blank). In order:
 
-    Faithful to the evaluator, so "A man runs" reads as "A"; ask for a bare letter in the prompt.
+    1. the answer prefixes (`MCQ_ANSWER_PREFIXES`: "Answer:", "The answer is", "Option", ...) and any opening
+       bracket, quote or markdown are removed from the start, then a capital letter at the start that stands
+       alone ("C", "C.", "C)", "(C)", "C: walk", "C walk") is the answer;
+    2. else the one letter that stands alone as a word anywhere ("I think B.", "..., so the answer is (D)");
+       several different ones ("B or C") are no answer;
+    3. else, with `options` {letter: text}, the option whose text the reply is (compared lower case with
+       punctuation and repeated spaces removed), else the one option whose text the reply contains as whole
+       words; none or several: "".
 
-    >>> parse_mcq_letter("The best answer is (C) walk"), parse_mcq_letter("b"), parse_mcq_letter("I think B.")
-    ('C', '', 'B')
+    The letters are the keys of `options` (A-D in FineBench's records), A-E without options. Lower-case letters
+    are never read ("c" is blank), and a capital inside a word never counts ("Bend/bow" is not B), where
+    FineBench's released evaluator reads the first capital A-D anywhere (`released_mcq_letter`); "A man walks"
+    still reads as A in both: prompt for a bare letter.
+
+    >>> parse_mcq_letter("Answer: C"), parse_mcq_letter("The answer is (B) stand"), parse_mcq_letter("I think D.")
+    ('C', 'B', 'D')
+    >>> opts = {"A": "sit", "B": "stand", "C": "walk", "D": "bend/bow (at the waist)"}
+    >>> parse_mcq_letter("Bend/bow (at the waist).", opts), parse_mcq_letter("they walk or stand", opts)
+    ('D', '')
     """
     if not isinstance(text, str):
         return ""
-    s = text.strip()
-    for prefix in MCQ_ANSWER_PREFIXES:
-        s = s.replace(prefix, "")
-    match = _LETTER.search(s)
-    # (the evaluator's "over 10 words and no letter: blank" rule gives the same "" as "no letter")
-    return match[0] if match else ""
+    letters = _option_letters(options)
+    rest = text.strip()
+    while True:  # "Answer: Option (C)": every prefix, in any order
+        rest = rest.lstrip(_OPENERS)
+        m = _PREFIX.match(rest)
+        if not m:
+            break
+        rest = rest[m.end() :]
+    if rest[:1] in letters and (len(rest) == 1 or not rest[1].isalnum()):
+        return rest[0]
+    alone = {t for t in _TOKEN_PUNCT.sub(" ", text).split() if t in letters}
+    if len(alone) == 1:
+        return alone.pop()
+    return option_text_letter(text, options) if options else ""
+
+
+def _option_letters(options: Mapping[str, Any] | None) -> frozenset[str]:
+    if isinstance(options, Mapping) and options:
+        return frozenset(k for k in options if isinstance(k, str) and len(k) == 1 and k.isupper())
+    return frozenset("ABCDE")
+
+
+def _normalize(text: str) -> str:
+    """Lower case, every run of non-alphanumerics one space: "Bend/bow (at the waist)." -> "bend bow at the waist"."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+
+
+def option_text_letter(text: Any, options: Mapping[str, Any] | None) -> str:
+    """The letter of the option a reply names by its text: the one option equal to the reply, else the one option
+    contained in it as whole words, both after `_normalize`; "" when none or several match.
+
+    >>> opts = {"A": "sit", "B": "walk"}
+    >>> option_text_letter("Walk.", opts), option_text_letter("they walk", opts), option_text_letter("sit, walk", opts)
+    ('B', 'B', '')
+    """
+    if not isinstance(text, str) or not isinstance(options, Mapping):
+        return ""
+    reply = _normalize(text)
+    texts = {k: _normalize(str(v)) for k, v in options.items() if _normalize(str(v))}
+    if not reply:
+        return ""
+    found = [k for k, v in texts.items() if v == reply] or [k for k, v in texts.items() if f" {v} " in f" {reply} "]
+    return found[0] if len(found) == 1 else ""
+
+
+def released_mcq_letter(text: Any, options: Mapping[str, Any] | None = None) -> str:
+    """The letter FineBench's released evaluator (`joslefaure/FineBench_eval`, a VLMEvalKit fork) reads, for
+    comparing with the paper's numbers: remove `RELEASED_MCQ_PREFIXES` wherever they occur, take the first capital
+    A-D anywhere; without one, VLMEvalKit's exact-matching fallback: the one letter A-D standing alone as a word,
+    else the one option whose lower-cased text occurs in the lower-cased reply; else "".
+
+    >>> released_mcq_letter("Answer: C"), released_mcq_letter("Best option: C"), released_mcq_letter("A man walks")
+    ('C', 'B', 'A')
+    >>> released_mcq_letter("Bend/bow (at the waist)", {"B": "stand", "D": "bend/bow (at the waist)"})
+    'B'
+    """
+    if not isinstance(text, str):
+        return ""
+    rest = text.strip()
+    for prefix in RELEASED_MCQ_PREFIXES:
+        rest = rest.replace(prefix, "")
+    first = re.search(r"[ABCD]", rest)
+    if first:
+        return first[0]
+    # (VLMEvalKit's next step, a letter standing alone, cannot find one here: there is no capital A-D left)
+    found = [k for k, v in (options or {}).items() if str(v).lower() in text.lower()]
+    return found[0] if len(found) == 1 else ""

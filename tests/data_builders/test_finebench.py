@@ -195,6 +195,25 @@ def test_the_answer_is_right_and_no_distractor_equals_it(built):
                 assert option_actions(text) != answers(r) and len(option_actions(text)) == len(answers(r))
 
 
+def test_no_distractor_brings_in_an_action_the_person_does(built):
+    # the person's actions at the keyframe, read from the CSV lines (not from the records)
+    root, _, recs = built
+    done: dict[tuple, set[str]] = {}
+    for f in ("ava_train_v2.2.csv", "ava_val_v2.2.csv"):
+        for line in (root / f).read_text().splitlines():
+            video, ts, *_, action, person = line.split(",")
+            done.setdefault((video, ts, int(person)), set()).add(NAMES[int(action)])
+    checked = 0
+    for r in recs:
+        true = done[(r["meta"]["video_id"], r["meta"]["timestamp"], r["meta"]["person_id"])]
+        for letter, text in r["options"].items():
+            if letter != r["answer"]:
+                assert not (option_actions(text) - answers(r)) & true, (r["id"], text)  # nothing swapped in is done
+                assert option_actions(text) - true, (r["id"], text)  # every wrong option names something not done
+                checked += len(true) > 1
+    assert checked > 0  # people with several actions were among the fixture's
+
+
 def test_distractors_stay_in_the_category(built):
     # the 80 AVA actions give every category far more than three candidates, so no distractor leaves it
     for r in built[2]:

@@ -162,36 +162,36 @@ def test_fineagent_on_mcq_with_and_without(run_dir, ray_local, tmp_path):
             "--benchmark",
             str(bench),
             "--fineagent",
-            "localizer",
+            "localizer:oracle",
             "--out",
             str(out),
             *COMMON,
         ]
     )
     entries = json.loads((out / "metrics.json").read_text())["results"]
-    assert [e["variant"] for e in entries] == ["", "localizer"]
+    assert [e["variant"] for e in entries] == ["", "localizer:oracle"]
     assert all(e["metrics"]["failed"] == 1 and e["metrics"]["n"] == 3 for e in entries)  # the broken video
-    rows = [r for r in read_results(out) if r["variant"] == "localizer"]
+    rows = [r for r in read_results(out) if r["variant"] == "localizer:oracle"]
     assert "in the box [0.100, 0.200, 0.600, 0.900]" in rows[0]["prompt"]
     assert "in the box [0.200, 0.200, 0.600, 0.900]" in rows[1]["prompt"]
     assert rows[2]["failed"] and rows[2]["parsed"]["letter"] == ""
     table = (out / "table.md").read_text()
     assert "| Checkpoint | Step | object manipulation | person movement | Avg. | Blank |" in table
-    assert "checkpoint-2 + FineAgent (localizer)" in table
+    assert "checkpoint-2 + FineAgent (localizer:oracle)" in table
 
 
 def test_descriptor_needs_its_tool(monkeypatch, tmp_path):
     from envs import base
-    from eval.actor import FineAgentError, check_fineagent
+    from eval.fineagent import FineAgentError, check_fineagent
 
     monkeypatch.delitem(base._REGISTRY, "video_description", raising=False)
+    monkeypatch.delitem(base._REGISTRY, "human_detection", raising=False)
     records = [json.loads(line) for line in mcq_records(tmp_path).read_text().splitlines()]
-    check_fineagent(["localizer"], records)  # every record has a box: no tool needed
+    check_fineagent(["localizer:oracle"], records)  # the records' boxes: no tool needed
     with pytest.raises(FineAgentError, match="'video_description' tool, which is not registered"):
         check_fineagent(["descriptor"], records)
-    monkeypatch.delitem(base._REGISTRY, "human_detection", raising=False)
-    with pytest.raises(FineAgentError, match="'human_detection'.*no meta.box"):
-        check_fineagent(["localizer"], [dict(records[0], meta={})])
+    with pytest.raises(FineAgentError, match="localizer:detector needs the 'human_detection' tool"):
+        check_fineagent(["localizer:detector"], records)
 
 
 def test_training_eval_logs_each_launch_with_its_step(run_dir, ray_local, tmp_path):
@@ -210,3 +210,45 @@ def test_training_eval_logs_each_launch_with_its_step(run_dir, ray_local, tmp_pa
     assert (tmp_path / "eval" / "table.md").is_file()
     off = TrainingEval(EvalConfig(), tmp_path, RolloutConfig())
     assert not off.due(2) and not off.launch(2, run_dir / "checkpoint-2")
+
+
+def test_sample_mcq_with_and_without_fineagent(tiny_model_dir, ray_local, tmp_path):
+    """The bundled sample MCQ benchmark on the tiny model: plain, with the oracle localizer, and with the detector
+    localizer and the descriptor (the embedded describer, whose words are noise: the plumbing is real)."""
+    from common.schema import load_records
+    from eval.benchmarks import resolve
+    from eval.run import main
+
+    out = tmp_path / "out"
+    describer = {"kind": "local", "model": "embedded", "max_new_tokens": 4}
+    tools = json.dumps({"video_description": {"key_frames": 1, "describer": describer}})
+    main(
+        [
+            *("--checkpoint", tiny_model_dir, "--benchmark", "sample-mcq", "--out", str(out)),
+            *("--fineagent", "localizer:oracle", "--fineagent", "descriptor,localizer:detector"),
+            *("--fineagent-tools", tools, "--max-new-tokens", "8", "--num-cpus", "0.5", "--max-side", "112"),
+        ]
+    )
+    records = {r["id"]: r for r in load_records(resolve("sample-mcq"))}
+    entries = json.loads((out / "metrics.json").read_text())["results"]
+    assert [e["variant"] for e in entries] == ["", "localizer:oracle", "localizer:detector+descriptor"]
+    for e in entries:
+        m = e["metrics"]
+        assert m["n"] == len(records) == 8 and m["failed"] == 0
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["accuracy_released_reader"] <= 1.0
+        assert {"accuracy/person movement", "accuracy/person interaction"} <= set(m)
+    rows = read_results(out)
+    assert "prompt" not in next(r for r in rows if r["variant"] == "")  # plain: the record's own prompt
+    for row in (r for r in rows if r["variant"] == "localizer:oracle"):
+        box = records[row["id"]]["meta"]["boxes"][0]["box"]
+        assert f"in the box [{', '.join(f'{x:.3f}' for x in box)}]" in row["prompt"]
+        assert row["prompt"].endswith(records[row["id"]]["prompt"])
+    detector = {r["id"]: r for r in rows if r["variant"] == "localizer:detector+descriptor"}
+    assert all("\nDescriptor (frame captions): " in r["prompt"] for r in detector.values())
+    # the real man of carphone_pristine.mp4: the detector's box is about the one drawn by hand
+    talk = detector["sample-mcq-07-talk"]["fineagent"]["localizer_box"]
+    x1, y1, x2, y2 = talk
+    assert x1 < 0.2 and y1 < 0.15 and x2 > 0.9 and y2 > 0.9, talk
+    table = (out / "table.md").read_text()
+    assert "| Checkpoint | Step | person interaction | person movement | Avg. | Blank |" in table
+    assert "+ FineAgent (localizer:oracle)" in table and "+ FineAgent (localizer:detector, descriptor)" in table

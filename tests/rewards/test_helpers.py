@@ -238,35 +238,6 @@ def test_submotion_weights_rejects_bad_arguments(n, scheme):
 
 
 @pytest.mark.parametrize(
-    "reply, expected",
-    [
-        ("C", "C"),
-        ("(B) stand up", "B"),
-        ("The best answer is D.", "D"),
-        ("The answer is: A", "A"),
-        ("Best option: (C)", "C"),
-        ("c", ""),  # lower case is not read
-        ("", ""),
-        ("I am not sure which one it is here at all, sorry", ""),  # > 10 words, no letter: blank
-        ("no idea", ""),
-        ("A man walks", "A"),  # faithful to the evaluator: the first capital A-D
-        ("The correct option is B, not C", "B"),
-        ("Everything points to the Bench option: D", "B"),  # 'B' of "Bench" comes first, as in the evaluator
-        (None, ""),
-        (3, ""),
-    ],
-)
-def test_parse_mcq_letter(reply, expected):
-    assert parse_mcq_letter(reply) == expected
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=200))
-def test_parse_mcq_letter_never_raises(text):
-    assert parse_mcq_letter(text) in ("", "A", "B", "C", "D")
-
-
-@pytest.mark.parametrize(
     "x, expected",
     [(1, 1.0), (2.5, 2.5), ("3", 3.0), (NAN, None), (INF, None), (True, None), (None, None), ([1], None)],
 )

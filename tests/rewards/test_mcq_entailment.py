@@ -46,8 +46,10 @@ def traj(text: str, record: dict | None = None) -> Trajectory:
         ("The best answer is C.", 1.0),
         ("<think>Best option: A? no.</think><answer>(C) walk</answer>", 1.0),  # the answer tag is read first
         ("<answer>B</answer>", 0.0),
-        ("I think the person in the video is most likely walking to the door now", 0.0),  # >10 words: blank
-        ("A person walks", 0.0),  # the evaluator reads the first capital: A
+        ("I think the person in the video is most likely walking to the door now", 0.0),  # no letter, no option
+        ("A person walks", 0.0),  # a leading capital A is the letter A (as in the released evaluator)
+        ("Answer: C", 1.0),  # the prefix goes, so the A of "Answer" is not read
+        ("<answer>walk</answer>", 1.0),  # no letter: the record's option texts
         ("<answer>c</answer>", 0.0),  # lower case is not a letter
         ("<answer>C", 1.0),  # unclosed tag: the whole text is read, and its first capital A-D is C
         ("<answer>A</answer> The best answer is C", 0.0),  # a closed answer tag wins over the text around it

@@ -228,12 +228,19 @@ def inject(case: Case, proc: subprocess.Popen, run_dir: Path) -> str:
     if case.driver_crash:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
         return f"SIGKILL process group {proc.pid} after step {last_step(run_dir)}"
-    target = find_target(proc.pid, case.target, case.busy)
-    if target is None:
-        return f"no {case.target} process found"
-    title = " ".join(target.cmdline())[:60]
-    os.kill(target.pid, case.sig)
-    return f"{signal.Signals(case.sig).name} pid {target.pid} ({title}) after step {last_step(run_dir)}"
+    import psutil
+
+    for _ in range(100):  # a process found may end before it is signalled (Ray recycles idle workers): find again
+        target = find_target(proc.pid, case.target, case.busy)
+        if target is None:
+            return f"no {case.target} process found"
+        try:
+            title = " ".join(target.cmdline()).strip()[:60]
+            os.kill(target.pid, case.sig)
+        except (psutil.Error, ProcessLookupError):
+            continue
+        return f"{signal.Signals(case.sig).name} pid {target.pid} ({title}) after step {last_step(run_dir)}"
+    return f"every {case.target} process found ended before it could be signalled"
 
 
 def summarise(result: dict, reference: dict | None, args: argparse.Namespace) -> dict:

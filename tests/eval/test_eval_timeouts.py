@@ -29,7 +29,7 @@ SLACK_S = 6.0  # Ray's kill and the scheduling on a busy 2-core machine
 class StandInEvalActor:
     """Sleeps `sleep` seconds per record (forever on a checkpoint named "hang"), one row per record."""
 
-    def __init__(self, rollout, seed=0, torch_threads=None):
+    def __init__(self, rollout, seed=0, torch_threads=None, **options):
         pass
 
     def ping(self) -> bool:

@@ -34,7 +34,8 @@ def compute_advantages(scores: list[float], group_ids: list[str], norm_by_std: b
     """One advantage per trajectory: its score minus its group's mean, divided by the group's std (unbiased).
 
     Trajectories with the same `group_ids` entry are the G rollouts of one sample. A group of one gets its raw
-    score (verl's convention: mean 0, std 1). Uses verl's `compute_grpo_outcome_advantage` (epsilon 1e-6).
+    score (verl's convention: mean 0, std 1). Uses verl's `compute_grpo_outcome_advantage` (epsilon 1e-6), in
+    float64, so that a group of equal scores gets advantages 0.
 
     >>> [round(a, 4) for a in compute_advantages([1.0, 0.0, 0.0, 1.0], ["a", "a", "a", "a"])]
     [0.866, -0.866, -0.866, 0.866]
@@ -47,7 +48,9 @@ def compute_advantages(scores: list[float], group_ids: list[str], norm_by_std: b
         raise ValueError(f"{len(scores)} scores but {len(group_ids)} group ids")
     if not scores:
         return []
-    rewards = torch.tensor([[float(s)] for s in scores], dtype=torch.float32)
+    # float64: in float32 the mean of G equal rewards can miss them by an ulp, and that ulp over (std 0 + 1e-6)
+    # gave such a group advantages up to ~0.1 of one sign instead of 0
+    rewards = torch.tensor([[float(s)] for s in scores], dtype=torch.float64)
     mask = torch.ones_like(rewards)
     index = np.array([str(g) for g in group_ids], dtype=object)
     adv, _ = compute_grpo_outcome_advantage(rewards, mask, index, norm_adv_by_std_in_grpo=norm_by_std)

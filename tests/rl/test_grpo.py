@@ -33,6 +33,10 @@ def test_advantages_equal_scores_and_singletons():
     from rl.grpo import compute_advantages
 
     assert compute_advantages([1.0, 1.0], ["x", "x"]) == pytest.approx([0.0, 0.0])
+    # equal scores that float32 does not average back exactly (its mean is off by an ulp, divided by std 0 + 1e-6
+    # that gave +-0.06 here): every advantage of an equal group is 0
+    for score, g in ((0.714406368727256, 3), (0.19804028235278703, 3), (0.1, 8), (0.3, 7)):
+        assert max(abs(a) for a in compute_advantages([score] * g, ["x"] * g)) < 1e-9
     assert compute_advantages([0.7], ["only"]) == pytest.approx([0.7])  # verl: a group of one keeps its score
     with pytest.raises(ValueError, match="2 scores but 1 group"):
         compute_advantages([1.0, 2.0], ["a"])

@@ -80,6 +80,11 @@ class GrpoConfig:
     """A checkpoint directory (e.g. an SFT run's): GRPO starts from it, policy and reference. Empty: model.path."""
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
     """A supervised stage first (embedded default only); recipes that use it run it before `run`."""
+    best_of_g: bool = False
+    """HieroAction's best-of-G: of each sample's rollout.n responses, train only on the highest-reward one (ties:
+    the lowest group index), with its advantage normalised over the whole group; false: all of them (plain GRPO).
+    "For each input, G = 8 responses are sampled, and the highest-reward response is used for training"
+    (HieroAction, Implementation Details). The batch is then data.batch_size trajectories. docs/hieroaction_grpo.md."""
 
     def validate(self) -> list[str]:
         problems = validate_sections(self)
@@ -87,7 +92,12 @@ class GrpoConfig:
         group = self.data.batch_size * self.rollout.n
         if self.rollout.n < 2:
             problems.append(f"rollout.n: GRPO needs at least 2 rollouts per sample, got {self.rollout.n}")
-        if group % self.trainer.world_size:
+        if self.best_of_g and self.data.batch_size % self.trainer.world_size:
+            problems.append(
+                f"data.batch_size = {self.data.batch_size} must be divisible by trainer.world_size with best_of_g "
+                "(one trajectory per sample is trained)"
+            )
+        elif group % self.trainer.world_size:
             problems.append(f"data.batch_size * rollout.n = {group} must be divisible by trainer.world_size")
         if self.init_from and not (Path(self.init_from).expanduser() / "config.json").is_file():
             problems.append(f"init_from: no model directory (config.json) at {self.init_from}")
@@ -164,7 +174,7 @@ def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str
     # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped
     t0 = time.perf_counter()
     out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
-    trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size)
+    trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size, per_group=cfg.best_of_g)
     t_rollout = time.perf_counter() - t0
     s.empty_streak = _count_empty(name, step, trajs, out, dropped, s.empty_streak, cfg.run.max_empty_steps)
 
@@ -175,10 +185,12 @@ def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str
 
     # advantages: group-normalised GRPO (verl's core_algos)
     advantages = compute_advantages(scored.totals, [t.sample_id for t in trajs])
+    # best_of_g: only the highest-reward trajectory of each group is trained, with that advantage
+    trained, advantages, selection = select_trained(trajs, scored.totals, advantages, cfg.best_of_g)
 
     # train: clipped policy loss + KL to the reference, on the trainer ranks
     t0 = time.perf_counter()
-    train_metrics = s.trainer.train_step(trajs, advantages) if trajs else {}
+    train_metrics = s.trainer.train_step(trained, advantages) if trajs else {}
     t_train = time.perf_counter() - t0
 
     # sync: the rollout engines get the new weights (a worker that died meanwhile is replaced)
@@ -187,6 +199,7 @@ def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str
     times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
     times["step"] = time.perf_counter() - t_step
     metrics = step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times)
+    metrics.update(selection)
     metrics.update(_recovery_metrics(s, out))
     return metrics, scored
 
@@ -350,14 +363,36 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     return s
 
 
-def fit_world_size(trajs: list, world_size: int) -> tuple[list, int]:
-    """Drop whole trailing groups until the batch splits evenly across the trainer ranks (after skipped samples)."""
+def fit_world_size(trajs: list, world_size: int, per_group: bool = False) -> tuple[list, int]:
+    """Drop whole trailing groups until the batch splits evenly across the trainer ranks (after skipped samples).
+    `per_group`: the number of groups must split evenly (best-of-G trains one trajectory per group)."""
     dropped = 0
-    while trajs and len(trajs) % world_size:
+    while trajs and (len({t.sample_id for t in trajs}) if per_group else len(trajs)) % world_size:
         last = trajs[-1].sample_id
         n = sum(1 for t in trajs if t.sample_id == last)
         trajs, dropped = trajs[:-n], dropped + 1
     return trajs, dropped
+
+
+def select_trained(trajs: list, totals: list[float], advantages: list[float], best_of_g: bool) -> tuple:
+    """What the trainer gets: (trajectories, their advantages, metrics). Plain GRPO: all of them, no metrics.
+    best_of_g: the highest-reward trajectory of each group (`rl.grpo.best_of_group`) with the advantage it has in
+    its whole group, and grpo/best_of_g_kept (trajectories kept), grpo/best_of_g_reward_mean (their mean total
+    reward) and grpo/best_of_g_flat_groups (groups whose rewards are all equal: their kept trajectory carries no
+    reward signal, only the KL term acts on it)."""
+    from rl.grpo import best_of_group
+
+    if not best_of_g or not trajs:
+        return trajs, advantages, {}
+    groups = [t.sample_id for t in trajs]
+    keep = best_of_group(totals, groups, [t.group_index for t in trajs])
+    flat = [i for i in keep if all(totals[j] == totals[i] for j, g in enumerate(groups) if g == groups[i])]
+    metrics = {
+        "grpo/best_of_g_kept": len(keep),
+        "grpo/best_of_g_reward_mean": sum(totals[i] for i in keep) / len(keep),
+        "grpo/best_of_g_flat_groups": len(flat),
+    }
+    return [trajs[i] for i in keep], [advantages[i] for i in keep], metrics
 
 
 def _stats(prefix: str, values: list[float]) -> dict[str, float]:

@@ -74,7 +74,7 @@ def prepare_run_dir(cfg: Any) -> Path:
 
 
 # What a checkpoint was trained on: resuming under other values would silently train another experiment.
-RESUME_KEYS = ("data.train", "data.batch_size", "rollout.n", "rewards.components")
+RESUME_KEYS = ("data.train", "data.batch_size", "rollout.n", "rewards.components", "best_of_g")
 _ABSENT = object()
 
 

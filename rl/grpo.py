@@ -1,4 +1,5 @@
-"""GRPO maths: group-normalised advantages and the clipped policy loss with a KL penalty to the reference policy.
+"""GRPO maths: group-normalised advantages, best-of-G selection, and the clipped policy loss with a KL penalty to
+the reference policy.
 
 All formulas come from `verl.trainer.ppo.core_algos` (advantage estimator, vanilla PPO-clip loss, KL estimators,
 loss aggregation); this module only adapts our plain inputs (a list of scores, (B, L) tensors) to verl's calling
@@ -7,6 +8,8 @@ conventions, so the maths is verl's and is not re-derived here.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +37,8 @@ def compute_advantages(scores: list[float], group_ids: list[str], norm_by_std: b
     """One advantage per trajectory: its score minus its group's mean, divided by the group's std (unbiased).
 
     Trajectories with the same `group_ids` entry are the G rollouts of one sample. A group of one gets its raw
-    score (verl's convention: mean 0, std 1). Uses verl's `compute_grpo_outcome_advantage` (epsilon 1e-6).
+    score (verl's convention: mean 0, std 1). Uses verl's `compute_grpo_outcome_advantage` (epsilon 1e-6), in
+    float64, so that a group of equal scores gets advantages 0.
 
     >>> [round(a, 4) for a in compute_advantages([1.0, 0.0, 0.0, 1.0], ["a", "a", "a", "a"])]
     [0.866, -0.866, -0.866, 0.866]
@@ -47,11 +51,43 @@ def compute_advantages(scores: list[float], group_ids: list[str], norm_by_std: b
         raise ValueError(f"{len(scores)} scores but {len(group_ids)} group ids")
     if not scores:
         return []
-    rewards = torch.tensor([[float(s)] for s in scores], dtype=torch.float32)
+    # float64: in float32 the mean of G equal rewards can miss them by an ulp, and that ulp over (std 0 + 1e-6)
+    # gave such a group advantages up to ~0.1 of one sign instead of 0
+    rewards = torch.tensor([[float(s)] for s in scores], dtype=torch.float64)
     mask = torch.ones_like(rewards)
     index = np.array([str(g) for g in group_ids], dtype=object)
     adv, _ = compute_grpo_outcome_advantage(rewards, mask, index, norm_adv_by_std_in_grpo=norm_by_std)
     return [float(a) for a in adv[:, 0]]
+
+
+def best_of_group(
+    scores: Sequence[float], group_ids: Sequence[str], group_indices: Sequence[int] | None = None
+) -> list[int]:
+    """Best-of-G selection: the position of the highest-scoring trajectory of each group, in batch order.
+
+    HieroAction samples G responses per input and trains on the one with the highest reward ("For each input, G = 8
+    responses are sampled, and the highest-reward response is used for training", Experiment > Implementation
+    Details; Supplementary > Implementation Details). Trajectories with the same `group_ids` entry are one sample's
+    G rollouts; `group_indices` says which rollout each one is (`Trajectory.group_index`; default: its position).
+    A tie goes to the lowest group index, then to the earlier position, so the choice does not depend on how the
+    rollout workers ordered the batch. A group of one keeps its trajectory; a NaN score is refused (ValueError).
+
+    >>> best_of_group([0.2, 0.9, 0.9, 0.5, 0.1], ["a", "a", "a", "b", "b"])
+    [1, 3]
+    >>> best_of_group([1.0, 1.0], ["a", "a"], group_indices=[1, 0])
+    [1]
+    """
+    indices = list(range(len(scores))) if group_indices is None else list(group_indices)
+    if not len(scores) == len(group_ids) == len(indices):
+        raise ValueError(f"{len(scores)} scores, {len(group_ids)} group ids and {len(indices)} group indices")
+    best: dict[str, int] = {}
+    for pos, (score, group) in enumerate(zip(scores, group_ids)):
+        if math.isnan(score):
+            raise ValueError(f"best_of_group: the score at position {pos} (group {group!r}) is NaN")
+        held = best.get(group)
+        if held is None or (-score, indices[pos]) < (-scores[held], indices[held]):
+            best[group] = pos
+    return sorted(best.values())
 
 
 def grpo_loss(

@@ -22,6 +22,46 @@ def test_fit_world_size_drops_whole_trailing_groups():
     assert (len(kept), dropped) == (8, 0)
 
 
+def test_fit_world_size_per_group_counts_groups():
+    trajs = [_traj("a")] * 2 + [_traj("b")] * 2 + [_traj("c")] * 2  # 6 trajectories in 3 groups
+    kept, dropped = grpo.fit_world_size(trajs, 2)
+    assert (len(kept), dropped) == (6, 0)  # 6 trajectories split in two
+    kept, dropped = grpo.fit_world_size(trajs, 2, per_group=True)  # 3 groups do not: c goes
+    assert ([t.sample_id for t in kept], dropped) == (["a", "a", "b", "b"], 1)
+    kept, dropped = grpo.fit_world_size(trajs, 3, per_group=True)
+    assert (len(kept), dropped) == (6, 0)
+
+
+def _scored(sample_id: str, g: int) -> Trajectory:
+    return Trajectory(sample_id, g, [1], [2], [1], [0.0])
+
+
+def test_select_trained_keeps_each_groups_best_with_its_group_advantage():
+    # arrival order a2, a0, a1, b0, b1; rewards a: g0 0.1, g1 0.9, g2 0.9 (tie: g1); b: 0.4, 0.4 (flat: g0)
+    trajs = [_scored("a", 2), _scored("a", 0), _scored("a", 1), _scored("b", 0), _scored("b", 1)]
+    totals = [0.9, 0.1, 0.9, 0.4, 0.4]
+    advantages = [0.5, -1.0, 0.6, 0.0, 0.0]  # stand-ins: whatever each trajectory's group advantage was
+    kept, kept_adv, metrics = grpo.select_trained(trajs, totals, advantages, best_of_g=True)
+    assert [(t.sample_id, t.group_index) for t in kept] == [("a", 1), ("b", 0)]
+    assert kept_adv == [0.6, 0.0]
+    assert metrics == {
+        "grpo/best_of_g_kept": 2,
+        "grpo/best_of_g_reward_mean": pytest.approx((0.9 + 0.4) / 2),
+        "grpo/best_of_g_flat_groups": 1,
+    }
+    assert grpo.select_trained(trajs, totals, advantages, best_of_g=False) == (trajs, advantages, {})
+    assert grpo.select_trained([], [], [], best_of_g=True) == ([], [], {})
+
+
+def test_best_of_g_needs_the_samples_to_split_across_ranks():
+    base = ["data.batch_size=3", "rollout.n=4", "trainer.world_size=2"]  # 12 trajectories, but 3 kept
+    assert grpo.load(base, hieroaction_grpo.DEFAULT_YAML).best_of_g is False  # plain GRPO: 12 split in two
+    with pytest.raises(ConfigError) as err:
+        grpo.load([*base, "best_of_g=true"], hieroaction_grpo.DEFAULT_YAML)
+    assert "data.batch_size = 3 must be divisible by trainer.world_size with best_of_g" in str(err.value)
+    assert grpo.load(["data.batch_size=4", "best_of_g=true"], hieroaction_grpo.DEFAULT_YAML).best_of_g is True
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 
 import pytest
 
@@ -218,3 +219,69 @@ def test_the_last_checkpoint_must_be_written(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="No space left on device"):
         grpo.run(cfg)
     assert parts.workers.closed == 1
+
+
+class HandRewards(Rewards):
+    """Totals set by hand per (sample, group index)."""
+
+    def __init__(self, totals):
+        self.totals, self.seen = totals, []
+
+    def score(self, trajs):
+        self.seen.append(len(trajs))
+        totals = [self.totals[t.sample_id, t.group_index] for t in trajs]
+        return RewardOutput(totals, {"accuracy": list(totals)}, {"accuracy": 0})
+
+
+class RecordingTrainer(Trainer):
+    def train_step(self, trajs, advantages):
+        self.trained.append([(t.sample_id, t.group_index) for t in trajs])
+        self.advantages = list(advantages)
+        return {"train/loss": 0.25}
+
+
+# G = 3, arriving out of order. Group a: g0 0.0, g1 1.0, g2 1.0 -> the tie goes to g1 (the lower index, although g2
+# arrives first); mean 2/3, unbiased std sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3), so g1's advantage is
+# (1/3) / sqrt(1/3) = sqrt(1/3) and g0's -2 sqrt(1/3). Group b: 0.5 three times -> g0, advantage 0.
+HAND = {("a", 0): 0.0, ("a", 1): 1.0, ("a", 2): 1.0, ("b", 0): 0.5, ("b", 1): 0.5, ("b", 2): 0.5}
+OUT_OF_ORDER = RolloutOutput(
+    [_traj("a", 2), _traj("a", 0), _traj("a", 1), _traj("b", 1), _traj("b", 2), _traj("b", 0)], 0, {}, {}
+)
+
+
+@pytest.mark.parametrize("best_of_g", [True, False])
+def test_best_of_g_trains_exactly_each_groups_highest_reward_trajectory(monkeypatch, tmp_path, best_of_g):
+    cfg, parts = _run(monkeypatch, tmp_path, [OUT_OF_ORDER], RecordingTrainer())
+    parts.rewards = HandRewards(HAND)
+    cfg.best_of_g = best_of_g
+    grpo.run(cfg)
+    (row,) = _rows(tmp_path)
+    assert parts.rewards.seen == [6] and row["rollout/trajectories"] == 6  # all G are rolled out and scored
+    assert row["reward/total_mean"] == pytest.approx(3.5 / 6)
+    if best_of_g:
+        assert parts.trainer.trained == [[("a", 1), ("b", 0)]]
+        assert parts.trainer.advantages == pytest.approx([math.sqrt(1 / 3), 0.0], abs=1e-5)
+        assert row["grpo/best_of_g_kept"] == 2 and row["grpo/best_of_g_flat_groups"] == 1
+        assert row["grpo/best_of_g_reward_mean"] == pytest.approx((1.0 + 0.5) / 2)
+        assert row["adv_mean"] == pytest.approx(math.sqrt(1 / 3) / 2, abs=1e-5)  # of what was trained
+    else:  # plain GRPO: all six, in arrival order
+        ids = [("a", 2), ("a", 0), ("a", 1), ("b", 1), ("b", 2), ("b", 0)]
+        r = math.sqrt(1 / 3)
+        assert parts.trainer.trained == [ids]
+        assert parts.trainer.advantages == pytest.approx([r, -2 * r, r, 0.0, 0.0, 0.0], abs=1e-5)
+        assert not any(key.startswith("grpo/") for key in row)
+
+
+def test_best_of_g_drops_groups_until_the_samples_split_across_ranks(monkeypatch, tmp_path):
+    # G = 2 and three samples: six trajectories split across 2 ranks, but three kept ones would not: c is dropped
+    # before scoring. a: 0.2 < 0.6 -> g1, advantage 0.2 / sqrt(0.08) = 1/sqrt(2); b: 0.9 > 0.1 -> g0, the same.
+    totals = {("a", 0): 0.2, ("a", 1): 0.6, ("b", 0): 0.9, ("b", 1): 0.1, ("c", 0): 0.3, ("c", 1): 0.4}
+    out = RolloutOutput([_traj(s, g) for s in "abc" for g in (0, 1)], 0, {}, {})
+    cfg, parts = _run(monkeypatch, tmp_path, [out], RecordingTrainer())
+    parts.rewards = HandRewards(totals)
+    cfg.best_of_g = True
+    grpo.run(cfg)
+    (row,) = _rows(tmp_path)
+    assert parts.rewards.seen == [4] and row["rollout/dropped_groups"] == 1
+    assert parts.trainer.trained == [[("a", 1), ("b", 0)]]
+    assert parts.trainer.advantages == pytest.approx([1 / math.sqrt(2)] * 2, abs=1e-5)

@@ -43,6 +43,8 @@ def test_hieroaction_paper_config_loads_with_the_papers_values(how):
     # greedy evaluation, R-l2 over the set's range (CoRe's code), the paper's tIoU
     assert (cfg.eval.temperature, cfg.eval.rl2_range, cfg.eval.tiou_mode) == (0.0, "set", "paper")
     assert cfg.cold_start.steps == 0 and not cfg.rollout.system_prompt.endswith(".txt")  # the prompt file was read
+    # "the highest-reward response is used for training": best-of-G on, and 16 samples split across the ranks
+    assert cfg.best_of_g is True and cfg.data.batch_size % cfg.trainer.world_size == 0
 
 
 def test_hieroaction_paper_config_takes_a_real_run_on_the_command_line(tmp_path, tiny_model_dir):
@@ -50,9 +52,10 @@ def test_hieroaction_paper_config_takes_a_real_run_on_the_command_line(tmp_path,
         [f"model.path={tiny_model_dir}", "trainer.world_size=4", "run.run_dir=" + str(tmp_path)], HIERO_PAPER
     )
     assert cfg.model.path == str(tiny_model_dir) and cfg.rollout.n == 8  # the paper's values stay
-    # best-of-G is named as not yet supported, not silently left out
-    text = HIERO_PAPER.read_text()
-    assert "best-of-G" in text and "Not yet supported" in text and "highest-reward" in text
+    assert cfg.best_of_g is True and cfg.trainer.world_size == 4  # 16 samples, 4 kept per rank
+    # the recipe's embedded default and Video-STAR's paper config train on all G (plain GRPO)
+    assert grpo.load([], hieroaction_grpo.DEFAULT_YAML).best_of_g is False
+    assert grpo.load([], VSTAR_PAPER).best_of_g is False
 
 
 def test_hieroaction_paper_config_help_shows_its_values(capsys):
@@ -60,6 +63,7 @@ def test_hieroaction_paper_config_help_shows_its_values(capsys):
         grpo.load(["--help"], HIERO_PAPER)
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "rollout.temperature = 1.5" in out and "trainer.kl_coef = 0.04" in out
+    assert "  best_of_g = True\n      HieroAction's best-of-G" in out
 
 
 def test_videostar_paper_config_loads_with_the_papers_and_releases_values():

@@ -168,3 +168,14 @@ def test_resume_stops_at_a_checkpoint_this_trainer_may_not_resume(tmp_path):
     with pytest.raises(ConfigError, match=r"^run.resume: .*checkpoint-4: was trained against the reference"):
         resume(RunConfig(resume=True), tmp_path, Refusing(), Sampler([{}], 1))
     assert Refusing.tried == ["checkpoint-4"]
+
+
+def test_resume_refuses_switching_best_of_g():
+    from recipes.grpo import GrpoConfig
+    from recipes.run import resume_changes
+
+    cfg = GrpoConfig(best_of_g=True)
+    saved = {"data": {"train": "embedded", "batch_size": 2}, "rollout": {"n": 4}, "best_of_g": False}
+    assert resume_changes(saved, cfg) == ["best_of_g: false -> true"]  # all G trained so far, one from now on
+    del saved["best_of_g"]  # a run saved before the option existed: not compared
+    assert resume_changes(saved, cfg) == []

@@ -33,6 +33,10 @@ def test_advantages_equal_scores_and_singletons():
     from rl.grpo import compute_advantages
 
     assert compute_advantages([1.0, 1.0], ["x", "x"]) == pytest.approx([0.0, 0.0])
+    # equal scores that float32 does not average back exactly (its mean is off by an ulp, divided by std 0 + 1e-6
+    # that gave +-0.06 here): every advantage of an equal group is 0
+    for score, g in ((0.714406368727256, 3), (0.19804028235278703, 3), (0.1, 8), (0.3, 7)):
+        assert max(abs(a) for a in compute_advantages([score] * g, ["x"] * g)) < 1e-9
     assert compute_advantages([0.7], ["only"]) == pytest.approx([0.7])  # verl: a group of one keeps its score
     with pytest.raises(ValueError, match="2 scores but 1 group"):
         compute_advantages([1.0, 2.0], ["a"])
@@ -106,3 +110,66 @@ def test_grpo_loss_without_kl_ignores_reference():
     loss, metrics = grpo_loss(lp, lp, None, torch.tensor([2.0]), torch.ones(1, 2), kl_coef=0.0)
     assert float(loss) == pytest.approx(-2.0)  # ratio 1: loss = -A
     assert metrics["kl"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "scores, groups, indices, want",
+    [
+        # one group of four: 0.9 is the highest
+        ([0.1, 0.9, 0.4, 0.3], ["a"] * 4, None, [1]),
+        # a tie at the top: the lowest group index wins, wherever it sits in the batch
+        ([0.2, 0.8, 0.8], ["a"] * 3, [0, 2, 1], [2]),
+        ([0.8, 0.8, 0.2], ["a"] * 3, [0, 1, 2], [0]),
+        # all rewards equal: group index 0, even when it arrives last
+        ([0.5, 0.5, 0.5], ["a"] * 3, [2, 1, 0], [2]),
+        # a group of one keeps its trajectory
+        ([0.3], ["only"], None, [0]),
+        # interleaved groups and negative scores: a's best is -0.1 (position 2), b's 3.0 (position 1)
+        ([-2.0, 3.0, -0.1, 1.0, -0.5], ["a", "b", "a", "b", "a"], [0, 0, 1, 1, 2], [1, 2]),
+        # three groups, one each of: a clear best, a tie, a single trajectory; returned in batch order
+        ([0.0, 1.0, 0.6, 0.6, 0.2, 0.7], ["x", "x", "y", "y", "y", "z"], [0, 1, 0, 1, 2, 0], [1, 2, 5]),
+        ([], [], None, []),
+    ],
+)
+def test_best_of_group_by_hand(scores, groups, indices, want):
+    from rl.grpo import best_of_group
+
+    assert best_of_group(scores, groups, indices) == want
+
+
+def test_best_of_group_refuses_mismatched_lengths_and_nan():
+    from rl.grpo import best_of_group
+
+    with pytest.raises(ValueError, match="2 scores, 1 group ids and 2 group indices"):
+        best_of_group([1.0, 2.0], ["a"])
+    with pytest.raises(ValueError, match="2 scores, 2 group ids and 3 group indices"):
+        best_of_group([1.0, 2.0], ["a", "a"], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"position 1 \(group 'a'\) is NaN"):
+        best_of_group([1.0, float("nan")], ["a", "a"])
+
+
+def test_best_of_g_advantages_and_loss_inputs_by_hand():
+    """Best-of-G keeps each group's best trajectory with the advantage it has in its whole group. Worked by hand:
+    group a [0.2, 0.8, 0.5]: mean 0.5, unbiased std sqrt((0.09 + 0.09 + 0) / 2) = 0.3, the best (0.8) gets
+    0.3 / 0.3 = 1; group b [0.25, 0.25]: a tie, group index 0 kept, advantage 0; group c [0.7], a group of one:
+    verl's convention keeps the raw score, 0.7. On policy (ratio 1) and without KL, seq-mean-token-mean gives
+    -(1 + 0 + 0.7) / 3 and token-mean, with 2, 3 and 1 response tokens, -(1 * 2 + 0 * 3 + 0.7 * 1) / 6 = -0.45."""
+    import torch
+
+    from rl.grpo import best_of_group, compute_advantages, grpo_loss
+
+    scores = [0.2, 0.8, 0.5, 0.25, 0.25, 0.7]
+    groups = ["a", "a", "a", "b", "b", "c"]
+    keep = best_of_group(scores, groups, [0, 1, 2, 0, 1, 0])
+    assert keep == [1, 3, 5]
+    advantages = compute_advantages(scores, groups)
+    kept = [advantages[i] for i in keep]
+    assert kept == pytest.approx([0.3 / (0.3 + 1e-6), 0.0, 0.7], abs=1e-6)
+
+    lp = torch.tensor([[-1.0, -0.5, 0.0], [-0.2, -0.3, -0.4], [-2.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]], dtype=torch.float64)
+    adv = torch.tensor(kept, dtype=torch.float64)
+    seq, _ = grpo_loss(lp, lp.detach(), None, adv, mask, kl_coef=0.0, loss_agg_mode="seq-mean-token-mean")
+    tok, _ = grpo_loss(lp, lp.detach(), None, adv, mask, kl_coef=0.0, loss_agg_mode="token-mean")
+    assert float(seq) == pytest.approx(-(1 + 0 + 0.7) / 3, abs=1e-5)
+    assert float(tok) == pytest.approx(-0.45, abs=1e-5)

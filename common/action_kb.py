@@ -114,6 +114,28 @@ def _verb(words: list[str]) -> str | None:
     return None
 
 
+def verb_phases(label: str) -> list[str] | None:
+    """The phase template of the label's verb (`VERB_PHASES`, the rest of the label filling "{x}"), or None when
+    its first word is none of those verbs.
+
+    >>> verb_phases("ride_bike")[0], verb_phases("ApplyEyeMakeup")
+    ('sit on or mount the bike', None)
+    """
+    words = readable(label).split()
+    verb = _verb(words)
+    if verb is None:
+        return None
+    obj = " ".join(words[1:])
+    return [re.sub(r"\s+", " ", p.replace("{x}", obj)).strip() for p in VERB_PHASES[verb]]
+
+
+def generic_phases(label: str) -> list[str]:
+    """The template writer's decomposition of a label whose verb has no template: get ready, the main movement,
+    finish. It names the action rather than describing a movement."""
+    action = readable(label)
+    return [f"get into position to {action}", f"perform the main movement of {action}", "return to a resting position"]
+
+
 def template_entry(label: str, phases: list[str] | None = None) -> dict[str, Any]:
     """The template writer's entry for one label; `phases` (e.g. a record's sub_motions) replace the templates.
 
@@ -124,20 +146,25 @@ def template_entry(label: str, phases: list[str] | None = None) -> dict[str, Any
     'reach up with a hand or lift a foot to the next hold stairs'
     """
     action = readable(label)
-    if not phases:
-        words = action.split()
-        verb = _verb(words)
-        obj = " ".join(words[1:]) if verb else ""
-        if verb:
-            phases = [re.sub(r"\s+", " ", p.replace("{x}", obj)).strip() for p in VERB_PHASES[verb]]
-        else:
-            phases = [
-                f"get into position to {action}",
-                f"perform the main movement of {action}",
-                "return to a resting position",
-            ]
+    phases = phases or verb_phases(label) or generic_phases(label)
     definition = f"{action}: " + ", then ".join(phases) + "."
     return {"action": action, "label": label, "definition": definition, "phases": list(phases), "writer": "template"}
+
+
+def entry_sub_motions(entry: dict[str, Any]) -> list[str] | None:
+    """A knowledge-base entry's phases as ranked sub-motions (in the order of the movement, as the paper's own
+    example ranks them), or None for the template writer's generic decomposition (`generic_phases`), which would
+    teach the policy to repeat the label rather than describe a movement.
+
+    >>> entry_sub_motions(template_entry("wave")), entry_sub_motions(template_entry("ApplyEyeMakeup"))
+    (['raise the hand', 'move the hand side to side', 'lower the hand'], None)
+    """
+    phases = entry.get("phases")
+    if not isinstance(phases, list) or not phases or not all(isinstance(p, str) and p.strip() for p in phases):
+        return None
+    if entry.get("writer") == "template" and phases == generic_phases(entry.get("label") or entry.get("action", "")):
+        return None
+    return list(phases)
 
 
 def collect_labels(lists: list[str], records: list[str], label_files: list[str]) -> dict[str, dict[str, Any]]:

@@ -56,6 +56,13 @@ def _check_task(rec: dict) -> list[str]:
             errors.append("field 'candidates' must be a non-empty list of strings")
         elif rec["label"] not in rec["candidates"]:
             errors.append(f"field 'label' ({rec['label']!r}) is not among 'candidates'")
+        subs = rec.get("sub_motions")
+        if subs is not None and (
+            not isinstance(subs, list) or not subs or not all(isinstance(s, str) and s.strip() for s in subs)
+        ):
+            errors.append(
+                "field 'sub_motions' must be a non-empty list of non-empty strings (leave it out when unknown)"
+            )
     elif task == "aqa":
         for i, seg in enumerate(rec["sub_actions"]):
             if not isinstance(seg, dict) or not {"name", "start", "end"} <= set(seg):

@@ -210,6 +210,9 @@ def run_builder(
     col = Collector(dataset, quiet=args.quiet)
     try:
         protocol = build(args, col)
+        source = getattr(args, "sub_motions", None)  # the action-recognition builders' --sub-motions
+        if hasattr(source, "summary"):
+            protocol = {**protocol, "sub_motions": source.summary()}
     except (BuildError, pickle.UnpicklingError) as e:  # the pickle reader's refusals name the file and what it found
         print(f"error: {e}", file=sys.stderr)
         return 2, None

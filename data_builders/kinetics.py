@@ -134,6 +134,7 @@ def build_600(args, col: Collector, ann: Path, videos: Path) -> dict:
             base_or_novel="novel",
             seed=args.seed,
             num_candidates=args.num_candidates,
+            sub_motions=args.sub_motions,
         )
     return {"novel_classes": novel, "zero_shot_splits": splits, "source": source, "eval": "validate.csv"}
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from common.class_lists import class_list, readable
 from data_builders.builder import BuildError, Collector
+from data_builders.sub_motions import SOURCES_HELP, SubMotionSource, sub_motion_source
 
 OVAR_PROMPT = "What action is the person performing? Choose one of: {candidates}."
 K600_NOVEL_COUNT = 220
@@ -189,9 +190,11 @@ def add_ovar(
     seed: int,
     num_candidates: int | None = None,
     names: Callable[[Clip, Sequence[str]], tuple[str, list[str]]] = default_names,
+    sub_motions: SubMotionSource | None = None,
 ) -> None:
     """Add an `ovar` record per clip whose class is in `label_set` to `output`; the candidates come from the label
-    set (all of it, or `num_candidates` of it with the label), so base and novel names never mix."""
+    set (all of it, or `num_candidates` of it with the label), so base and novel names never mix. With a
+    `sub_motions` source, a record whose class (or label) has an entry gets its ranked `sub_motions`."""
     allowed = set(label_set)
     for i, c in enumerate(clips):
         if c.cls not in allowed:
@@ -212,6 +215,9 @@ def add_ovar(
         }
         if c.clip:
             rec["clip"] = c.clip
+        motions = sub_motions(c.cls, label) if sub_motions is not None else None
+        if motions:
+            rec["sub_motions"] = motions
         col.add(output, rec, c.at)
 
 
@@ -227,6 +233,7 @@ def add_base_to_novel(
 ) -> None:
     """The three base-to-novel outputs: b2n_train_base, b2n_eval_base, b2n_eval_novel."""
     common = {"dataset": dataset, "seed": args.seed, "num_candidates": args.num_candidates, "names": names}
+    common["sub_motions"] = getattr(args, "sub_motions", None)
     shots = subsample_shots([c for c in train if c.cls in set(base)], args.shots, args.seed)
     add_ovar(col, "b2n_train_base", shots, base, split="train", base_or_novel="base", **common)
     add_ovar(col, "b2n_eval_base", evals, base, split="eval", base_or_novel="base", **common)
@@ -253,6 +260,7 @@ def add_official_splits(
                 base_or_novel=FULL_ROLE[part],
                 seed=args.seed,
                 num_candidates=args.num_candidates,
+                sub_motions=getattr(args, "sub_motions", None),
             )
     return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
 
@@ -265,3 +273,4 @@ def add_ovar_arguments(parser, class_split: bool = True) -> None:
     parser.add_argument(
         "--num-candidates", type=int, default=None, help="offer K names in the prompt (default: the whole label set)"
     )
+    parser.add_argument("--sub-motions", type=sub_motion_source, default="kb", metavar="SOURCE", help=SOURCES_HELP)

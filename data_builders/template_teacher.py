@@ -5,7 +5,9 @@ runs offline; it is named a template teacher on purpose: it knows the label and 
 like, it does not look at the video. Each chain is a list of assistant turns in the exact format the GRPO recipe
 samples: the tool calls (the real tools answer them when the chain is replayed), then the dual-phase reasoning and
 the answer. Only the tools in `tools` are called: first the people (pose, else detection), then a description of
-the key frame (else the definitions of two candidates).
+the key frame (else the definitions of two candidates). The reasoning lists the record's `sub_motions` (else the
+template knowledge base's phases of the label, `common.action_kb.template_entry`) as the one sub-motion line of
+common/submotions.py, which the sub-motion reward reads back.
 
 >>> rec = {"label": "squat", "candidates": ["wave", "squat", "kick"], "sub_motions": ["knees bend", "hips drop"]}
 >>> turns = template_chain(rec)
@@ -13,6 +15,8 @@ the key frame (else the definitions of two candidates).
 '{"name": "pose_estimation", "arguments": {"frames": [2, 6], "person": 0}}'
 >>> turns[1].endswith("<answer>squat</answer>")
 True
+>>> turns[1].splitlines()[0]
+'<think>Sub-motions: knees bend → hips drop'
 >>> [json.loads(t.split("\\n")[2])["name"] for t in template_chain(rec, tools=ALL_TOOLS)[:2]]
 ['pose_estimation', 'video_description']
 >>> other_tools = ["human_detection", "action_explanation"]
@@ -29,6 +33,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from common.action_kb import template_entry
+from common.submotions import format_submotions
 
 ALL_TOOLS = ("pose_estimation", "human_detection", "action_explanation", "video_description")
 _COUNT = re.compile(r"frame (\d+) \(t=[^)]*\): (\d+) (?:person|people)")
@@ -47,7 +54,7 @@ def template_chain(
     label = record["label"]
     others = [c for c in record.get("candidates", []) if c != label]
     candidates = [label, *others[:2]]
-    motions = record.get("sub_motions") or [label]
+    motions = record.get("sub_motions") or template_entry(label)["phases"]
     frames = sorted({num_frames // 4, (3 * num_frames) // 4})
     people = [
         c
@@ -73,10 +80,9 @@ def template_chain(
         if calls:
             think = thinks[0] if calls[0]["name"] in ("pose_estimation", "video_description") else thinks[1]
             turns.append(f"<think>{think}</think>\n<tool_call>\n{json.dumps(calls[0])}\n</tool_call>")
-    decomposition = " ".join(f"{i}. {m}." for i, m in enumerate(motions, 1))
     scores = " ".join(f"{c}: {'high' if c == label else 'low'}." for c in sorted(candidates))
     turns.append(
-        f"<think>Sub-motions: {decomposition} Candidates: {', '.join(sorted(candidates))}. "
+        f"<think>{format_submotions(motions)}\nCandidates: {', '.join(sorted(candidates))}. "
         f"Matching: {scores}</think>\n<answer>{label}</answer>"
     )
     return turns
@@ -96,7 +102,7 @@ def template_reasoning(record: dict[str, Any], tool_text: str) -> str:
     the chain's first step rests on the tool output it was given (a judge checks these counts against it)."""
     seen = " ".join(f"frame {f}: {n} {'person' if n == 1 else 'people'}." for f, n in pose_counts(tool_text).items())
     turn = template_chain(record)[-1]
-    evidence = f"Pose: {seen} " if seen else "Pose: no frame was read. "
+    evidence = f"Pose: {seen}\n" if seen else "Pose: no frame was read.\n"
     return turn.replace("<think>", "<think>" + evidence, 1)
 
 

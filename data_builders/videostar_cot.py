@@ -15,8 +15,15 @@ tool replies land between the turns as they do in a rollout) and `meta.cot` (tea
 Teacher and judge: an OpenAI-compatible endpoint (prompts in `recipes/prompts/videostar_*.txt`, the key from
 `--api-key-env`), or `template`: the deterministic template teacher / judge (`data_builders.template_teacher`),
 which write and check chains from the ground truth and the real tool outputs, offline. Bad input is dropped with a
-counted reason (`bad_record`, `video_decode`, `teacher_unparsable`, `too_long`, `judge_wrong_answer`,
-`judge_contradicts_tools`, `judge_rejected`, `judge_unparsable`); a rerun resumes after the last record written.
+counted reason (`bad_record`, `video_decode`, `teacher_unparsable`, `teacher_no_submotions`, `too_long`,
+`judge_wrong_answer`, `judge_contradicts_tools`, `judge_rejected`, `judge_unparsable`); a rerun resumes after the
+last record written.
+
+Sub-motions: every kept chain lists them in the one format of common/submotions.py (a chain without a readable
+list is dropped as `teacher_no_submotions`). A record's own `sub_motions` are given to the teacher as that line to
+copy; a record without them gets the list an endpoint teacher wrote (`meta.cot.sub_motions: "teacher"`, else
+`"record"`), so the sub-motion reward has a truth for it in GRPO. The template teacher's fallback (the template
+knowledge base's phases) is not written back: the builders' `--sub-motions` already offers the knowledge base.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common.schema import validate_record
+from common.submotions import INSTRUCTION, format_submotions
 from data_builders.endpoint import (
     ChatEndpoint,
     build_resumable,
@@ -72,12 +80,23 @@ def final_answer(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+def submotion_line(record: dict) -> str:
+    """The record's `sub_motions` as the sub-motion line the teacher is to copy, or a note that there are none.
+
+    >>> submotion_line({"sub_motions": ["knees bend", "hips drop"]}), submotion_line({})
+    ('Sub-motions: knees bend → hips drop', '(not given: decompose the motion yourself)')
+    """
+    subs = record.get("sub_motions")
+    return format_submotions(subs) if subs else "(not given: decompose the motion yourself)"
+
+
 # --------------------------------------------------------------------------------------------- teachers, judges
 class TemplateTeacher:
     """The deterministic template teacher (see data_builders.template_teacher): it knows the label and reads
     the real pose reply; it does not look at the video."""
 
     name = "template"
+    writes_sub_motions = False  # its fallback list is the template knowledge base's, not a decomposition
 
     def first_turn(self, record: dict, tools: list[dict], num_frames: int, frames: Any) -> str:
         return template_chain(record, num_frames)[0]
@@ -88,6 +107,8 @@ class TemplateTeacher:
 
 class EndpointTeacher:
     """A teacher model behind an OpenAI-compatible endpoint; it sees a few of the frames."""
+
+    writes_sub_motions = True  # its list becomes the sub_motions of a record that has none
 
     def __init__(self, client: ChatEndpoint, images: int = 4):
         self.client, self.images, self.name = client, images, client.name
@@ -104,7 +125,7 @@ class EndpointTeacher:
             max_frame=num_frames - 1,
             question=record["prompt"],
             label=record["label"],
-            sub_motions="; ".join(record.get("sub_motions") or []) or "(not given)",
+            sub_motions=submotion_line(record),
             tools=json.dumps(tools),
         )
         return self.client.chat([{"role": "user", "content": prompt}], self._frames(frames))
@@ -114,7 +135,8 @@ class EndpointTeacher:
             question=record["prompt"],
             label=record["label"],
             candidates=", ".join(record["candidates"]),
-            sub_motions="; ".join(record.get("sub_motions") or []) or "(not given)",
+            sub_motions=submotion_line(record),
+            sub_motion_instruction=INSTRUCTION,
             tool_outputs="\n\n".join(tool_texts),
         )
         return self.client.chat([{"role": "user", "content": prompt}], self._frames(frames))
@@ -148,17 +170,24 @@ class EndpointJudge:
         return bool(keep), str(verdict.get("reason", ""))
 
 
-def check_chain(record: dict, chain: list[str], tool_texts: list[str], judge: Any) -> None:
-    """Dropped unless the last turn answers the label and the judge keeps the chain."""
+def check_chain(record: dict, chain: list[str], tool_texts: list[str], judge: Any) -> list[str]:
+    """The sub-motions the last turn lists; Dropped unless that turn answers the label, lists sub-motions (the
+    reward's reader, `rewards.submotion.parse_submotions`) and the judge keeps the chain."""
+    from rewards.submotion import parse_submotions
+
     answer = final_answer(chain[-1])
     if answer is None or "<think>" not in chain[-1]:
         raise Dropped("teacher_unparsable", "the last turn has no <think> or no <answer></answer>")
     if answer.strip().lower() != record["label"].strip().lower():
         raise Dropped("judge_wrong_answer", f"answer {answer!r}, label {record['label']!r}")
+    listed = parse_submotions(chain[-1])
+    if not listed:
+        raise Dropped("teacher_no_submotions", "the last turn has no 'Sub-motions: a → b → ...' line")
     keep, reason = judge(record, chain, tool_texts)
     if not keep:
         category = "judge_contradicts_tools" if judge is template_judge else "judge_rejected"
         raise Dropped(category, reason)
+    return listed
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -222,13 +251,18 @@ class ChainBuilder:
             tool_texts.append(result.text)
         second = self.teacher.second_turn(record, first, tool_texts, video.frames)
         chain = [first.strip(), second.strip()]
-        check_chain(record, chain, tool_texts, self.judge)
+        listed = check_chain(record, chain, tool_texts, self.judge)
         tokens = self.count_tokens(chain + tool_texts)
         if tokens > self.max_response_tokens:
             raise Dropped("too_long", f"{tokens} response tokens > {self.max_response_tokens}")
         judge_name = getattr(self.judge, "name", "template")
         cot = {"teacher": self.teacher.name, "judge": judge_name, "tool_calls": calls, "tool_responses": tool_texts}
-        return {**record, "chain": chain, "meta": {**record.get("meta", {}), "cot": cot}}
+        out = {**record, "chain": chain}
+        if record.get("sub_motions"):
+            cot["sub_motions"] = "record"
+        elif getattr(self.teacher, "writes_sub_motions", False):
+            out["sub_motions"], cot["sub_motions"] = listed, "teacher"
+        return {**out, "meta": {**record.get("meta", {}), "cot": cot}}
 
 
 def build(

@@ -3,8 +3,9 @@
 The policy watches a clip, may call tools (`pose_estimation`: boxes, 17 COCO keypoints, joint angles and the limbs
 that move most; `human_detection`: people per frame with ids that persist; `action_explanation`: definitions of
 actions as phases; `video_description`: key frames and their description), reasons in <think>, and answers in
-<answer>. Rewards: accuracy + format + tool usage (the tool reward counts only when the answer is right), as in
-Video-STAR (arXiv 2510.08480).
+<answer>. Rewards: accuracy + format + tool usage + sub-motion (the tool and sub-motion rewards count only when the
+answer is right; the sub-motion reward weighs the ranked `Sub-motions:` line against the record's `sub_motions`),
+as in Video-STAR (arXiv 2510.08480).
 
 The embedded default runs two stages: a cold-start SFT (recipes/sft.py on template-teacher chains of the sample
 records, through the real tools; `<run_dir>/cold_start/`), then GRPO from its last checkpoint (recipes/grpo.py).

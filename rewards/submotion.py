@@ -1,32 +1,30 @@
 """Video-STAR's sub-motion reward: ranked sub-motions in the reasoning, weighted by rank, credited when they match
 the sub-motions of the (correctly) predicted action.
 
-The format it reads follows the paper's first reasoning stage, sub-motion decomposition ("shoot ball" is
-"body bending -> leg extending -> feet-ball interaction"): inside `<think>`, a line starting `Sub-motions:`
-followed by the sub-motions, most relevant first, either on the same line separated by arrows (`→` or `->`),
-semicolons or commas, or as a numbered (`1.` / `1)`) or bulleted (`-`, `*`) list on the following lines:
+The format follows the paper's first reasoning stage, sub-motion decomposition ("shoot ball" is "body bending ->
+leg extending -> feet-ball interaction"). Its one written form is defined in common/submotions.py, which the
+system prompt asks for and the teachers write: inside `<think>`, a line of its own
 
-    <think>Sub-motions:
-    1. leg bending
-    2. torso jumping
-    3. arm extending
-    The person jumps and releases the ball ... </think>
+    <think>Pose: frame 2: 1 person.
+    Sub-motions: leg bending → torso jumping → arm extending
+    Candidates: ... </think>
     <answer>shoot ball</answer>
 
-or `<think>Sub-motions: leg bending → torso jumping → arm extending. ...</think>` (a trailing period ends the
-one-line form's last item, and so does a tag). The ground truth is the record's `sub_motions` (a ranked list of
-strings, the sub-motions of its action; see common/schema.py).
+The reader is lenient beyond that form: the marker in any case (`Submotions:`, `Sub motions:`), the items on the
+marker's line separated by arrows (`→` or `->`; when the line has an arrow, arrows are the only separator, so an
+item may hold a comma) or else by semicolons or commas, or as a numbered (`1.` / `1)`) or bulleted (`-`, `*`)
+list on the following lines. A trailing period ends the one-line form's last item, and so does a tag. The ground
+truth is the record's `sub_motions` (a ranked list of strings, the sub-motions of its action; see common/schema.py
+and, for real data, the builders' `--sub-motions`, docs/datasets.md).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.embeddings import sentence_embedder
+from common.submotions import label_key, load_definitions
 from rewards.helpers import submotion_weights
 from rewards.registry import register
 from rewards.videostar import THINK_CLOSE, THINK_OPEN, accuracy, normalize_label
@@ -37,7 +35,8 @@ if TYPE_CHECKING:
 _MARKER = re.compile(r"sub[- ]?motions\s*:", re.IGNORECASE)
 MAX_ITEMS = 32  # a longer list is not a ranking; only the first MAX_ITEMS count (and share the weight)
 MAX_ITEM_CHARS = 200
-_SPLIT = re.compile(r"→|->|;|,")
+_ARROWS = re.compile(r"→|->")
+_SPLIT = re.compile(r";|,")
 _LIST_ITEM = re.compile(r"\s*(?:\d{1,3}\s*[.)]|[-*•])\s*(.*)")
 MATCH_MODES = ("text", "embedding")
 
@@ -56,6 +55,8 @@ def parse_submotions(text: Any) -> list[str]:
 
     >>> parse_submotions("<think>Sub-motions: leg bending → arm extending.</think><answer>shoot</answer>")
     ['leg bending', 'arm extending']
+    >>> parse_submotions("<think>Sub-motions: grip it → pull, twist or lift it open\\nCandidates: open</think>")
+    ['grip it', 'pull, twist or lift it open']
     >>> parse_submotions("<think>sub-motions:\\n1. leg bending\\n2) arm extending\\nSo it is a shot.</think>")
     ['leg bending', 'arm extending']
     """
@@ -71,7 +72,8 @@ def parse_submotions(text: Any) -> list[str]:
     first, _, following = rest.partition("\n")
     first = first.split("<", 1)[0]  # a tag ends the one-line form
     if first.strip():
-        items = _SPLIT.split(first.strip().rstrip("."), maxsplit=MAX_ITEMS)
+        line = first.strip().rstrip(".")
+        items = (_ARROWS if _ARROWS.search(line) else _SPLIT).split(line, maxsplit=MAX_ITEMS)
     else:
         items = []
         for line in following.split("\n", MAX_ITEMS + 1)[: MAX_ITEMS + 1]:
@@ -99,29 +101,13 @@ def similarity_matrix(listed: list[str], truth: list[str], match: str) -> list[l
     return (vectors[: len(listed)] @ vectors[len(listed) :].T).tolist()
 
 
-@functools.lru_cache(maxsize=8)
-def load_definitions(path: str) -> dict[str, list[str]]:
-    """A JSON file {action label: [ranked sub-motions]}, keyed by normalised label (spaces removed); read once per
-    process. Raises ValueError naming the file and the bad entry."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"submotion: cannot read definitions file {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"submotion: definitions file {path} must hold an object {{label: [sub-motions]}}")
-    for label, motions in data.items():
-        if not isinstance(motions, list) or not all(isinstance(m, str) for m in motions):
-            raise ValueError(f"submotion: definitions file {path}: {label!r} must map to a list of strings")
-    return {normalize_label(label).replace(" ", ""): motions for label, motions in data.items()}
-
-
 def _truth(record: Any, definitions: str | None) -> list[str] | None:
     """The record's `sub_motions`, else its answer's entry in the definitions file, else None."""
     if not isinstance(record, dict):
         return None
     truth = record.get("sub_motions")
     if truth is None and definitions and isinstance(record.get("answer"), str):
-        truth = load_definitions(str(definitions)).get(normalize_label(record["answer"]).replace(" ", ""))
+        truth = load_definitions(str(definitions)).get(label_key(record["answer"]))
     if not isinstance(truth, list) or not truth or not all(isinstance(t, str) for t in truth):
         return None
     return truth

@@ -4,9 +4,9 @@ The model's last assistant turn (`traj.final_text`) is expected to read
 
     <think> ... reasoning ... </think> <answer> action label </answer>
 
-The paper's fourth component, the ranked sub-motion reward, lives beside these once the record carries ranked
-sub-motions. All parsing here is linear-time string searching (no backtracking regex), never raises on any text,
-and returns values in [0, 1] (or None when the record has no answer to compare with).
+The paper's fourth component, the ranked sub-motion reward, lives in rewards/submotion.py. All parsing here is
+linear-time string searching (no backtracking regex), never raises on any text, and returns values in [0, 1] (or
+None when the record has no answer to compare with).
 """
 
 from __future__ import annotations

@@ -48,9 +48,11 @@ def _with(kind: str, /, **changes) -> dict:
 @pytest.mark.parametrize("task", sorted(VALID))
 def test_valid_records_have_no_errors(task):
     assert validate_record(VALID[task]) == []
+    assert validate_record(_with("ovar", sub_motions=["arm rises", "hand waves"])) == []
     assert validate_record(_with(task, clip=[1.0, 2.5], meta={"dataset": "x", "split": "train"})) == []
 
 
+SUBS_ERROR = "field 'sub_motions' must be a non-empty list of non-empty strings (leave it out when unknown)"
 INVALID = [
     # (record, the exact list of errors)
     (_with("ovar", id=None), ["missing field 'id'"]),
@@ -66,6 +68,10 @@ INVALID = [
     (_with("ovar", clip=[0.0]), ["field 'clip' must be [start_s, end_s] with start_s < end_s"]),
     (_with("ovar", clip=[0.0, float("inf")]), ["field 'clip' must be [start_s, end_s] with start_s < end_s"]),
     (_with("ovar", meta=["x"]), ["field 'meta' must be an object"]),
+    *[
+        (_with("ovar", sub_motions=bad), [SUBS_ERROR])
+        for bad in ("arm rises", [], ["arm rises", ""], ["arm rises", 3], ["  "])
+    ],
     (_with("aqa", score="81.5"), ["field 'score' must be int or float, got str"]),
     (_with("aqa", score=True), ["field 'score' must be int or float, got bool"]),
     (_with("aqa", score_range=[100, 0]), ["field 'score_range' must be [lo, hi] with lo < hi"]),

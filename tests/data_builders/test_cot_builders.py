@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.schema import validate_record
+from common.submotions import INSTRUCTION
 from tests.fake_openai import FakeOpenAIEndpoint, text_of
 
 
@@ -69,14 +70,25 @@ def test_the_judge_drops_wrong_answers_and_contradicted_tool_outputs(sample, tmp
         """Claims five people in frame 2, whatever the pose tool saw."""
 
         def second_turn(self, record, first, tool_texts, frames):
-            return f"<think>frame 2: 5 people.</think>\n<answer>{record['label']}</answer>"
+            return f"<think>frame 2: 5 people.\nSub-motions: arm rises</think>\n<answer>{record['label']}</answer>"
 
     class WrongTeacher(TemplateTeacher):
         def second_turn(self, record, first, tool_texts, frames):
             return "<think>Guess.</think>\n<answer>dance</answer>"
 
+    class NoListTeacher(TemplateTeacher):
+        """Right answer, but no sub-motion line the reward could read."""
+
+        def second_turn(self, record, first, tool_texts, frames):
+            return f"<think>Sub-motions and candidates weighed.</think>\n<answer>{record['label']}</answer>"
+
     record = _fixture(sample, tmp_path, "train", 1)[1][0]
-    for teacher, reason in ((LyingTeacher(), "judge_contradicts_tools"), (WrongTeacher(), "judge_wrong_answer")):
+    cases = (
+        (LyingTeacher(), "judge_contradicts_tools"),
+        (WrongTeacher(), "judge_wrong_answer"),
+        (NoListTeacher(), "teacher_no_submotions"),
+    )
+    for teacher, reason in cases:
         with pytest.raises(Dropped) as err:
             ChainBuilder(teacher, template_judge, {"pose_estimation": {}}).build(record)
         assert err.value.reason == reason
@@ -92,7 +104,10 @@ def _teacher_reply(messages):
         return f"<think>Pose helps.</think>\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
     if "NEXT turn" in prompt:
         label = prompt.split("The correct answer is: ")[1].splitlines()[0]
-        return f"<think>Sub-motions and candidates weighed.</think>\n<answer>{label}</answer>"
+        given = prompt.split("Its sub-motion line (most telling first): ")[1].splitlines()[0]
+        # copy the given line, as the prompt asks; decompose when none is given
+        line = given if given.startswith("Sub-motions:") else "Sub-motions: arms rise → arms fall, twice"
+        return f"<think>Pose seen.\n{line}\nCandidates weighed.</think>\n<answer>{label}</answer>"
     return '{"keep": true, "reason": "consistent"}'
 
 
@@ -102,6 +117,9 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
 
     monkeypatch.setenv("FAKE_KEY", "sk-secret-123")
     records_path, good = _fixture(sample, tmp_path, "train", 2)
+    lines = records_path.read_text().splitlines()  # the second record without sub_motions: the teacher's are kept
+    lines[1] = json.dumps({k: v for k, v in good[1].items() if k != "sub_motions"})
+    records_path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "cot.jsonl"
     with FakeOpenAIEndpoint(lambda body: _teacher_reply(body["messages"])) as server:
         client = ChatEndpoint(server.base_url, model="fake-model", api_key_env="FAKE_KEY")
@@ -112,6 +130,14 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
     assert summary["kept_records"] == 2
     kept = _lines(out)
     assert [r["meta"]["cot"]["teacher"] for r in kept] == ["endpoint:fake-model"] * 2
+    # the first record's own sub-motions, copied by the teacher as the prompt's line; the second gets the teacher's
+    assert kept[0]["sub_motions"] == good[0]["sub_motions"] and kept[0]["meta"]["cot"]["sub_motions"] == "record"
+    assert f"\nSub-motions: {' → '.join(good[0]['sub_motions'])}\n" in kept[0]["chain"][1]
+    assert kept[1]["sub_motions"] == ["arms rise", "arms fall, twice"] and kept[1]["meta"]["cot"]["sub_motions"] == (
+        "teacher"
+    )
+    reason_prompt = text_of(server.requests[1]["body"]["messages"][-1])
+    assert INSTRUCTION in reason_prompt and "(not given" in text_of(server.requests[4]["body"]["messages"][-1])
     assert kept[0]["meta"]["cot"]["tool_calls"] == [{"name": "pose_estimation", "arguments": {"frames": [4]}}]
     # per kept record: first turn, second turn, judge; the teacher's requests carry 2 frames as JPEG data URLs
     assert len(server.requests) == 6

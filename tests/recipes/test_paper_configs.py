@@ -88,6 +88,25 @@ def test_videostar_paper_config_loads_with_the_papers_and_releases_values():
         ]
 
 
+def test_videostar_embedded_default_trains_on_the_four_rewards_as_the_paper_config_does():
+    from common.sample_data import build_sample_data, default_sample_dir
+    from common.schema import load_records
+
+    default, paper = grpo.load([], videostar_grpo.DEFAULT_YAML), grpo.load([], VSTAR_PAPER)
+    four = {
+        "accuracy": (1.0, {}, None),
+        "format": (1.0, {}, None),
+        "tool_usage": (1.0, {}, "accuracy"),
+        "submotion": (1.0, {"scheme": "linear"}, None),
+    }
+    assert rewards_of(default) == four and rewards_of(paper) == four
+    # the sub-motion term applies to every bundled ovar record: each carries its ranked sub_motions
+    sample = build_sample_data(default_sample_dir())
+    for split in ("train", "eval"):
+        recs = load_records(sample[split])
+        assert recs and all(r["sub_motions"] and all(isinstance(m, str) and m for m in r["sub_motions"]) for r in recs)
+
+
 def test_seq_mean_token_mean_is_the_video_star_release_loss():
     """The release's loss (grpo_trainer.py), on policy: per_token = -(exp(lp - lp.detach()) * A - beta * k3) with
     k3 = exp(x) - x - 1, x = ref - lp; loss = ((per_token * mask).sum(1) / mask.sum(1)).mean(). Our grpo_loss with

@@ -70,7 +70,7 @@ def test_default_recipe_two_steps_then_resume(ray_local, tiny_model_dir, tmp_pat
     rows = _rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        for component in ("accuracy", "format", "tool_usage"):
+        for component in ("accuracy", "format", "tool_usage", "submotion"):
             assert f"reward/{component}_mean" in row
         assert math.isfinite(row["train/loss"]) and math.isfinite(row["train/grad_norm"])
         assert row["rollout/trajectories"] == 2 * 4  # batch 2 x group 4

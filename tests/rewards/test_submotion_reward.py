@@ -34,7 +34,9 @@ def reply(listing: str, answer: str = "shoot ball") -> str:
             reply("Sub-motions: leg bending → torso jumping → arm extending."),
             ["leg bending", "torso jumping", "arm extending"],
         ),
-        (reply("sub-motions: a -> b; c, d"), ["a", "b", "c", "d"]),
+        # a line with an arrow splits at arrows only (an item may hold a comma); without, at ; and ,
+        (reply("sub-motions: a -> b; c, d"), ["a", "b; c, d"]),
+        (reply("sub-motions: a; b, c"), ["a", "b", "c"]),
         (
             reply("Sub-motions:\n1. leg bending\n2) torso jumping\n3. arm extending"),
             ["leg bending", "torso jumping", "arm extending"],

@@ -29,6 +29,7 @@ the gathered state dict and one optimizer partition per rank (resume with the sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,8 @@ class FSDP2Strategy:
         writer = HuggingFaceStorageWriter(
             str(state_dir / ckpt.DCP_DIR), fqn_to_index_mapping=self._dcp_files(flat), save_distributed=True
         )
-        dcp.save(flat, storage_writer=writer)  # a failure on any rank raises on every rank
+        with _dcp_errors_as_oserror():
+            dcp.save(flat, storage_writer=writer)  # a failure on any rank raises on every rank
         if rank == 0:
             ckpt.write_json(state_dir / ckpt.OPTIMIZER_VALUES, values)
 
@@ -331,6 +333,23 @@ class FSDP2Strategy:
             self.load_full_state_dict(self.model, ckpt.load_flat_state(state_dir, "master_weights"))
         optim = ckpt.optimizer_from_flat(ckpt.load_flat_state(state_dir, "optimizer"))
         set_optimizer_state_dict(self.model, self.optimizer, optim, options=StateDictOptions(full_state_dict=True))
+
+
+@contextlib.contextmanager
+def _dcp_errors_as_oserror():
+    """torch.distributed.checkpoint wraps each rank's failure in a CheckpointException (a BaseException): re-raise it
+    as the OSError it was when every rank's failure is one (a full disk), on every rank, so that the caller sees
+    a failed save it can skip (recipes/grpo.py) whichever rank answers first; anything else raises as it is."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointException as e:
+        causes = [failure[0] if isinstance(failure, tuple) else failure for failure in e.failures.values()]
+        if causes and all(isinstance(cause, OSError) for cause in causes):
+            first = causes[0]
+            raise OSError(first.errno, f"{first.strerror or first} (writing the sharded trainer state)") from e
+        raise
 
 
 def _full_tensor(tensor: Any) -> Any:

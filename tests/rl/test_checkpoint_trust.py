@@ -170,6 +170,30 @@ def rank(tiny_model_dir):
     torch.set_num_threads(threads)
 
 
+def test_a_full_disk_inside_the_sharded_state_is_an_oserror_and_leaves_nothing(rank, tmp_path, monkeypatch):
+    """torch.distributed.checkpoint wraps the ENOSPC of its writer in a CheckpointException (a BaseException): the
+    save still fails with an OSError, which the GRPO loop skips (recipes/grpo.py `_save`), and leaves no folder."""
+    import os
+
+    from recipes.config import RunConfig
+    from recipes.run import Sampler, save_checkpoint
+
+    real_fsync = os.fsync
+
+    def full_disk(fd):  # the DCP writer's fsync of its shard fails, as on a full disk with delayed allocation
+        if "/dcp/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    run_dir = tmp_path / "run"
+    sampler = Sampler([{"id": str(i)} for i in range(5)], batch_size=2)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        save_checkpoint(rank, run_dir, 1, sampler, RunConfig())
+    assert info.value.errno == errno.ENOSPC
+    assert not run_dir.exists() or sorted(p.name for p in run_dir.iterdir()) == []
+
+
 def test_a_failed_save_leaves_no_checkpoint_and_resume_falls_back(rank, tiny_model_dir, tmp_path, monkeypatch, capsys):
     from recipes.config import RunConfig
     from recipes.run import Sampler, resume, save_checkpoint

@@ -57,19 +57,28 @@ class Case:
     data: str = ""  # "corrupt" or "empty": a training sample of step 2 points to such a video
     full_disk: bool = False
     driver_crash: bool = False
+    two_stage: bool = False  # runs the cold start itself (compared with the two-stage run), not from its checkpoint
 
 
 CASES = [
     Case("none", "no fault (the reference run)"),
     Case("kill-rollout-worker", "SIGKILL a rollout worker mid-rollout", "ray::RolloutWorker", busy="rollout"),
-    Case("kill-tool-actor", "SIGKILL a tool actor", "ray::ToolActor", busy="call"),
+    # two stages: the cold start's replay calls every tool (the tiny policy's own calls are mostly malformed, and a
+    # tool's actors start on its first valid call), so the tool actors are up when the fault comes
+    Case("kill-tool-actor", "SIGKILL a tool actor", "ray::ToolActor", busy="call", two_stage=True),
     Case("kill-reward-worker", "SIGKILL a reward worker", "ray::RewardWorker"),
     Case("kill-trainer-rank", "SIGKILL a trainer rank", "ray::TrainerRank", after_step=3),
     Case("stop-rollout-worker", "SIGSTOP a rollout worker (a hang)", "ray::RolloutWorker", sig=signal.SIGSTOP),
     Case("corrupt-video", "a corrupt video in the data", data="corrupt"),
     Case("empty-video", "a zero-length video in the data", data="empty"),
     Case("full-disk-checkpoint", "ENOSPC while a checkpoint is written", full_disk=True),
-    Case("driver-crash-resume", "the driver crashes, then run.resume=true", after_step=3, driver_crash=True),
+    Case(
+        "driver-crash-resume",
+        "the driver crashes, then run.resume=true",
+        after_step=3,
+        driver_crash=True,
+        two_stage=True,
+    ),
 ]
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -107,12 +116,33 @@ def token_checksum(traj, record, **_) -> float:
 
 
 def descendants(pid: int) -> list:
+    """The processes under `pid`, walked level by level (a process that ends meanwhile is skipped, not fatal)."""
     import psutil
 
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
+    out, todo = [], [pid]
+    while todo:
+        try:
+            children = psutil.Process(todo.pop()).children()
+        except psutil.Error:
+            continue
+        out += children
+        todo += [child.pid for child in children]
+    return out
+
+
+def ray_titles(driver: int) -> list[str]:
+    """The distinct Ray process titles under the driver (what a fault could target)."""
+    import psutil
+
+    titles = set()
+    for proc in descendants(driver):
+        try:
+            cmd = " ".join(proc.cmdline()).strip()
+        except psutil.Error:
+            continue
+        if cmd.startswith("ray::"):
+            titles.add(cmd.split()[0])
+    return sorted(titles)
 
 
 def find_target(driver: int, title: str, busy: str, wait_s: float = 60.0):
@@ -186,7 +216,7 @@ def run_case(case: Case, work: Path, args: argparse.Namespace, init_from: str) -
         # non-zero, and the comparison with the fault-free run covers the trainer, not only the rollouts
         "rewards.components=[{name: accuracy}, {name: format}, {name: 'benchmarks.chaos:token_checksum'}]",
     ]
-    if init_from and not case.driver_crash:
+    if init_from and not case.two_stage:
         overrides.append(f"init_from={init_from}")
     # the project on the path of the driver and (inherited) of its Ray workers, which import the reward plugin
     env = {
@@ -214,6 +244,9 @@ def run_case(case: Case, work: Path, args: argparse.Namespace, init_from: str) -
         code = subprocess.call([*cmd, "run.resume=true"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - t0
     log.close()
+    if case.full_disk:
+        marker = Path(env["CHAOS_ENOSPC_MARKER"])
+        injected = "ENOSPC at the step-2 checkpoint" if marker.exists() else "no checkpoint fsync was reached"
     return {"case": case, "code": code, "seconds": seconds, "rows": metrics_rows(run_dir), "injected": injected}
 
 
@@ -233,7 +266,7 @@ def inject(case: Case, proc: subprocess.Popen, run_dir: Path) -> str:
     for _ in range(100):  # a process found may end before it is signalled (Ray recycles idle workers): find again
         target = find_target(proc.pid, case.target, case.busy)
         if target is None:
-            return f"no {case.target} process found"
+            return f"no {case.target} process found (there were: {', '.join(ray_titles(proc.pid)) or 'none'})"
         try:
             title = " ".join(target.cmdline()).strip()[:60]
             os.kill(target.pid, case.sig)
@@ -250,9 +283,13 @@ def summarise(result: dict, reference: dict | None, args: argparse.Namespace) ->
     faulty = sum(r.get("rollout/skipped/video_error", 0) for r in rows) if case.data else 0
     lost = sum(max(0.0, args.batch_size - trained) for trained in per_sample.values()) - faulty
     twice = (len(steps) - len(set(steps))) + sum(max(0.0, t - args.batch_size) for t in per_sample.values())
+    finished = result["code"] == 0 and set(steps) == set(range(1, args.steps + 1))
+    injected = not (case.target or case.driver_crash or case.full_disk) or result["injected"].startswith(
+        ("SIG", "ENOSPC")
+    )
     out = {
         "fault": case.title,
-        "recovered": "yes" if result["code"] == 0 and set(steps) == set(range(1, args.steps + 1)) else "no",
+        "recovered": ("yes" if finished else "no") if injected else f"not injected: {result['injected']}",
         "steps": len(set(steps)),
         "lost": lost,
         "twice": twice,
@@ -313,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(f"{c.name:24s} {c.title}" for c in CASES))
         return 0
-    args.cases = ["none", *[c for c in args.cases if c != "none"]]  # the reference of the other rows
+    one_stage = [c.name for c in CASES if not c.two_stage]
+    if any(c in one_stage for c in args.cases):  # "none" is the reference of the one-stage rows
+        args.cases = ["none", *[c for c in args.cases if c != "none"]]
     unknown = set(args.cases) - {c.name for c in CASES}
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; see --list")
@@ -327,14 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[chaos] the fault-free run failed (exit {two_stage['code']}); see {work / 'two-stage.log'}")
         return 1
     init_from = str(cold[-1])
-    summaries, reference = [], None
+    summaries = [summarise(two_stage, two_stage, args)] if not any(c in one_stage for c in args.cases) else []
+    reference = None
     for case in CASES:
         if case.name not in args.cases:
             continue
         result = run_case(case, work, args, init_from)
         if case.name == "none":
             reference = result
-        against = two_stage if case.driver_crash else reference
+        against = two_stage if case.two_stage else reference
         summaries.append(summarise(result, against, args))
         print(f"[chaos] {case.name}: recovered {summaries[-1]['recovered']} ({result['injected']})", flush=True)
     print(table(summaries))

@@ -51,8 +51,9 @@ def recorded(monkeypatch):
     seen: dict[str, float] = {}
     stop_at_rollout = []
 
-    def rollout_group(cfg, model_path, seed=0, timeout_s=None):
+    def rollout_group(cfg, model_path, seed=0, timeout_s=None, retries=None):
         seen["rollout"] = timeout_s
+        seen["rollout_retries"] = retries
         if stop_at_rollout:
             raise _Stop
 
@@ -61,13 +62,15 @@ def recorded(monkeypatch):
 
         return types.SimpleNamespace(shutdown=shutdown)
 
-    def reward_pool(specs, timeout_s=None, **kwargs):
+    def reward_pool(specs, timeout_s=None, retries=None, **kwargs):
         seen["rewards"] = timeout_s
+        seen["reward_retries"] = retries
         raise _Stop
 
     class Evals(eval.during_training.TrainingEval):
-        def __init__(self, cfg, run_dir, rollout, timeout_s=None):
+        def __init__(self, cfg, run_dir, rollout, timeout_s=None, retries=None):
             seen["eval"] = timeout_s
+            seen["eval_retries"] = retries
 
     monkeypatch.setattr(rollout.group, "RolloutGroup", rollout_group)
     monkeypatch.setattr(rewards.worker, "RewardPool", reward_pool)
@@ -79,16 +82,25 @@ def test_the_recipes_hand_it_to_every_actor_group(ray_local, tiny_model_dir, rec
     """(The waits themselves are tested with real actors in tests/rollout, tests/rewards and tests/eval.)"""
     seen, stop_at_rollout = recorded
     cfg = grpo.load(
-        [f"run.run_dir={tmp_path / 'grpo'}", "run.timeout_s=42", "cold_start.steps=0"], videostar_grpo.DEFAULT_YAML
+        [f"run.run_dir={tmp_path / 'grpo'}", "run.timeout_s=42", "run.actor_retries=5", "cold_start.steps=0"],
+        videostar_grpo.DEFAULT_YAML,
     )
     with pytest.raises(_Stop):
         grpo._start(cfg, "grpo")
     # the reward pool failed to start: the rollout workers started before it were shut down
-    assert seen == {"eval": 42.0, "rollout": 42.0, "rewards": 42.0, "rollout_shut_down": True}
+    assert seen == {
+        "eval": 42.0,
+        "rollout": 42.0,
+        "rewards": 42.0,
+        "rollout_shut_down": True,
+        "eval_retries": 5,
+        "rollout_retries": 5,
+        "reward_retries": 5,
+    }
 
     seen.clear()
     stop_at_rollout.append(True)
     cfg = sft.load([f"run.run_dir={tmp_path / 'sft'}", "run.timeout_s=7"], videostar_sft.DEFAULT_YAML)
     with pytest.raises(_Stop):
         sft.run(cfg)
-    assert seen == {"eval": 7.0, "rollout": 7.0}
+    assert seen == {"eval": 7.0, "rollout": 7.0, "eval_retries": 2, "rollout_retries": 2}

@@ -54,6 +54,7 @@ class Case:
     sig: int = signal.SIGKILL
     after_step: int = 1  # signal once metrics.jsonl has this step
     busy: str = ""  # wait (a while) until the target runs this method, to hit it mid-call
+    busy_wait_s: float = 60.0  # how long to wait for that before taking an idle one
     data: str = ""  # "corrupt" or "empty": a training sample of step 2 points to such a video
     full_disk: bool = False
     driver_crash: bool = False
@@ -65,7 +66,7 @@ CASES = [
     Case("kill-rollout-worker", "SIGKILL a rollout worker mid-rollout", "ray::RolloutWorker", busy="rollout"),
     # two stages: the cold start's replay calls every tool (the tiny policy's own calls are mostly malformed, and a
     # tool's actors start on its first valid call), so the tool actors are up when the fault comes
-    Case("kill-tool-actor", "SIGKILL a tool actor", "ray::ToolActor", busy="call", two_stage=True),
+    Case("kill-tool-actor", "SIGKILL a tool actor", "ray::ToolActor", busy="call", busy_wait_s=2.0, two_stage=True),
     Case("kill-reward-worker", "SIGKILL a reward worker", "ray::RewardWorker"),
     Case("kill-trainer-rank", "SIGKILL a trainer rank", "ray::TrainerRank", after_step=3),
     Case("stop-rollout-worker", "SIGSTOP a rollout worker (a hang)", "ray::RolloutWorker", sig=signal.SIGSTOP),
@@ -147,11 +148,14 @@ def ray_titles(driver: int) -> list[str]:
 
 def find_target(driver: int, title: str, busy: str, wait_s: float = 60.0):
     """A process among the driver's descendants whose title starts with `title`; with `busy`, preferably one seen
-    running that method (`ray::RolloutWorker.rollout`) within `wait_s`."""
+    running that method (`ray::RolloutWorker.rollout`) within `wait_s`, else one seen idle (at once without
+    `busy`). Waits up to `wait_s` more for one to appear at all."""
     import psutil
 
     deadline, seen = time.monotonic() + wait_s, None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or (seen is None and time.monotonic() < deadline + wait_s):
+        if seen is not None and time.monotonic() >= deadline:
+            break
         for proc in descendants(driver):
             try:
                 cmd = " ".join(proc.cmdline())
@@ -264,7 +268,7 @@ def inject(case: Case, proc: subprocess.Popen, run_dir: Path) -> str:
     import psutil
 
     for _ in range(100):  # a process found may end before it is signalled (Ray recycles idle workers): find again
-        target = find_target(proc.pid, case.target, case.busy)
+        target = find_target(proc.pid, case.target, case.busy, case.busy_wait_s)
         if target is None:
             return f"no {case.target} process found (there were: {', '.join(ray_titles(proc.pid)) or 'none'})"
         try:

@@ -1,7 +1,7 @@
 """Chaos benchmark: run the embedded Video-STAR GRPO default with one fault injected per run, from outside the code
 under test, and print whether the run recovered, what it cost and whether anything was lost or counted twice.
 
-    python benchmarks/chaos.py                          # every fault, one run each (about 15-25 minutes on 2 cores)
+    python benchmarks/chaos.py                          # every fault, one run each (about 30-40 minutes on 2 cores)
     python benchmarks/chaos.py --cases kill-trainer-rank driver-crash-resume --steps 4
     python benchmarks/chaos.py --list
 
@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps per run")
     parser.add_argument("--batch-size", type=int, default=2, help="samples per step")
     parser.add_argument("--n", type=int, default=4, help="rollout.n of the recipe (for the accounting)")
-    parser.add_argument("--cold-start-steps", type=int, default=10, help="SFT steps of the warm-up")
-    parser.add_argument("--timeout-s", type=float, default=90.0, help="run.timeout_s: when a hang is noticed")
+    parser.add_argument("--cold-start-steps", type=int, default=30, help="SFT steps of the warm-up")
+    parser.add_argument("--timeout-s", type=float, default=150.0, help="run.timeout_s: when a hang is noticed")
     parser.add_argument("--work-dir", default="", help="where the runs go (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -17,13 +17,12 @@ answer never reached the caller, nothing is lost and nothing is counted twice.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.waits import ActorTimeoutError, actor_name, check_timeout, kill_actors
+from common.waits import actor_name, check_timeout, get_all, kill_actors
 
 
 class ActorFailedError(RuntimeError):
@@ -62,41 +61,10 @@ class Failure:
         return f"{type(self.error).__name__}: {str(self.error).splitlines()[0][:300] if str(self.error) else ''}"
 
 
-def actor_died(error: BaseException) -> bool:
-    """Whether `error`, raised by `ray.get` of an actor call, means that actor died (or is unreachable), not that
-    its method raised: Ray re-raises a method's exception as a RayTaskError subclass of the exception's own type, so
-    a method that called a dead actor itself raises a RayTaskError that is also a RayActorError."""
-    from ray.exceptions import RayActorError, RayTaskError
-
-    return isinstance(error, RayActorError) and not isinstance(error, RayTaskError)
-
-
 def wait_each(refs: Sequence[Any], names: Sequence[str], actors: Sequence[Any], phase: str, timeout_s: float) -> list:
-    """Like `common.waits.get_all`, but a call whose actor died or did not answer in time gives a `Failure` in its
-    place instead of raising (the late actors are killed). Any other exception raises at once."""
-    import ray
-
-    refs = list(refs)
-    index = {ref: i for i, ref in enumerate(refs)}
-    results: list[Any] = [None] * len(refs)
-    deadline = time.monotonic() + timeout_s
-    remaining = refs
-    while remaining:
-        ready, remaining = ray.wait(remaining, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-        if not ready:
-            late = sorted(index[ref] for ref in remaining)
-            kill_actors([actors[i] for i in late])
-            for i in late:
-                results[i] = Failure(ActorTimeoutError(phase, [names[i]], timeout_s), died=False)
-            break
-        for ref in ready:
-            try:
-                results[index[ref]] = ray.get(ref)
-            except Exception as e:
-                if not actor_died(e):
-                    raise
-                results[index[ref]] = Failure(e, died=True)
-    return results
+    """`common.waits.get_all`, but a call whose actor died or did not answer in time gives a `Failure` in its place
+    instead of raising (the late actors are killed). Any other exception raises at once."""
+    return get_all(refs, names, actors, phase, timeout_s, on_failure=Failure)
 
 
 class Replaceable:

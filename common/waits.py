@@ -6,14 +6,15 @@ run with a message naming it, not hang it silently.
 
 On a timeout the actors that did not answer are killed (a running call of a plain actor cannot be cancelled, and a
 stopped process never reads a cancel), so the caller's cleanup (shutting the other actors down) can go on, and
-`ActorTimeoutError` names the phase, the actors and the timeout. Nothing is retried or replaced.
+`ActorTimeoutError` names the phase, the actors and the timeout. Nothing is retried or replaced here:
+`common.recovery` does that, through `get_all(..., on_failure=...)`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -58,10 +59,28 @@ def kill_actors(actors: Sequence[Any]) -> None:
             pass
 
 
-def get_all(refs: Sequence[Any], names: Sequence[str], actors: Sequence[Any], phase: str, timeout_s: float) -> list:
+def actor_died(error: BaseException) -> bool:
+    """Whether `error`, raised by `ray.get` of an actor call, means that actor died (or is unreachable), not that
+    its method raised: Ray re-raises a method's exception as a RayTaskError subclass of the exception's own type, so
+    a method that called a dead actor itself raises a RayTaskError that is also a RayActorError."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    return isinstance(error, RayActorError) and not isinstance(error, RayTaskError)
+
+
+def get_all(
+    refs: Sequence[Any],
+    names: Sequence[str],
+    actors: Sequence[Any],
+    phase: str,
+    timeout_s: float,
+    on_failure: Callable[[BaseException, bool], Any] | None = None,
+) -> list:
     """`ray.get(refs)`, where refs[i] is a call on actors[i] (called names[i]), waiting at most `timeout_s` for all
     of them together. A call that raised raises at once, as with ray.get. When the time is up, the actors whose calls
-    have not answered are killed and ActorTimeoutError names them."""
+    have not answered are killed and ActorTimeoutError names them. With `on_failure(error, died)`, a call whose
+    actor died (`actor_died`) or did not answer in time gets its result in place instead (each late call with an
+    ActorTimeoutError naming its own actor), and the others are still collected (`common.recovery` replaces them)."""
     import ray
 
     refs = list(refs)
@@ -75,7 +94,16 @@ def get_all(refs: Sequence[Any], names: Sequence[str], actors: Sequence[Any], ph
         if not ready:
             late = sorted(index[ref] for ref in remaining)
             kill_actors([actors[i] for i in late])
-            raise ActorTimeoutError(phase, [names[i] for i in late], timeout_s)
+            if on_failure is None:
+                raise ActorTimeoutError(phase, [names[i] for i in late], timeout_s)
+            for i in late:
+                results[i] = on_failure(ActorTimeoutError(phase, [names[i]], timeout_s), False)
+            break
         for ref in ready:
-            results[index[ref]] = ray.get(ref)
+            try:
+                results[index[ref]] = ray.get(ref)
+            except Exception as e:
+                if on_failure is None or not actor_died(e):
+                    raise
+                results[index[ref]] = on_failure(e, True)
     return results

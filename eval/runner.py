@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.recovery import ActorFailedError, actor_died
-from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, kill_actors
+from common.recovery import ActorFailedError
+from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_died, actor_name, check_timeout, kill_actors
 from eval.benchmarks import Benchmark
 from eval.checkpoints import Checkpoint
 from eval.tasks import aggregate

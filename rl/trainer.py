@@ -32,8 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint_marker import incomplete_reason
-from common.recovery import WeightSyncError, actor_died
-from common.waits import DEFAULT_TIMEOUT_S, ActorTimeoutError, actor_name, check_timeout, get_all, kill_actors
+from common.recovery import WeightSyncError
+from common.waits import (
+    DEFAULT_TIMEOUT_S,
+    ActorTimeoutError,
+    actor_died,
+    actor_name,
+    check_timeout,
+    get_all,
+    kill_actors,
+)
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig

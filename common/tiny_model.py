@@ -22,7 +22,7 @@ TEMPLATE = Path(__file__).with_name("templates") / "qwen2_5_vl_tools.jinja"
 # Frames are small in the embedded default: 112 px -> 8x8 patches of 14 px -> 16 merged tokens per 2 frames.
 VIDEO_PIXELS = (56 * 56, 112 * 112)
 IMAGE_PIXELS = (56 * 56, 224 * 224)
-BUILD_VERSION = "1"  # bump when the built directory changes, so cached copies are rebuilt
+BUILD_VERSION = "2"  # bump when the built directory changes, so cached copies are rebuilt
 
 
 def default_home() -> Path:
@@ -45,8 +45,9 @@ def qwen_tokenizer_dir() -> Path:
     return folder
 
 
-def tiny_config(hidden: int = 64, layers: int = 2, heads: int = 4):
-    """A Qwen2.5-VL config with the real vocabulary and special-token ids and tiny sizes."""
+def tiny_config(hidden: int = 64, layers: int = 2, heads: int = 2):
+    """A Qwen2.5-VL config with the real vocabulary and special-token ids and tiny sizes. Two heads of 32: vLLM's
+    CPU attention needs a head_dim of at least 32, so the same model runs on both engines."""
     from transformers import Qwen2_5_VLConfig
 
     head_dim = hidden // heads

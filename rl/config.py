@@ -92,6 +92,9 @@ class TrainerConfig:
     """The largest file a checkpoint writes, in MB (10^6 bytes): the model folder's model-0000i-of-0000N.safetensors
     files and, with FSDP2, each rank's files of the sharded trainer state. Writing one holds about that much host
     memory on the writing rank; a single tensor larger than this gets a file of its own. See docs/scale.md."""
+    weight_sync_bucket_mb: float = 512.0
+    """Weights go to the rollout engines in buckets of at most this many MB (10^6 bytes): one bucket at a time is in
+    Ray's object store and in each engine's transfer buffer. A single larger tensor goes alone. See docs/scale.md."""
     share_video_encoding: bool = True
     """Run the vision tower once per distinct video (and image) in each forward: the trajectories of a GRPO sample
     that share a micro-batch or a pack reuse one encoding of their video (the same log-probs, loss and gradients
@@ -153,6 +156,7 @@ class TrainerConfig:
             "micro_batch_size",
             "mini_batches",
             "checkpoint_shard_mb",
+            "weight_sync_bucket_mb",
             "logprob_chunk_size",
         ):
             positive(name)

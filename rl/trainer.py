@@ -3,7 +3,7 @@ to rollout workers, and checkpoints in Hugging Face format plus an exactly resum
 
     group = TrainerGroup(TrainerConfig(world_size=2), model_path)   # one Ray actor per rank, in a placement group
     metrics = group.train_step(trajectories, advantages)    # the whole batch; each rank takes its share
-    group.sync_weights(rollout_workers)                     # handles with `update_weights.remote(named_tensors)`
+    group.sync_weights(rollout_workers)                     # RolloutWorker handles (weights streamed in buckets)
     group.save_checkpoint(run_dir / "step_10", {"step": 10, "cursor": 640})
     extra = TrainerGroup(cfg, model_path).load_checkpoint(run_dir / "step_10")
 
@@ -360,28 +360,44 @@ class TrainerRank:
         return state if self.rank == 0 else {}
 
     def sync_weights(self, rollout_handles: list, timeout_s: float = 600.0) -> tuple[float, list[int]]:
-        """Gather the weights; rank 0 puts them in the object store once and updates every rollout handle. Returns
-        the seconds spent and the indices of the handles that died or did not answer within `timeout_s` (rank 0;
-        the caller replaces those workers)."""
-        import ray
-        from ray.exceptions import RayActorError
+        """Gather the weights; rank 0 streams them to every rollout handle in buckets of at most
+        `weight_sync_bucket_mb` (`start_weight_update`, `load_weight_bucket` per bucket, `finish_weight_update`):
+        one bucket at a time is in the object store. Returns the seconds spent and the indices of the handles that
+        died or did not answer within `timeout_s` (rank 0; the caller replaces those workers)."""
+        from rollout.engine import weight_buckets
 
         start = time.perf_counter()
         state = self.export_weights()
-        failed = []
+        failed: set[int] = set()
         if self.rank == 0 and rollout_handles:
-            ref = ray.put(state)
-            refs = [h.update_weights.remote(ref) for h in rollout_handles]
-            _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-            for i, call in enumerate(refs):
-                try:
-                    if call not in late:
-                        ray.get(call)
-                        continue
-                except RayActorError:
-                    pass
-                failed.append(i)
-        return time.perf_counter() - start, failed
+            deadline = start + timeout_s
+            self._send_all(rollout_handles, failed, deadline, "start_weight_update")
+            for bucket in weight_buckets(state.items(), int(self.cfg.weight_sync_bucket_mb * 1e6)):
+                self._send_all(rollout_handles, failed, deadline, "load_weight_bucket", bucket)
+            self._send_all(rollout_handles, failed, deadline, "finish_weight_update")
+        return time.perf_counter() - start, sorted(failed)
+
+    @staticmethod
+    def _send_all(handles: list, failed: set[int], deadline: float, method: str, payload: Any = None) -> None:
+        """Call `method` on every handle not yet failed (the payload put in the object store once) and wait until
+        `deadline`; a handle that died or is late joins `failed`."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        args = () if payload is None else (ray.put(payload),)
+        calls = {i: getattr(h, method).remote(*args) for i, h in enumerate(handles) if i not in failed}
+        if not calls:
+            return
+        remaining = max(deadline - time.perf_counter(), 0)
+        _, late = ray.wait(list(calls.values()), num_returns=len(calls), timeout=remaining)
+        for i, call in calls.items():
+            try:
+                if call not in late:
+                    ray.get(call)
+                    continue
+            except RayActorError:
+                pass
+            failed.add(i)
 
     def reference_record(self) -> dict[str, Any] | None:
         """The reference policy's directory and the sha256 of its weights files (`rl.checkpoint.reference_record`,

@@ -8,6 +8,7 @@ processing). Backends are looked up by name and imported on use, so vllm loads o
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,9 +45,34 @@ class Completion:
 
 
 class Engine(Protocol):
+    """What the rollout worker drives. Weights arrive whole (`update_weights`) or streamed in buckets
+    (`start_weight_update`, `load_weight_bucket` per bucket, `finish_weight_update`); an engine without the
+    streaming methods gets the buckets gathered into one `update_weights` call (`rollout.worker`)."""
+
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]: ...
 
     def update_weights(self, named_tensors: dict[str, Any]) -> None: ...
+
+
+def weight_buckets(named_tensors: Iterable[tuple[str, Any]], bucket_bytes: int) -> Iterator[dict[str, Any]]:
+    """Group (name, tensor) pairs, in order, into dicts of at most `bucket_bytes` (a larger tensor goes alone).
+
+    >>> import torch
+    >>> pairs = [("a", torch.zeros(4)), ("b", torch.zeros(4)), ("c", torch.zeros(8))]
+    >>> [list(b) for b in weight_buckets(pairs, 32)]
+    [['a', 'b'], ['c']]
+    """
+    bucket: dict[str, Any] = {}
+    size = 0
+    for name, tensor in named_tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = {}, 0
+        bucket[name] = tensor
+        size += nbytes
+    if bucket:
+        yield bucket
 
 
 ENGINES: dict[str, str] = {

@@ -204,25 +204,52 @@ class HFEngine:
         return results  # type: ignore[return-value]
 
     # ----- weights -----
-    def update_weights(self, named_tensors: Any) -> None:
-        """Load a full state dict (names as in `model.state_dict()`), with `load_state_dict(strict=True)` checks.
-
-        With tied embeddings `lm_head.weight` is the embedding matrix itself: it may be present or absent in the
-        given dict, and the embedding is what gets loaded.
-        """
-        import torch
-
-        state = {k: torch.as_tensor(v) for k, v in resolve_refs(named_tensors).items()}
+    def _expected_keys(self) -> tuple[set[str], bool]:
+        """The state dict's keys to load, and whether the output embedding is tied to the input one (then
+        `lm_head.weight` may come or not: the embedding is what gets loaded)."""
         expected = set(self.model.state_dict())
         tied = self.model.get_output_embeddings().weight is self.model.get_input_embeddings().weight
         if tied:
-            state.pop("lm_head.weight", None)
             expected.discard("lm_head.weight")
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        return expected, tied
+
+    def start_weight_update(self) -> None:
+        self._loaded: set[str] = set()
+
+    def load_weight_bucket(self, named_tensors: Any) -> None:
+        """Load some of the weights (names as in `model.state_dict()`); an unknown name raises KeyError."""
+        import torch
+
+        expected, tied = self._expected_keys()
+        state = {k: torch.as_tensor(v) for k, v in resolve_refs(named_tensors).items()}
+        if tied:
+            state.pop("lm_head.weight", None)
+        unexpected = sorted(set(state) - expected)
+        if unexpected:
+            raise KeyError(f"update_weights: {len(unexpected)} unexpected keys {unexpected[:5]}")
+        with torch.no_grad():
+            self.model.load_state_dict(state, strict=False)
+        self._loaded |= set(state)
+
+    def finish_weight_update(self) -> None:
+        """Check that every weight came (KeyError naming the missing ones)."""
+        expected, _ = self._expected_keys()
+        missing = sorted(expected - self._loaded)
+        if missing:
+            raise KeyError(f"update_weights: {len(missing)} missing keys {missing[:5]}")
+
+    def update_weights(self, named_tensors: Any) -> None:
+        """Load a full state dict (names as in `model.state_dict()`), with `load_state_dict(strict=True)` checks:
+        a missing or unexpected key raises KeyError. With tied embeddings `lm_head.weight` may be present or absent."""
+        state = resolve_refs(named_tensors)
+        expected, tied = self._expected_keys()
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected - ({"lm_head.weight"} if tied else set()))
         if missing or unexpected:
             raise KeyError(
                 f"update_weights: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
                 f"{unexpected[:5]}"
             )
-        with torch.no_grad():
-            self.model.load_state_dict(state, strict=False)
+        self.start_weight_update()
+        self.load_weight_bucket(state)
+        self.finish_weight_update()

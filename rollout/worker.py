@@ -211,6 +211,30 @@ class RolloutWorker:
         self.engine.update_weights(resolve_refs(state_dict_or_ref))
         self._stats["weight_updates"] += 1
 
+    # Streamed weights: start, one call per bucket (a dict or a Ray object ref to one), finish. The engine loads
+    # each bucket as it comes; one without these methods gets the buckets gathered into one update_weights call.
+    def start_weight_update(self) -> None:
+        self._buckets: dict[str, Any] = {}
+        if hasattr(self.engine, "start_weight_update"):
+            self.engine.start_weight_update()
+
+    def load_weight_bucket(self, bucket_or_ref: Any) -> None:
+        from rollout.hf_engine import resolve_refs
+
+        bucket = resolve_refs(bucket_or_ref)
+        if hasattr(self.engine, "load_weight_bucket"):
+            self.engine.load_weight_bucket(bucket)
+        else:
+            self._buckets.update(bucket)
+
+    def finish_weight_update(self) -> None:
+        if hasattr(self.engine, "finish_weight_update"):
+            self.engine.finish_weight_update()
+        else:
+            self.engine.update_weights(self._buckets)
+        self._buckets = {}
+        self._stats["weight_updates"] += 1
+
     def stats(self) -> dict[str, float]:
         """Counters since the worker started: records, trajectories, rollout_s, weight_updates, and the records
         that could not be prepared by kind (video_errors, sample_errors)."""

@@ -96,24 +96,34 @@ def test_sync_weights_reaches_every_handle(group2, ray_local):
 
     # Defined here so Ray ships the class by value (the test folder is not importable in worker processes).
     class FakeRolloutWorker:
-        """A fake rollout worker (the real engines live in rollout/): records the weights `update_weights` receives."""
+        """A fake rollout worker (the real engines live in rollout/): records the weight buckets it receives."""
 
         def __init__(self):
-            self.received = None
+            self.received, self.buckets, self.finished = None, 0, False
 
-        def update_weights(self, named_tensors):
-            self.received = {k: float(v.float().sum()) for k, v in named_tensors.items()}
-            return len(named_tensors)
+        def start_weight_update(self):
+            self.received, self.buckets, self.finished = {}, 0, False
+
+        def load_weight_bucket(self, named_tensors):
+            assert not set(named_tensors) & set(self.received), "a weight sent twice"
+            self.received.update({k: float(v.float().sum()) for k, v in named_tensors.items()})
+            self.buckets += 1
+
+        def finish_weight_update(self):
+            self.finished = True
 
         def get(self):
-            return self.received
+            return self.received, self.buckets, self.finished
 
     workers = [ray.remote(num_cpus=0)(FakeRolloutWorker).remote() for _ in range(2)]
     seconds = group2.sync_weights(workers)
     assert seconds > 0
     weights = group2.export_weights()
-    for got in ray.get([w.get.remote() for w in workers]):
-        assert set(got) == set(weights)
+    # The tiny model's embedding alone (151936 x 64 float32) is ~39 MB; everything else fits one 512 MB bucket.
+    total_mb = sum(v.numel() * v.element_size() for v in weights.values()) / 1e6
+    assert 39 < total_mb < 512
+    for got, buckets, finished in ray.get([w.get.remote() for w in workers]):
+        assert set(got) == set(weights) and finished and buckets == 1
         assert got["model.language_model.norm.weight"] == float(weights["model.language_model.norm.weight"].sum())
 
 
@@ -125,8 +135,14 @@ def test_sync_weights_names_the_handles_that_died(group2, ray_local):
     class FakeRolloutWorker:
         """A fake rollout worker that takes any weights."""
 
-        def update_weights(self, named_tensors):
+        def start_weight_update(self):
+            pass
+
+        def load_weight_bucket(self, named_tensors):
             return len(named_tensors)
+
+        def finish_weight_update(self):
+            pass
 
     workers = [ray.remote(num_cpus=0)(FakeRolloutWorker).remote() for _ in range(3)]
     ray.kill(workers[1])

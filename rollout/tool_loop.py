@@ -47,6 +47,9 @@ IM_END = "<|im_end|>"
 TURN_STOP_STRINGS = ("</tool_call>", "</answer>")
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 _TAG = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
+# Vision special tokens written as text (a tool echoing an argument): the tokenizer would turn them into real
+# placeholders without an image behind them, which every engine and the trainer refuse.
+_VISION_TOKEN_TEXT = re.compile(r"<\|(vision_start|vision_end|vision_pad|image_pad|video_pad)\|>")
 
 # Bounds on what one turn's text can make the parser do; a call past one gets an error reply the model can read.
 MAX_CALL_CHARS = 64 * 1024  # one call's body (a real call is a few hundred characters)
@@ -144,14 +147,20 @@ def _parse_one(body: str) -> tuple[dict | None, str | None]:
 def format_tool_response(results: list[Any]) -> str:
     """The user turn that carries tool results back: one `<tool_response>` block per call, then the assistant cue.
 
-    Each result is a ToolResult-like object (`text`, `images`); each image gets a vision placeholder in its block.
+    Each result is a ToolResult-like object (`text`, `images`); each image gets a vision placeholder in its block,
+    and these are the only placeholders: vision tokens spelt out in a text lose their bars (`<image_pad>`).
 
     >>> from envs.base import ToolResult
     >>> format_tool_response([ToolResult("a"), ToolResult("b")])
     '<|im_start|>user\\n<tool_response>\\na\\n</tool_response>\\n<tool_response>\\nb\\n</tool_response><|im_end|>\\n<|im_start|>assistant\\n'
+    >>> format_tool_response([ToolResult("echo <|image_pad|>", images=[None])]).count("<|image_pad|>")
+    1
     """
     blocks = "".join(
-        "\n<tool_response>\n" + IMAGE_PLACEHOLDER * len(getattr(r, "images", []) or []) + r.text + "\n</tool_response>"
+        "\n<tool_response>\n"
+        + IMAGE_PLACEHOLDER * len(getattr(r, "images", []) or [])
+        + _VISION_TOKEN_TEXT.sub(r"<\1>", r.text)
+        + "\n</tool_response>"
         for r in results
     )
     return "<|im_start|>user" + blocks + "<|im_end|>\n<|im_start|>assistant\n"

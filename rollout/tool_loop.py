@@ -8,8 +8,8 @@ get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
 
 A completion may hold anything: turning it into tool calls and replies never raises. A call that is malformed or
 past a bound (MAX_CALL_CHARS, MAX_JSON_DEPTH, MAX_CALLS_PER_TURN) gets an error reply the model can read
-(docs/reliability.md). A conversation holds at most `max_images` images: the images of a tool reply past that limit are
-dropped, and the reply's text says so.
+(docs/reliability.md). A conversation holds at most `max_images` images: the images of a tool reply past that
+limit are dropped, and the reply's text says so.
 
 The text format is the Qwen2.5 one of our chat template (common/templates/qwen2_5_vl_tools.jinja):
 

@@ -424,6 +424,7 @@ def step_metrics(step, trajs, out, dropped, scored, advs, train_metrics, times) 
             "tools/calls": len(calls),
             "tools/failed": sum(1 for c in calls if not c.ok),
             "tools/cached": sum(1 for c in calls if c.cached),
+            "tools/dropped_images": sum(c.dropped_images for c in calls),  # past rollout.max_images
             "tools/call_rate": sum(1 for t in trajs if t.tool_calls) / n,
         }
     )

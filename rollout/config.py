@@ -65,7 +65,12 @@ class RolloutConfig:
     num_frames: int = 8
     """Frames sampled uniformly from each clip; the model and the tools see the same frames."""
     max_side: int = 448
-    """Frames are resized so that their longest side is at most this many pixels."""
+    """Frames are resized so that their longest side is at most this many pixels; so are images from tool replies
+    (only shrunk, keeping the aspect ratio; the built-in tools' images are drawn on the frames, so already fit)."""
+    max_images: int = 8
+    """Images per conversation, tool images included: a tool reply that would bring more has the images past the
+    limit dropped, with a note in its text (docs/tools.md). The vllm engine's limit_mm_per_prompt image limit is set
+    to this."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     """The system prompt: the text itself, or a `.txt` file (a path, or a name under recipes/prompts/). The
     enabled tools' schemas are appended by the chat template."""
@@ -108,6 +113,8 @@ class RolloutConfig:
                 problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_side < 28:
             problems.append(f"{where}.max_side: at least 28 pixels (one vision patch pair), got {self.max_side}")
+        if self.max_images < 0:
+            problems.append(f"{where}.max_images: must be >= 0 (0: no images), got {self.max_images}")
         if self.temperature < 0:
             problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:

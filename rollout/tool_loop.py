@@ -8,7 +8,8 @@ get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
 
 A completion may hold anything: turning it into tool calls and replies never raises. A call that is malformed or
 past a bound (MAX_CALL_CHARS, MAX_JSON_DEPTH, MAX_CALLS_PER_TURN) gets an error reply the model can read
-(docs/reliability.md).
+(docs/reliability.md). A conversation holds at most `max_images` images: the images of a tool reply past that
+limit are dropped, and the reply's text says so.
 
 The text format is the Qwen2.5 one of our chat template (common/templates/qwen2_5_vl_tools.jinja):
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rollout.config import RolloutConfig
 from rollout.engine import GenerationRequest, SamplingParams
 from rollout.trajectory import Episode, ToolCall, Trajectory, Turn
 
@@ -45,6 +47,9 @@ IM_END = "<|im_end|>"
 TURN_STOP_STRINGS = ("</tool_call>", "</answer>")
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 _TAG = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
+# Vision special tokens written as text (a tool echoing an argument): the tokenizer would turn them into real
+# placeholders without an image behind them, which every engine and the trainer refuse.
+_VISION_TOKEN_TEXT = re.compile(r"<\|(vision_start|vision_end|vision_pad|image_pad|video_pad)\|>")
 
 # Bounds on what one turn's text can make the parser do; a call past one gets an error reply the model can read.
 MAX_CALL_CHARS = 64 * 1024  # one call's body (a real call is a few hundred characters)
@@ -142,14 +147,20 @@ def _parse_one(body: str) -> tuple[dict | None, str | None]:
 def format_tool_response(results: list[Any]) -> str:
     """The user turn that carries tool results back: one `<tool_response>` block per call, then the assistant cue.
 
-    Each result is a ToolResult-like object (`text`, `images`); each image gets a vision placeholder in its block.
+    Each result is a ToolResult-like object (`text`, `images`); each image gets a vision placeholder in its block,
+    and these are the only placeholders: vision tokens spelt out in a text lose their bars (`<image_pad>`).
 
     >>> from envs.base import ToolResult
     >>> format_tool_response([ToolResult("a"), ToolResult("b")])
     '<|im_start|>user\\n<tool_response>\\na\\n</tool_response>\\n<tool_response>\\nb\\n</tool_response><|im_end|>\\n<|im_start|>assistant\\n'
+    >>> format_tool_response([ToolResult("echo <|image_pad|>", images=[None])]).count("<|image_pad|>")
+    1
     """
     blocks = "".join(
-        "\n<tool_response>\n" + IMAGE_PLACEHOLDER * len(getattr(r, "images", []) or []) + r.text + "\n</tool_response>"
+        "\n<tool_response>\n"
+        + IMAGE_PLACEHOLDER * len(getattr(r, "images", []) or [])
+        + _VISION_TOKEN_TEXT.sub(r"<\1>", r.text)
+        + "\n</tool_response>"
         for r in results
     )
     return "<|im_start|>user" + blocks + "<|im_end|>\n<|im_start|>assistant\n"
@@ -282,7 +293,57 @@ def _finish_turn(conv: _Conversation, completion: Any, im_end_id: int, budget: i
     return None
 
 
-def _append_tool_reply(conv: _Conversation, replies: list, tokenizer: Any, im_end_id: int, budget: int) -> None:
+@dataclass
+class _Reply:
+    """A tool reply as the model reads it: its text and the images it keeps."""
+
+    text: str
+    images: list = field(default_factory=list)
+
+
+def _fit_images(replies: list, held: int, max_images: int, max_side: int | None) -> tuple[list[_Reply], list[int]]:
+    """The replies with at most `max_images - held` images among them, the first ones in order, each shrunk to
+    `max_side` (longest side, aspect kept, never enlarged); and how many images each reply lost. A reply that lost
+    images says so at the end of its text, so that the model knows what it does not see."""
+    room = max(max_images - held, 0)
+    fitted, dropped = [], []
+    for reply in replies:
+        images = list(getattr(reply, "images", None) or [])
+        kept = images[:room]
+        room -= len(kept)
+        lost = len(images) - len(kept)
+        text = reply.text
+        if lost:
+            were = "image was" if lost == 1 else "images were"
+            text += f"\n({lost} {were} dropped: at most {max_images} images per conversation)"
+        fitted.append(_Reply(text, [_shrink(image, max_side) for image in kept]))
+        dropped.append(lost)
+    return fitted, dropped
+
+
+def _shrink(image: Any, max_side: int | None) -> np.ndarray:
+    """`image` (H x W x 3) with its longest side at most `max_side`; the same array when it already fits."""
+    image = np.asarray(image)
+    if max_side is None or max(image.shape[:2]) <= max_side:
+        return image
+    from envs.video import resize_frames
+
+    return resize_frames(image[None], max_side)[0]
+
+
+def _append_tool_reply(
+    conv: _Conversation,
+    records: list[ToolCall],
+    replies: list,
+    tokenizer: Any,
+    im_end_id: int,
+    budget: int,
+    max_images: int,
+    max_side: int | None,
+) -> None:
+    """Append the user turn of this turn's tool replies (mask 0), with the images that fit the conversation's limit;
+    the records count the images left out. Nothing is appended when the reply does not fit the token budget."""
+    replies, dropped = _fit_images(replies, len(conv.images), max_images, max_side)
     ended = bool(conv.response_ids) and conv.response_ids[-1] == im_end_id
     glue = "\n" if ended else IM_END + "\n"  # close the assistant turn the way the chat template does
     # A tool may echo an argument, and a JSON escape lets the model write a lone surrogate (\ud800), which the
@@ -295,8 +356,9 @@ def _append_tool_reply(conv: _Conversation, replies: list, tokenizer: Any, im_en
     conv.response_ids += ids
     conv.mask += [0] * len(ids)
     conv.logprobs += [0.0] * len(ids)
-    for reply in replies:
-        conv.images.extend(getattr(reply, "images", []) or [])
+    for reply, record, lost in zip(replies, records, dropped):
+        conv.images.extend(reply.images)  # one per placeholder that format_tool_response wrote, in order
+        record.dropped_images = lost
 
 
 def run_episodes(
@@ -309,6 +371,8 @@ def run_episodes(
     max_turns: int = 3,
     max_response_tokens: int = 1024,
     processor: Any = None,
+    max_images: int = RolloutConfig.max_images,
+    max_side: int | None = None,
 ) -> list[Trajectory]:
     """Run every episode to its end; one trajectory per episode, in the same order, each with the episode's sample
     id, group index and record.
@@ -318,6 +382,9 @@ def run_episodes(
     `max_response_tokens` budget, model and tool tokens together, is used up) or "max_turns".
     Each trajectory's `mm_inputs` holds the episode's `video_inputs` (the same arrays, not copies) plus, when a
     `processor` is given, the processed images that tool replies added (pixel_values, image_grid_thw).
+    A conversation holds at most `max_images` tool images (`rollout.max_images`; an engine refuses a prompt with
+    more): the images of a reply past the limit are dropped, the reply's text gets a note saying how many, and its
+    ToolCall records them in `dropped_images`. Kept images are shrunk to `max_side` pixels on their longest side.
     """
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     convs = [_Conversation(ep, _seconds_per_frame(ep.video)) for ep in episodes]
@@ -343,7 +410,7 @@ def run_episodes(
         dispatched = _dispatch(tools, [c for c, _ in pending], [calls for _, calls in pending])
         for (conv, _), (records, replies) in zip(pending, dispatched):
             conv.turns[-1].tool_calls = records
-            _append_tool_reply(conv, replies, tokenizer, im_end_id, max_response_tokens)
+            _append_tool_reply(conv, records, replies, tokenizer, im_end_id, max_response_tokens, max_images, max_side)
     return [_trajectory(c, processor) for c in convs]
 
 

@@ -44,7 +44,8 @@ class ToolCall:
     arguments: dict[str, Any]
     ok: bool  # False when the call was malformed, unknown, timed out or the tool failed
     response: str  # the text returned to the model (an error text when ok is False)
-    num_images: int = 0
+    num_images: int = 0  # images the tool returned
+    dropped_images: int = 0  # of those, how many the conversation's image limit (rollout.max_images) left out
     error: str | None = None  # short machine-readable reason: "bad_json", "unknown_tool", "bad_arguments", ...
     latency_s: float = 0.0
     cached: bool = False

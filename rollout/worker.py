@@ -124,6 +124,8 @@ class RolloutWorker:
                 max_turns=self.cfg.max_turns,
                 max_response_tokens=self.cfg.max_response_tokens,
                 processor=self.processor,
+                max_images=self.cfg.max_images,
+                max_side=self.cfg.max_side,
             )
         # The episodes are in record order then group order, so the trajectories of record r are the next n of them.
         ran = iter(trajs)

@@ -142,3 +142,20 @@ def test_actors_that_cannot_fit_a_local_ray_fail_before_it_starts():
     assert "the actors ask for 2 GPU (trainer (2 ranks) 2) but the cluster has 0" in text
     assert "the actors ask for 2.75 CPU (trainer (2 ranks) 1, rollout (1 workers) 0.5, tools (4 actors per " in text
     assert ray.is_initialized() == was_running
+
+
+def test_step_metrics_sum_the_dropped_tool_images():
+    from rewards.combine import RewardOutput
+    from rollout.group import RolloutOutput
+    from rollout.trajectory import ToolCall, Turn
+
+    def call(dropped: int) -> ToolCall:
+        return ToolCall("render", {}, ok=True, response="", num_images=5, dropped_images=dropped)
+
+    trajs = [_traj("a"), _traj("a")]
+    trajs[0].turns = [Turn("t", [call(0), call(2)]), Turn("t", [call(5)])]
+    trajs[1].turns = [Turn("t", [call(3)])]
+    times = dict.fromkeys(("rollout", "rewards", "train", "sync", "step"), 1.0)
+    out = RolloutOutput(trajs, 0, {})
+    m = grpo.step_metrics(1, trajs, out, 0, RewardOutput([0.0, 1.0], {}, {}), [0.0, 0.0], {}, times)
+    assert m["tools/dropped_images"] == 10 and m["tools/calls"] == 4

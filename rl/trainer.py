@@ -145,7 +145,10 @@ class TrainerRank:
         from transformers import AutoModelForImageTextToText
 
         attn = resolve_attn_implementation(self.cfg.attn_implementation, self.device.type)
+        from rollout import positions
+
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+        positions.install(model)  # the rope positions the engines sample with (rollout.positions)
         return model if keep_on_cpu else model.to(self.device)
 
     @property

@@ -124,6 +124,11 @@ class RolloutConfig:
         for name, conf in self.tools.items():
             problems += config_problems(name, None if conf is None else dict(conf), where=f"{where}.tools")
         problems += engine_kwargs_problems(self.engine, self.engine_kwargs, f"{where}.engine_kwargs")
+        if "max_images" in self.engine_kwargs:
+            problems.append(
+                f"{where}.engine_kwargs.max_images: set {where}.max_images instead (the tool loop and the engine "
+                "share that limit)"
+            )
         pool = self.tool_pool
         if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:
             problems.append(f"{where}.tool_pool: actors_per_tool >= 1, timeout_s > 0, cache_size >= 0; got {pool}")

@@ -50,7 +50,10 @@ class HFEngine:
 
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
+        from rollout import positions
+
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        positions.install(self.model)  # the rope positions vLLM and the trainer use (rollout.positions)
         self.model.to(device).eval()
         self.device = device
         self.seed = seed

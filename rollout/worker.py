@@ -82,7 +82,7 @@ class RolloutWorker:
             for name in cfg.enabled_tools():  # start the tool actors now: they load while the engine loads
                 tools.actors(name)
         self.tools = tools if tools is not None else _NoTools()
-        self.engine = engine or make_engine(cfg.engine, model_path, **{"seed": seed, **cfg.engine_kwargs})
+        self.engine = engine or make_engine(cfg.engine, model_path, **engine_kwargs(cfg, seed))
         self.video_reader = video_reader
         self._stats = {"records": 0, "trajectories": 0, "video_errors": 0, "rollout_s": 0.0, "weight_updates": 0}
 
@@ -246,6 +246,19 @@ class RolloutWorker:
         """Per-tool counts since the last reset: calls, errors, timeouts, cache_hits (empty without a tool pool)."""
         stats = getattr(self.tools, "stats", None)
         return stats(reset=reset) if stats else {}
+
+
+def engine_kwargs(cfg: RolloutConfig, seed: int) -> dict[str, Any]:
+    """The engine's keyword arguments: `cfg.engine_kwargs` with the seed, and for vllm the image limit per prompt
+    from `cfg.max_images` (the tool loop keeps every conversation within it).
+
+    >>> engine_kwargs(RolloutConfig(engine="vllm", max_images=3, engine_kwargs={"dtype": "float32"}), seed=1)
+    {'seed': 1, 'dtype': 'float32', 'max_images': 3}
+    """
+    kwargs = {"seed": seed, **cfg.engine_kwargs}
+    if cfg.engine == "vllm":
+        kwargs["max_images"] = cfg.max_images
+    return kwargs
 
 
 def make_tool_pool(cfg: RolloutConfig) -> Any:

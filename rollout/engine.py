@@ -39,7 +39,7 @@ class GenerationRequest:
 @dataclass
 class Completion:
     token_ids: list[int]
-    logprobs: list[float]  # log-prob of each generated token under the sampling model
+    logprobs: list[float]  # log-prob of each generated token at the sampling temperature (1 when greedy)
     text: str
     finish_reason: str  # "stop" (a stop token or string) | "length"
 

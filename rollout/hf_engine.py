@@ -1,9 +1,11 @@
 """The `hf` engine: transformers `generate` on CPU (or one GPU), for tests, laptops and small evals.
 
 Requests with the same prompt and media (the G rollouts of one sample at the first turn) are sampled as one batch;
-other requests run one by one, which keeps the maths simple (no padding) at the cost of speed. Log-probs are
-`log_softmax` of the raw logits, i.e. the model's distribution at temperature 1, which is what the trainer
-recomputes with a teacher-forced forward pass.
+other requests run one by one, which keeps the maths simple (no padding) at the cost of speed. Log-probs are those
+of the distribution sampled from: `log_softmax(logits / T)` at the sampling temperature T over the full vocabulary,
+which is what the trainer recomputes with a teacher-forced forward pass at the same temperature. With top-k / top-p
+the sampled distribution is that one truncated and renormalised; the reported value stays the untruncated tempered
+one, as the trainer's. Greedy decoding (T = 0) reports temperature-1 log-probs (the trainer scores it at T = 1).
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def resolve_refs(named_tensors: Any) -> Any:
 
         return ray.get(named_tensors)
     return named_tensors
+
+
+def sampled_logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
+    """log_softmax(logits / temperature)[token] in fp32 for (B, N, V) raw `logits` and (B, N) `tokens`: the
+    log-probs of the tempered distribution the tokens were sampled from, over the full vocabulary (before any
+    top-k / top-p truncation). Temperature 0 (greedy) scores at temperature 1.
+
+    >>> import math, torch
+    >>> logits = torch.tensor([[[0.0, 0.0, 2.0 * math.log(3.0)]]])  # at T = 2: logits 0, 0, log 3
+    >>> round(sampled_logprobs(logits, torch.tensor([[2]]), 2.0).item(), 4) == round(math.log(3 / 5), 4)
+    True
+    """
+    import torch
+
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 class HFEngine:
@@ -174,8 +194,7 @@ class HFEngine:
                 **kwargs,
             )
         new = out.sequences[:, len(ids) :]
-        logp = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
-        token_logp = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        token_logp = sampled_logprobs(torch.stack(out.logits, dim=1), new, sampling.temperature)
         completions = []
         for row in range(count):
             toks, reason = self._trim(new[row].tolist(), sampling)

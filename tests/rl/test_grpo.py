@@ -42,7 +42,9 @@ def test_advantages_equal_scores_and_singletons():
         compute_advantages([1.0, 2.0], ["a"])
 
 
-def _hand_loss(lp, old, ref, adv, mask, eps=0.2, c=3.0, kl_coef=0.1):
+def _hand_loss(lp, old, ref, adv, mask, eps=0.2, c=3.0, kl_coef=0.1, weights=None):
+    """verl's vanilla PPO-clip loss (dual clip c) + low_var_kl, token-mean; `weights` multiply each token's policy
+    loss (the KL term is not weighted)."""
     pg_sum, kl_sum, clipped, n = 0.0, 0.0, 0, 0
     for i in range(len(lp)):
         a = adv[i]
@@ -56,7 +58,7 @@ def _hand_loss(lp, old, ref, adv, mask, eps=0.2, c=3.0, kl_coef=0.1):
             if a < 0:
                 loss = min(loss, -a * c)
             k = ref[i][j] - lp[i][j]
-            pg_sum += loss
+            pg_sum += loss * (1.0 if weights is None else weights[i][j])
             kl_sum += math.exp(k) - k - 1
             n += 1
     return pg_sum / n + kl_coef * kl_sum / n, pg_sum / n, kl_sum / n, clipped / n
@@ -80,6 +82,59 @@ def test_grpo_loss_matches_hand_computation():
     assert metrics["kl"] == pytest.approx(kl, abs=1e-9)
     assert metrics["clipfrac"] == pytest.approx(clipfrac, abs=1e-9)
     assert 0 < clipfrac < 1  # the example exercises both branches
+
+
+def test_grpo_loss_with_truncated_importance_sampling_matches_hand_computation():
+    import torch
+
+    from rl.grpo import grpo_loss
+
+    lp = [[-1.0, -0.5, -2.0], [-0.3, -1.2, -0.1]]
+    old = [[-1.1, -0.9, -0.4], [-0.3, -0.7, -2.0]]  # the trainer's old log-probs
+    rollout = [[-0.4, -1.9, -9.0], [-0.3, -0.2, -3.5]]  # the engine's: old - rollout = -0.7, 1.0, (8.6), 0, -0.5, 1.5
+    ref = [[-1.0, -0.4, -0.2], [-0.5, -1.0, -0.1]]
+    mask = [[1, 1, 0], [1, 1, 1]]
+    adv = [1.0, -0.5]
+    # w = min(exp(old - rollout), 2) on the 5 model tokens; 1.0 and 1.5 exceed log 2 (the masked 8.6 does not count)
+    w = [[math.exp(-0.7), 2.0, 0.0], [1.0, math.exp(-0.5), 2.0]]
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    engine = t(rollout).requires_grad_()
+    loss, metrics = grpo_loss(t(lp), t(old), t(ref), t(adv), t(mask), kl_coef=0.1, rollout_log_prob=engine, is_cap=2.0)
+    want, pg, kl, clipfrac = _hand_loss(lp, old, ref, adv, mask, weights=w)
+    assert float(loss) == pytest.approx(want, abs=1e-9)
+    assert metrics["pg_loss"] == pytest.approx(pg, abs=1e-9)
+    assert metrics["kl"] == pytest.approx(kl, abs=1e-9)  # not weighted
+    assert metrics["clipfrac"] == pytest.approx(clipfrac, abs=1e-9)
+    assert metrics["is_weight_mean"] == pytest.approx((math.exp(-0.7) + 2 + 1 + math.exp(-0.5) + 2) / 5, abs=1e-7)
+    assert metrics["is_clipped_share"] == pytest.approx(2 / 5, abs=1e-7)
+    unweighted, plain = grpo_loss(t(lp), t(old), t(ref), t(adv), t(mask), kl_coef=0.1, rollout_log_prob=engine)
+    assert float(unweighted) == pytest.approx(_hand_loss(lp, old, ref, adv, mask)[0], abs=1e-9)  # is_cap 0: off
+    assert "is_weight_mean" not in plain and float(unweighted) != pytest.approx(float(loss), abs=1e-3)
+
+    # the weight is a constant: no gradient reaches the engine's log-probs, and on-policy (ratio 1) each token's
+    # gradient is -A * w / (number of tokens)
+    policy = t([[-1.0, -0.5, -2.0]]).requires_grad_()
+    rollout_lp = t([[-1.0 - math.log(0.5), -0.5 - math.log(3.0), -2.0]]).requires_grad_()  # ratios 0.5, 3, 1
+    loss, _ = grpo_loss(
+        policy, policy.detach(), None, t([2.0]), t([[1, 1, 1]]), kl_coef=0.0, rollout_log_prob=rollout_lp, is_cap=2.0
+    )
+    loss.backward()
+    assert policy.grad[0].tolist() == pytest.approx([-2.0 * 0.5 / 3, -2.0 * 2.0 / 3, -2.0 * 1.0 / 3], abs=1e-9)
+    assert rollout_lp.grad is None
+
+
+def test_tis_weights_refuse_a_bad_cap_and_handle_an_empty_mask():
+    import torch
+
+    from rl.grpo import grpo_loss, tis_weights
+
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="rollout.is_correction"):
+        tis_weights(x, x, torch.ones(1, 2), 0.0)
+    with pytest.raises(ValueError, match="needs rollout_log_prob"):
+        grpo_loss(x, x, None, torch.tensor([1.0]), torch.ones(1, 2), kl_coef=0.0, is_cap=2.0)
+    weights, metrics = tis_weights(x, x - 5.0, torch.zeros(1, 2), 2.0)  # a micro-batch with no model token
+    assert weights.tolist() == [[0.0, 0.0]] and metrics == {"is_weight_mean": 0.0, "is_clipped_share": 0.0}
 
 
 def test_grpo_loss_global_token_normalisation_sums_over_micro_batches():

@@ -242,3 +242,18 @@ def test_fsdp2_train_step_with_shared_encoding_matches_the_plain_one(tiny_model_
     # videos and images the policy pass encoded: per micro-batch 4 + 1 + 2 plain, 2 + 1 + 1 shared; in the one pack
     # 6 videos and the image plain, the two distinct videos and the image shared
     assert encoded == {(0, False): 7, (0, True): 4, (2000, False): 7, (2000, True): 3}
+
+
+def test_greedy_is_scored_at_temperature_one(tiny_model_dir):
+    """Temperature 0 (greedy) reports and scores temperature-1 log-probs; the log-prob kernel refuses 0."""
+    import torch
+
+    from rl.config import TrainerConfig
+    from rl.logprobs import chunked_logprobs
+    from rl.trainer import TrainerRank
+
+    assert TrainerRank(0, TrainerConfig(), tiny_model_dir, seed=0, temperature=0.0, total_steps=0).temperature == 1.0
+    assert TrainerRank(0, TrainerConfig(), tiny_model_dir, seed=0, temperature=0.7, total_steps=0).temperature == 0.7
+    head = torch.nn.Linear(4, 3, bias=False)
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        chunked_logprobs(head, torch.zeros(2, 4), torch.tensor([0, 1]), temperature=0.0)

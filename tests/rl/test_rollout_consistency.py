@@ -2,6 +2,7 @@
 
 If the trainer's inputs differ from the engine's (placeholder expansion, 3D rope positions, frame timing), GRPO
 optimises a different policy from the one that produced the samples; `train/rollout_logprob_diff` would show it.
+Sampled at temperature 0.7 and scored at 0.7: both sides give the log-probs of the tempered distribution.
 """
 
 import numpy as np
@@ -26,13 +27,13 @@ def test_trainer_logprobs_match_engine_logprobs_on_a_real_video(tiny_model_dir):
         "clip": [3.1, 4.3],
         "prompt": "What is the person doing?",
     }
-    trajs = worker.rollout([record], 2, SamplingParams(max_new_tokens=10, seed=1))
+    trajs = worker.rollout([record], 2, SamplingParams(max_new_tokens=10, temperature=0.7, seed=1))
     assert all(t.mm_inputs.get("pixel_values_videos") is not None for t in trajs)
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     batch = build_batch(trajs, merge_size=model.config.vision_config.spatial_merge_size)
     with torch.no_grad():
-        trainer_lp = token_logprobs(model, batch)
+        trainer_lp = token_logprobs(model, batch, temperature=0.7)
     mask = batch.response_mask.bool()
     assert int(mask.sum()) == sum(t.num_model_tokens for t in trajs) > 0
     np.testing.assert_allclose(trainer_lp[mask].numpy(), batch.rollout_logprobs[mask].numpy(), atol=1e-4)

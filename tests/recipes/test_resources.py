@@ -3,14 +3,19 @@ per-node fit; a tool on a GPU without a GPU share. Expected numbers are worked o
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import pytest
 
 from recipes import resources, videostar_grpo
 from recipes.config import ConfigError, load_config
 from recipes.grpo import GrpoConfig
 from recipes.resources import Cluster, Node, described_cluster, fit_embedded, plan_text, resource_problems
+from rollout.config import tool_device_problems
 
-PAPER = "recipes/configs/videostar_paper.yaml"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(*overrides: str) -> GrpoConfig:
@@ -133,35 +138,44 @@ def test_a_bundle_must_fit_on_one_node():
     )
 
 
-def _readme_cmd(*extra: str) -> list[str]:
-    return [
-        "recipes/videostar_grpo.py",
-        f"config={PAPER}",
-        "model.path=/models/Qwen2.5-VL-7B-Instruct",
-        "rollout.tool_pool.num_gpus=0.05",
-        "rollout.tools.pose_estimation.device=cuda",
-        "rollout.tools.human_detection.device=cuda",
-        *extra,
-    ]
+def _readme_gpu_commands() -> list[list[str]]:
+    """The recipe arguments of each command of the README's GPU section (from the recipe file on)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## A real model and dataset on GPUs") :]
+    section = section[: section.index("\n## ")]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "recipes/videostar_grpo.py" in line:
+                args = shlex.split(line)
+                commands.append(args[args.index("recipes/videostar_grpo.py") :])
+    return commands
 
 
-def test_the_readme_gpu_commands_fit_and_the_old_one_did_not(capsys):
-    one_node = ["--node", "CPU=96,GPU=8"]
-    split = ["trainer.world_size=4", "rollout.num_workers=4", "rollout.num_gpus=0.8"]
-    assert resources.main([*_readme_cmd(*split), *one_node]) == 0
+def test_the_readme_gpu_commands_fit_the_clusters_they_are_for(capsys):
+    one_node, two_nodes = _readme_gpu_commands()
+    assert resources.main([*one_node, "--node", "CPU=96,GPU=8"]) == 0
     rows = _rows(capsys.readouterr().out)
-    # 4 ranks x 1 GPU + 4 vLLM workers x 0.8 + 16 tool actors (4 tools x 4 workers) x 0.05 = 4 + 3.2 + 0.8 = 8
-    assert rows["trainer ranks (bundles)"][:3] == ["4", "0.5", "1"]
+    # 4 ranks x 1 GPU + 4 vLLM workers x 0.8 + 16 tool actors (4 tools x 4 workers) x 0.05 = 4 + 3.2 + 0.8 = 8 GPUs;
+    # CPUs: 4 x 0.5 + 4 x 0.5 + 16 x 0.25 + 0.25 (the reward worker) = 8.25
+    assert rows["trainer ranks (bundles)"] == ["4", "0.5", "1", "2", "4"]
+    assert rows["rollout workers"] == ["4", "0.5", "0.8", "2", "3.2"]
     assert rows["tool actors: pose_estimation"] == ["4", "0.25", "0.05", "1", "0.2"]
-    assert rows["total"] == ["8.25", "8"]  # CPU: 4 x 0.5 + 4 x 0.5 + 16 x 0.25 + 0.25 (the reward worker)
-    two_nodes = ["--node", "2xCPU=96,GPU=8"]
-    split = ["trainer.world_size=8", "rollout.num_workers=8", "rollout.num_gpus=0.8"]
-    assert resources.main([*_readme_cmd(*split), *two_nodes]) == 0
-    assert _rows(capsys.readouterr().out)["total"][1] == "16"  # 8 + 6.4 + 32 x 0.05
+    assert rows["total"] == ["8.25", "8"]
+    assert resources.main([*one_node, "--node", "CPU=96,GPU=7"]) == 1  # one GPU short: refused
+    assert "the actors ask for 8 GPU (" in capsys.readouterr().out
+    assert resources.main([*two_nodes, "--node", "2xCPU=96,GPU=8"]) == 0
+    assert _rows(capsys.readouterr().out)["total"] == ["16.25", "16"]  # 8 + 8 x 0.8 + 32 x 0.05
+    assert resources.main([*two_nodes, "--node", "CPU=96,GPU=8"]) == 1
+    capsys.readouterr()
+    for command in (one_node, two_nodes):  # their tools on cuda have a GPU share, and the batch splits over the ranks
+        cfg = load_config(GrpoConfig, command[1:], videostar_grpo.DEFAULT_YAML)
+        assert tool_device_problems(cfg.rollout) == []
+        assert cfg.data.batch_size * cfg.rollout.n % cfg.trainer.world_size == 0
     # the command the README had: 8 trainer GPUs and one vLLM GPU on an 8-GPU node
     old = ["model.path=/models/Qwen2.5-VL-7B-Instruct", "cold_start.steps=0", "rollout.engine=vllm"]
     old += ["rollout.num_gpus=1", "trainer.num_gpus=1", "trainer.world_size=8"]
-    assert resources.main(["recipes/videostar_grpo.py", *old, *one_node]) == 1
+    assert resources.main(["recipes/videostar_grpo.py", *old, "--node", "CPU=96,GPU=8"]) == 1
     out = capsys.readouterr().out
     assert "the actors ask for 9 GPU (trainer ranks (bundles) 8 x 1, rollout workers 1 x 1) but the described " in out
 
@@ -176,8 +190,6 @@ def test_a_tool_on_a_gpu_needs_a_gpu_share():
     assert "rollout.tools.pose_estimation.device: 'cuda' (a GPU) but rollout.tool_pool.num_gpus is 0" in text
     assert "rollout.tools.video_description.describer.device: 'cuda:0' (a GPU) but " in text
     assert "human_detection" not in text  # device cpu (its default)
-    from rollout.config import tool_device_problems
-
     cfg = _cfg(*argv, "rollout.tool_pool.num_gpus=0.05")
     assert tool_device_problems(cfg.rollout) == []
 

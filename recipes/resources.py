@@ -64,13 +64,18 @@ class Node:
 @dataclass
 class Cluster:
     """What the actors are placed on: `where` says which cluster it is (a local Ray, the joined one, a described
-    one)."""
+    one); `grows_to`: an autoscaling cluster's most CPUs and GPUs (its config), when more nodes may come up."""
 
     nodes: list[Node]
     where: str
+    grows_to: dict[str, float] | None = None
 
     def total(self, kind: str) -> float:
         return sum(n.cpus if kind == "CPU" else n.gpus for n in self.nodes)
+
+    def can_hold(self, kind: str) -> float:
+        """The nodes' total, or more when the cluster can grow."""
+        return max(self.total(kind), (self.grows_to or {}).get(kind, 0.0))
 
     def free(self, kind: str) -> float | None:
         if any(n.free is None for n in self.nodes):
@@ -185,7 +190,7 @@ def _sum_problems(items: list[Ask], cluster: Cluster) -> list[str]:
     problems = []
     local = cluster.where.startswith("a local Ray")
     for kind in ("CPU", "GPU"):
-        total, have = sum(a.total[kind] for a in items), cluster.total(kind)
+        total, have = sum(a.total[kind] for a in items), cluster.can_hold(kind)
         if total <= have + EPS:
             continue
         mine = [a for a in items if a.total[kind] > 0]
@@ -193,15 +198,19 @@ def _sum_problems(items: list[Ask], cluster: Cluster) -> list[str]:
         keys = ", ".join(dict.fromkeys(a.cpu_key if kind == "CPU" else a.gpu_key for a in mine))
         more = "raise run.ray_num_cpus" if local and kind == "CPU" else f"add machines with {kind}s"
         problems.append(
-            f"the actors ask for {total:g} {kind} ({who}) but {cluster.where} has {have:g}: lower {keys} (or the "
+            f"the actors ask for {total:g} {kind} ({who}) but {cluster.where} "
+            f"{'can grow to' if cluster.grows_to else 'has'} {have:g}: lower {keys} (or the "
             f"counts), or {more}"
         )
     return problems
 
 
 def _node_problems(items: list[Ask], cluster: Cluster) -> list[str]:
-    """An actor, or one bundle of the trainer's placement group, must fit on one node."""
+    """An actor, or one bundle of the trainer's placement group, must fit on one node (of those up: not checked on a
+    cluster that can grow, whose next nodes are not known)."""
     problems = []
+    if cluster.grows_to:
+        return problems
     for a in items:
         if any(a.cpus <= n.cpus + EPS and a.gpus <= n.gpus + EPS for n in cluster.nodes):
             continue
@@ -233,6 +242,8 @@ def plan_text(cfg: Any, cluster: Cluster | dict[str, float]) -> str:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
         lines.append("  " + "  ".join(cells).rstrip())
     lines.append(f"  cluster: {_n(cluster.total('CPU'))} CPU, {_n(cluster.total('GPU'))} GPU{_free(cluster)}")
+    if cluster.grows_to:
+        lines.append(f"  autoscaling: up to {_n(cluster.can_hold('CPU'))} CPU, {_n(cluster.can_hold('GPU'))} GPU")
     for n in cluster.nodes if nodes > 1 or cluster.nodes[0].free is not None else []:
         free = f" (free now: {_n(n.free.get('CPU', 0.0))} CPU, {_n(n.free.get('GPU', 0.0))} GPU)" if n.free else ""
         lines.append(f"    {n.name}: {_n(n.cpus)} CPU, {_n(n.gpus)} GPU{free}")
@@ -305,12 +316,12 @@ def ray_cluster(run_cfg: Any) -> Cluster:
     import ray
 
     joined = bool(run_cfg.ray_address or os.environ.get("RAY_ADDRESS"))
-    try:
-        from ray._private.state import available_resources_per_node
+    try:  # private APIs: without them the plan shows the nodes' totals only
+        from ray._private.state import available_resources_per_node, state
 
-        free = available_resources_per_node()
-    except Exception:  # a private API: without it the plan shows totals only
-        free = {}
+        free, most = available_resources_per_node(), state.get_max_resources_from_cluster_config()
+    except Exception:
+        free, most = {}, None
     nodes = []
     for info in ray.nodes():
         if not info.get("Alive"):
@@ -319,7 +330,11 @@ def ray_cluster(run_cfg: Any) -> Cluster:
         head = " (head)" if "node:__internal_head__" in res else ""
         name = f"node {info.get('NodeManagerAddress', '?')}{head}"
         nodes.append(Node(name, float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0)), free.get(info["NodeID"])))
-    return Cluster(nodes, "the joined cluster" if joined else "the local Ray")
+    cluster = Cluster(nodes, "the joined cluster" if joined else "the local Ray")
+    grows = {kind: float(most.get(kind, 0)) for kind in ("CPU", "GPU")} if most else {}
+    if any(grows[kind] > cluster.total(kind) for kind in grows):  # a config naming only the nodes up: no growth
+        cluster.grows_to = grows
+    return cluster
 
 
 def described_cluster(specs: list[str]) -> Cluster:

@@ -124,6 +124,7 @@ def test_the_embedded_default_fits_a_two_cpu_head_it_joins(ray_head, tmp_path):
     # 2.75 CPUs asked, 2 offered: every request times 8/11, floored to 1e-4, once for both stages
     assert "trainer.num_cpus: 0.5 -> 0.3636, rollout.num_cpus: 0.5 -> 0.3636, rollout.tool_pool.num_cpus: " in out
     assert out.count("CPU requests scaled down") == 1
+    assert "autoscaling" not in out  # a head started by hand does not grow: its node is checked as it is
     assert out.count("[resources] plan against the joined cluster (1 node):") == 2  # the cold start, then GRPO
     plan = [line for line in out.splitlines() if line.startswith("    node ")]
     assert len(plan) == 2 and all(" (head): 2 CPU, 0 GPU" in line for line in plan), plan

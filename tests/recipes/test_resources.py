@@ -138,6 +138,20 @@ def test_a_bundle_must_fit_on_one_node():
     )
 
 
+def test_an_autoscaling_cluster_is_checked_against_what_it_can_grow_to():
+    cfg = _cfg(f"model.path={Path.cwd()}", "trainer.num_gpus=1")
+    head = [Node("head", 4.0, 0.0)]  # the GPU nodes are not up yet
+    assert resource_problems(cfg, Cluster(head, "the joined cluster"))[0].startswith("the actors ask for 2 GPU")
+    growing = Cluster(head, "the joined cluster", grows_to={"CPU": 68.0, "GPU": 8.0})
+    assert resource_problems(cfg, growing) == []  # 2 GPUs of 8; no node check: the next nodes are not known
+    assert "  autoscaling: up to 68 CPU, 8 GPU\n" in plan_text(cfg, growing)
+    (problem,) = resource_problems(cfg, Cluster(head, "the joined cluster", grows_to={"CPU": 68.0, "GPU": 1.0}))
+    assert problem == (
+        "the actors ask for 2 GPU (trainer ranks (bundles) 2 x 1) but the joined cluster can grow to 1: lower "
+        "trainer.num_gpus (or the counts), or add machines with GPUs"
+    )
+
+
 def _readme_gpu_commands() -> list[list[str]]:
     """The recipe arguments of each command of the README's GPU section (from the recipe file on)."""
     text = (ROOT / "README.md").read_text()
@@ -215,6 +229,7 @@ def test_against_a_running_ray_the_plan_is_printed_and_the_default_fitted(ray_lo
     assert resources.check_cluster(cfg) == []
     out = capsys.readouterr().out
     assert "[resources] plan against the joined cluster (1 node):" in out and "scaled" not in out
+    assert cluster.grows_to is None and "autoscaling" not in out  # a fixed cluster
     assert cfg.trainer.num_cpus == 0.5
     cfg = _cfg("run.ray_address=auto", "trainer.world_size=20")  # 20 x 0.5 + 1.75 = 11.75 > 8: scaled by 8/11.75
     assert resources.check_cluster(cfg) == []

@@ -164,11 +164,6 @@ def _eval_uses_tools(benchmark: str) -> bool:
         return True
 
 
-def requested(cfg: Any, cluster_gpus: float = 0.0) -> dict[str, dict[str, float]]:
-    """{role: {"CPU": total, "GPU": total}} of `asks`."""
-    return {a.role: a.total for a in asks(cfg, cluster_gpus)}
-
-
 # ------------------------------------------------------------------------------------------------------ problems
 def resource_problems(cfg: Any, cluster: Cluster | dict[str, float]) -> list[str]:
     """Problems when the actors cannot all be placed on `cluster`, each naming who asks for what: the sums of CPUs
@@ -360,11 +355,11 @@ def check_before_ray(cfg: Any) -> list[str]:
     return resource_problems(trial, cluster)
 
 
-def fit_cluster(cfg: Any) -> list[str]:
-    """After ray.init: fit the embedded default's CPU requests to the cluster (`fit_embedded`), printing what
-    changed. Call it on a GRPO config before its cold start copies the rollout and trainer sections, so that both
-    stages ask for the same (the stage's rollout workers serve GRPO too)."""
-    cluster = ray_cluster(cfg.run)
+def fit_cluster(cfg: Any, cluster: Cluster | None = None) -> list[str]:
+    """After ray.init: fit the embedded default's CPU requests to the cluster Ray joined (`fit_embedded`), printing
+    what changed. Call it on a GRPO config before its cold start copies the rollout and trainer sections, so that
+    both stages ask for the same (the stage's rollout workers serve GRPO too)."""
+    cluster = cluster or ray_cluster(cfg.run)
     changes = fit_embedded(cfg, cluster)
     if changes:
         asked = ", ".join(changes)
@@ -379,8 +374,8 @@ def fit_cluster(cfg: Any) -> list[str]:
 def check_cluster(cfg: Any) -> list[str]:
     """After ray.init, before any actor starts: fit the embedded default (`fit_cluster`), print the plan, and
     return the problems against the cluster Ray joined (empty when everything fits)."""
-    fit_cluster(cfg)
     cluster = ray_cluster(cfg.run)
+    fit_cluster(cfg, cluster)
     print(plan_text(cfg, cluster), flush=True)
     return resource_problems(cfg, cluster)
 
@@ -392,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
     from pathlib import Path
 
-    from recipes.config import load_config
+    from recipes.config import ConfigError, load_config
 
     p = argparse.ArgumentParser(prog="python -m recipes.resources", description=main.__doc__)
     p.add_argument("recipe", help="a recipe file, e.g. recipes/videostar_grpo.py")
@@ -404,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.grpo import GrpoConfig as schema
     else:
         from recipes.sft import SftConfig as schema
-    cfg = load_config(schema, overrides, getattr(leaf, "DEFAULT_YAML", None))
+    try:
+        cfg = load_config(schema, overrides, getattr(leaf, "DEFAULT_YAML", None))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cluster = described_cluster(args.node)
     changes = fit_embedded(cfg, cluster)
     if changes:

@@ -39,25 +39,33 @@ class TrainingEval:
         actor died or hung more often than that fails its evaluation, which is logged as failed). Resolves and
         validates the benchmark now, before Ray starts; the actors start on the first launch."""
         from eval.benchmarks import load_benchmark
+
+        self.cfg, self.run_dir, self.rollout = cfg, Path(run_dir), rollout
+        self.timeout_s, self.retries = timeout_s, retries
+        self.benchmark = load_benchmark(cfg.benchmark, limit=cfg.limit or None) if cfg.every_k > 0 else None
+        self.evaluator = None
+        self.pending: list = []
+        self.entries: list[dict] = []
+        self.results: list = []
+
+    @property
+    def options(self) -> Any:
+        """The eval actors' options (`eval.runner.EvalOptions`), read from the sections when asked, so resources
+        changed after this object was made (a recipe fits the embedded default's CPUs once Ray is up) apply."""
         from eval.runner import EvalOptions
 
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.benchmark = load_benchmark(cfg.benchmark, limit=cfg.limit or None) if cfg.every_k > 0 else None
+        cfg = self.cfg
         uses_tools = self.benchmark is None or self.benchmark.spec.uses_tools
-        self.options = EvalOptions(
-            rollout=cfg.rollout_for_eval(rollout, uses_tools),
+        return EvalOptions(
+            rollout=cfg.rollout_for_eval(self.rollout, uses_tools),
             actors=cfg.actors,
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             skip_failed=cfg.skip_failed,
             metric_options=cfg.metric_options(),
-            timeout_s=timeout_s,
-            retries=retries,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
         )
-        self.evaluator = None
-        self.pending: list = []
-        self.entries: list[dict] = []
-        self.results: list = []
 
     def due(self, step: int) -> bool:
         return self.benchmark is not None and step % self.cfg.every_k == 0

@@ -31,7 +31,7 @@ from recipes.config import (
     raise_problems,
     validate_sections,
 )
-from recipes.resources import check_cluster
+from recipes.resources import check_cluster, fit_cluster
 from recipes.run import (
     Sampler,
     init_ray,
@@ -128,6 +128,8 @@ def cold_start(grpo: Any, name: str = "cold_start") -> tuple[str, Any]:
     (the GRPO stage's init_from) and its rollout workers, which have GRPO's rollout config: handed to `grpo.run`,
     they serve the next stage with their tools loaded and their tool results cached (None when a resumed run's
     stage had already finished and is not run again)."""
+    init_ray(grpo.run)
+    fit_cluster(grpo)  # once for both stages: this stage's rollout workers serve GRPO, with the same requests
     cfg = cold_start_config(grpo)
     done = latest_checkpoint(cfg.run.run_dir)
     if cfg.run.resume and done is not None and done.name == f"checkpoint-{cfg.run.steps}":

@@ -19,11 +19,16 @@ On one machine (CPU is fine: the embedded default is a tiny model and bundled sa
 
 On a Ray cluster (the working directory is shipped to every node; run outputs go to an absolute run_dir):
 
-    ray start --head
-    ray job submit --working-dir . -- python recipes/videostar_grpo.py \\
+    ray start --head                     # then `ray start --address=HEAD:6379` on a second 8-GPU node
+    ray job submit --working-dir . -- python recipes/videostar_grpo.py config=recipes/configs/videostar_paper.yaml \\
         model.path=/models/Qwen2.5-VL-7B-Instruct init_from=/shared/runs/vstar_sft/checkpoint-500 \\
-        cold_start.steps=0 data.train=/data/hmdb51/train.jsonl rollout.engine=vllm rollout.max_side=448 \\
-        trainer.world_size=8 run.run_dir=/shared/runs/videostar
+        data.train=/data/hmdb51/train.jsonl trainer.world_size=8 trainer.num_gpus=1 rollout.num_workers=8 \\
+        rollout.num_gpus=0.8 rollout.tool_pool.num_gpus=0.05 rollout.tools.pose_estimation.device=cuda \\
+        run.run_dir=/shared/runs/videostar
+
+Before any actor starts the recipe prints its resource plan and stops when the cluster cannot hold it; the
+embedded default's small CPU requests are scaled down to fit a small cluster instead (README.md, "On a Ray
+cluster"; one 8-GPU node: README.md, "A real model and dataset on GPUs").
 
 Config: recipes/grpo.py's GrpoConfig, then `recipes/configs/videostar_grpo.yaml`, then `key=value` overrides;
 the system prompt is `recipes/prompts/videostar_system.txt`. The resolved config is `<run_dir>/config.yaml`.

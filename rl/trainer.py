@@ -520,8 +520,7 @@ class TrainerGroup:
         world_size = cfg.world_size
         self.world_size, self.timeout_s = world_size, check_timeout(timeout_s)
         ready_timeout_s = self.timeout_s if ready_timeout_s is None else ready_timeout_s
-        use_gpu = cfg.backend == "nccl" or cfg.num_gpus > 0 or (not cfg.backend and _cluster_has_gpus())
-        options = {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}
+        options = rank_resources(cfg, ray.cluster_resources().get("GPU", 0.0))
         bundle = {"CPU": options["num_cpus"], **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
         self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
         try:
@@ -603,7 +602,6 @@ class TrainerGroup:
         """Restore every rank from `directory` and return its extra_state. Refused before any rank loads: a folder
         without trainer_state/ or whose COMPLETE marker does not match its files (FileNotFoundError), or one this
         trainer may not resume (`rl.checkpoint.CheckpointMismatch`: strategy, DeepSpeed world size, reference)."""
-        import ray
 
         path = Path(directory)
         if not (path / ckpt.STATE_DIR).is_dir():
@@ -611,7 +609,7 @@ class TrainerGroup:
         reason = incomplete_reason(path)
         if reason:
             raise FileNotFoundError(f"incomplete checkpoint {directory}: {reason}")
-        problem = ray.get(self.ranks[0].check_checkpoint.remote(str(path)))
+        problem = self._all("check_checkpoint", str(path), ranks=self.ranks[:1])[0]
         if problem:
             raise ckpt.CheckpointMismatch(problem)
         return self._all("load_checkpoint", str(path))[0]
@@ -649,7 +647,14 @@ def _rebuild_died(method: str, cause: str) -> TrainerDiedError:
     return err
 
 
-def _cluster_has_gpus() -> bool:
-    import ray
+def rank_resources(cfg: TrainerConfig, cluster_gpus: float) -> dict[str, float]:
+    """What each rank actor (and its placement-group bundle) asks for, {"num_cpus", "num_gpus"}: `cfg.num_gpus`,
+    but at least one GPU when the ranks run NCCL (`backend: nccl`, or `backend: ""` on a cluster with GPUs).
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    >>> rank_resources(TrainerConfig(), cluster_gpus=0)
+    {'num_cpus': 0.5, 'num_gpus': 0.0}
+    >>> rank_resources(TrainerConfig(), cluster_gpus=8)["num_gpus"]
+    1
+    """
+    use_gpu = cfg.backend == "nccl" or cfg.num_gpus > 0 or (not cfg.backend and cluster_gpus > 0)
+    return {"num_cpus": cfg.num_cpus, "num_gpus": max(cfg.num_gpus, 1 if use_gpu else 0)}

@@ -137,10 +137,52 @@ class RolloutConfig:
                 f"{where}.engine_kwargs.max_images: set {where}.max_images instead (the tool loop and the engine "
                 "share that limit)"
             )
+        problems += tool_device_problems(self, where)
         pool = self.tool_pool
         if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:
             problems.append(f"{where}.tool_pool: actors_per_tool >= 1, timeout_s > 0, cache_size >= 0; got {pool}")
         return problems
+
+
+def tool_device_problems(cfg: RolloutConfig, where: str = "rollout") -> list[str]:
+    """An enabled tool set to run on a GPU (a `device` option at any depth of its config: "cuda", "cuda:1", "0")
+    while the tool actors get no GPU (`tool_pool.num_gpus` 0): Ray hides the GPUs from an actor that asks for none,
+    so the tool would fail at its first call.
+
+    >>> cfg = RolloutConfig(tools={"pose_estimation": {"device": "cuda"}, "human_detection": {"device": "cpu"}})
+    >>> print(*tool_device_problems(cfg))  # doctest: +ELLIPSIS
+    rollout.tools.pose_estimation.device: 'cuda' (a GPU) but rollout.tool_pool.num_gpus is 0: ...
+    >>> cfg.tool_pool.num_gpus = 0.05
+    >>> tool_device_problems(cfg)
+    []
+    """
+    if cfg.tool_pool.num_gpus > 0:
+        return []
+    return [
+        f"{where}.tools.{key}: {value!r} (a GPU) but {where}.tool_pool.num_gpus is 0: the tool actors would see no "
+        f"GPU; give them a share ({where}.tool_pool.num_gpus=0.05: each tool actor of every rollout worker takes "
+        "that much) or run the tool on the CPU (device=cpu)"
+        for name, conf in cfg.enabled_tools().items()
+        for key, value in _device_options(conf, name)
+        if _is_gpu(value)
+    ]
+
+
+def _device_options(conf: Any, prefix: str) -> list[tuple[str, Any]]:
+    """("pose_estimation.device", value) for each `device` key in a tool's (nested) config."""
+    if not isinstance(conf, dict):
+        return []
+    found = [(f"{prefix}.device", conf["device"])] if "device" in conf else []
+    for key, value in conf.items():
+        found += _device_options(value, f"{prefix}.{key}")
+    return found
+
+
+def _is_gpu(device: Any) -> bool:
+    import re
+
+    text = str(device).strip().lower()
+    return text.startswith("cuda") or re.fullmatch(r"\d+(,\d+)*", text) is not None
 
 
 def engine_kwargs_problems(engine: str, kwargs: dict[str, Any], where: str) -> list[str]:

@@ -131,16 +131,27 @@ def test_help_works_on_every_recipe(leaf, capsys):
         assert f"\n{section}  " in out, section
 
 
-def test_actors_that_cannot_fit_a_local_ray_fail_before_it_starts():
+def test_actors_that_cannot_fit_a_local_ray_fail_before_it_starts(tiny_model_dir):
     import ray
 
     was_running = ray.is_initialized()
     with pytest.raises(ConfigError) as err:  # this machine has no GPU (the test suite runs on CPU)
         grpo.load(["trainer.num_gpus=1", "run.ray_num_cpus=2"], videostar_grpo.DEFAULT_YAML)
     text = str(err.value)
-    # 2 ranks x 1 GPU; CPUs: 2 x 0.5 (trainer) + 0.5 (rollout) + 4 x 0.25 (tools) + 0.25 (rewards) = 2.75 > 2
-    assert "the actors ask for 2 GPU (trainer (2 ranks) 2) but the cluster has 0" in text
-    assert "the actors ask for 2.75 CPU (trainer (2 ranks) 1, rollout (1 workers) 0.5, tools (4 actors per " in text
+    assert (
+        "the actors ask for 2 GPU (trainer ranks (bundles) 2 x 1) but a local Ray (run.ray_num_cpus=2) has 0" in text
+    )
+    # the embedded default's 2.75 CPUs are scaled to the 2 of the local Ray once it runs: no CPU problem
+    assert "CPU (" not in text
+    # a real model is never rescaled: 2 x 0.5 (trainer) + 0.5 (rollout) + 4 x 0.25 (tools) + 0.25 (rewards) = 2.75 > 2
+    real = [f"model.path={tiny_model_dir}", "cold_start.steps=0", "run.ray_num_cpus=2"]
+    with pytest.raises(ConfigError) as err:
+        grpo.load(real, videostar_grpo.DEFAULT_YAML)
+    text = str(err.value)
+    assert (
+        "the actors ask for 2.75 CPU (trainer ranks (bundles) 2 x 0.5, rollout workers 1 x 0.5, tool actors: " in text
+    )
+    assert "but a local Ray (run.ray_num_cpus=2) has 2: lower trainer.num_cpus, rollout.num_cpus, " in text
     assert ray.is_initialized() == was_running
 
 

@@ -70,6 +70,8 @@ def test_videostar_paper_config_loads_with_the_papers_and_releases_values():
     for cfg in (grpo.load([], VSTAR_PAPER), grpo.load([f"config={VSTAR_PAPER}"], videostar_grpo.DEFAULT_YAML)):
         r, t = cfg.rollout, cfg.trainer
         assert (r.n, r.temperature, r.max_new_tokens, r.max_turns) == (4, 0.8, 4096, 2)
+        # the release's video reading: at most 16 frames, 128 x 28 x 28 pixels each (392 x 280 for a 4:3 clip)
+        assert (r.num_frames, r.max_side) == (16, 392)
         assert (t.lr, t.lr_schedule, t.weight_decay, t.grad_clip) == (5e-7, "cosine", 0.01, 5.0)
         assert (t.kl_coef, t.kl_type, t.loss_agg_mode) == (0.04, "low_var_kl", "seq-mean-token-mean")
         assert (cfg.data.batch_size, cfg.run.steps, cfg.cold_start.steps) == (8, 600, 0)

@@ -137,6 +137,12 @@ class RolloutConfig:
                 f"{where}.engine_kwargs.max_images: set {where}.max_images instead (the tool loop and the engine "
                 "share that limit)"
             )
+        if self.is_correction > 0 and (self.top_k > 0 or self.top_p < 1.0):
+            problems.append(
+                f"{where}.is_correction: the engines report log-probs of the top-k / top-p truncated distribution, "
+                "the trainer those of the whole policy: importance weights between them would be biased; turn "
+                f"top_k / top_p off (got top_k={self.top_k}, top_p={self.top_p}) or is_correction=0"
+            )
         problems += tool_device_problems(self, where)
         pool = self.tool_pool
         if pool.actors_per_tool < 1 or pool.timeout_s <= 0 or pool.cache_size < 0:

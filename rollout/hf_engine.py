@@ -1,11 +1,12 @@
 """The `hf` engine: transformers `generate` on CPU (or one GPU), for tests, laptops and small evals.
 
 Requests with the same prompt and media (the G rollouts of one sample at the first turn) are sampled as one batch;
-other requests run one by one, which keeps the maths simple (no padding) at the cost of speed. Log-probs are those
-of the distribution sampled from: `log_softmax(logits / T)` at the sampling temperature T over the full vocabulary,
-which is what the trainer recomputes with a teacher-forced forward pass at the same temperature. With top-k / top-p
-the sampled distribution is that one truncated and renormalised; the reported value stays the untruncated tempered
-one, as the trainer's. Greedy decoding (T = 0) reports temperature-1 log-probs (the trainer scores it at T = 1).
+other requests run one by one, which keeps the maths simple (no padding) at the cost of speed. Log-probs are
+those of the distribution each token was sampled from, as vLLM's `processed_logprobs` are: the logits after the
+sampling's processors (vision tokens suppressed, temperature T, top-k / top-p truncation), log-softmaxed. Without
+top-k / top-p that is `log_softmax(logits / T)`, what the trainer recomputes at the same temperature; with them the
+truncation shows in `train/rollout_logprob_diff` (docs/scale.md). Greedy decoding (T = 0) reports temperature-1
+log-probs (the trainer scores it at T = 1).
 """
 
 from __future__ import annotations
@@ -41,22 +42,18 @@ def resolve_refs(named_tensors: Any) -> Any:
     return named_tensors
 
 
-def sampled_logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
-    """log_softmax(logits / temperature)[token] in fp32 for (B, N, V) raw `logits` and (B, N) `tokens`: the
-    log-probs of the tempered distribution the tokens were sampled from, over the full vocabulary (before any
-    top-k / top-p truncation). Temperature 0 (greedy) scores at temperature 1.
+def processed_logprobs(scores: Any, tokens: Any) -> Any:
+    """log_softmax(scores)[token] in fp32 for (B, N, V) processed `scores` (generate's `output_scores`: the logits
+    after temperature, top-k / top-p and token suppression) and (B, N) `tokens`.
 
     >>> import math, torch
-    >>> logits = torch.tensor([[[0.0, 0.0, 2.0 * math.log(3.0)]]])  # at T = 2: logits 0, 0, log 3
-    >>> round(sampled_logprobs(logits, torch.tensor([[2]]), 2.0).item(), 4) == round(math.log(3 / 5), 4)
+    >>> scores = torch.tensor([[[0.0, 0.0, math.log(3.0), -math.inf]]])  # a suppressed token has -inf
+    >>> round(processed_logprobs(scores, torch.tensor([[2]])).item(), 4) == round(math.log(3 / 5), 4)
     True
     """
     import torch
 
-    logits = logits.float()
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return torch.log_softmax(scores.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 class HFEngine:
@@ -135,7 +132,7 @@ class HFEngine:
             pad_token_id=pad,
             suppress_tokens=list(VISION_TOKEN_IDS),
             return_dict_in_generate=True,
-            output_logits=True,
+            output_scores=True,
         )
 
     def _stop_strings(self, prompt_len: int, stop_strings: list[str]):
@@ -194,7 +191,7 @@ class HFEngine:
                 **kwargs,
             )
         new = out.sequences[:, len(ids) :]
-        token_logp = sampled_logprobs(torch.stack(out.logits, dim=1), new, sampling.temperature)
+        token_logp = processed_logprobs(torch.stack(out.scores, dim=1), new)
         completions = []
         for row in range(count):
             toks, reason = self._trim(new[row].tolist(), sampling)

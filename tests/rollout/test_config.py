@@ -31,6 +31,9 @@ def test_system_prompt_is_text_or_a_file(tmp_path):
         ({"top_p": 0.0}, "rollout.top_p: in (0, 1], got 0.0"),
         ({"is_correction": -1.0}, "rollout.is_correction: the TIS cap, >= 0 (0: off), got -1.0"),
         ({"is_correction": float("nan")}, "rollout.is_correction: the TIS cap, >= 0 (0: off), got nan"),
+        ({"is_correction": 2.0, "top_k": 50}, "rollout.is_correction: the engines report log-probs of the top-k"),
+        ({"is_correction": 2.0, "top_p": 0.9}, "rollout.is_correction: the engines report log-probs of the top-k"),
+        ({"engine": "vllm", "engine_kwargs": {"max_images": 2}}, "rollout.engine_kwargs.max_images: set rollout."),
         ({"max_side": 10}, "rollout.max_side: at least 28 pixels (one vision patch pair), got 10"),
         (
             {"engine_kwargs": {"dtyp": "float32"}},

@@ -47,10 +47,10 @@ def _request(engine, frames, prompt=PROMPT, images=()):
     return GenerationRequest(ids, [frames], list(images), mm_key="bikes", video_seconds_per_frame=[1.0])
 
 
-def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=(), temperature=1.0):
-    """Log-probs of `completion_ids` after `prompt` at `temperature`, from one full forward pass with inputs built by
-    the processor's own __call__ (not the engine's code path). The time scale is set by hand: 2 frames per grid x
-    1.0 s."""
+def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=(), temperature=1.0, top_k=0):
+    """Log-probs of `completion_ids` after `prompt` at `temperature` (among the `top_k` most likely tokens when
+    > 0), with the vision tokens suppressed, from one full forward pass with inputs built by the processor's own
+    __call__ (not the engine's code path). The time scale is set by hand: 2 frames per grid x 1.0 s."""
     import torch
 
     inputs = engine.processor(
@@ -65,7 +65,12 @@ def _teacher_forced_logprobs(engine, frames, prompt, completion_ids, images=(), 
         logits = engine.model(
             input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types, **kwargs
         ).logits
-    logp = torch.log_softmax(logits[0, prompt_len - 1 : -1].float() / temperature, dim=-1)
+    logits = logits[0, prompt_len - 1 : -1].float() / temperature
+    logits[:, list(VISION_TOKEN_IDS)] = -torch.inf
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -torch.inf)
+    logp = torch.log_softmax(logits, dim=-1)
     return logp.gather(-1, torch.tensor(completion_ids)[:, None])[:, 0].tolist()
 
 
@@ -86,8 +91,8 @@ def test_generates_clean_tokens_with_finite_logprobs(engine, frames):
 
 @pytest.mark.parametrize(
     ("temperature", "top_k", "scored_at"),
-    # greedy reports the model's own (temperature-1) log-probs; top-k truncates the sampled distribution but the
-    # reported log-probs stay those of the full tempered one
+    # greedy reports the model's own (temperature-1) log-probs; with top-k they are those of the truncated,
+    # renormalised distribution the token was drawn from (as vLLM's processed_logprobs)
     [(1.0, 0, 1.0), (0.7, 0, 0.7), (0.0, 0, 1.0), (0.7, 5, 0.7)],
 )
 def test_logprobs_match_teacher_forced_forward(engine, frames, temperature, top_k, scored_at):
@@ -97,7 +102,7 @@ def test_logprobs_match_teacher_forced_forward(engine, frames, temperature, top_
     for prompt, images in cases:
         out = engine.generate([_request(engine, frames, prompt, images)] * 2, sampling)
         for c in out:
-            expected = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images, scored_at)
+            expected = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images, scored_at, top_k)
             np.testing.assert_allclose(c.logprobs, expected, atol=1e-4, rtol=0)
             if scored_at != 1.0:  # the tempered log-probs are not the raw ones: the check can tell them apart
                 raw = _teacher_forced_logprobs(engine, frames, prompt, c.token_ids, images)
@@ -128,8 +133,9 @@ def test_update_weights_changes_outputs_and_round_trips(engine, frames):
     del zeroed["lm_head.weight"]  # tied to the embedding: may be left out
     engine.update_weights({k: v.numpy() for k, v in zeroed.items()})
     after = engine.generate([_request(engine, frames)], sampling)[0]
-    # Zero (tied) output embeddings give all-zero logits: every token has log-prob -log(vocab size).
-    np.testing.assert_allclose(after.logprobs, [-math.log(151936)] * len(after.logprobs), atol=1e-5)
+    # Zero (tied) output embeddings give all-zero logits: every token but the 5 suppressed vision tokens has
+    # log-prob -log(vocab size - 5).
+    np.testing.assert_allclose(after.logprobs, [-math.log(151936 - 5)] * len(after.logprobs), atol=1e-5)
     engine.update_weights(original)
     restored = engine.generate([_request(engine, frames)], sampling)[0]
     assert restored.token_ids == before.token_ids

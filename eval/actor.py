@@ -43,17 +43,27 @@ class EvalActor:
         self._fineagent_tools: dict[str, Any] = {}
         self.worker = None
         self.checkpoint = ""
+        self.reloads = 0  # checkpoints loaded into a running engine
 
     def load(self, checkpoint: str) -> str:
-        """Load a checkpoint directory into the engine (a fresh RolloutWorker; the tool pool is kept)."""
+        """Load a checkpoint directory into the engine: its weights into the running engine when the model is the
+        same architecture as the loaded one (`same_model`: a new checkpoint of the run), else a fresh RolloutWorker
+        (the tool pool is kept)."""
         from rollout.worker import RolloutWorker, make_tool_pool
 
-        if checkpoint != self.checkpoint:
-            self.worker, self.checkpoint = None, ""  # free the previous model; a failed load leaves none
-            if self._pool is None and self.rollout.enabled_tools():
-                self._pool = make_tool_pool(self.rollout)
-            self.worker = RolloutWorker(self.rollout, checkpoint, seed=self.seed, tools=self._pool)
-            self.checkpoint = checkpoint
+        if checkpoint == self.checkpoint:
+            return checkpoint
+        if self.worker is not None and same_model(self.checkpoint, checkpoint):
+            loaded, self.checkpoint = self.checkpoint, ""  # a failed load leaves no checkpoint named as loaded
+            self.worker.load_checkpoint(checkpoint)
+            self.checkpoint, self.reloads = checkpoint, self.reloads + 1
+            log.info("loaded %s into the engine that held %s", checkpoint, loaded)
+            return checkpoint
+        self.worker, self.checkpoint = None, ""  # free the previous model; a failed load leaves none
+        if self._pool is None and self.rollout.enabled_tools():
+            self._pool = make_tool_pool(self.rollout)
+        self.worker = RolloutWorker(self.rollout, checkpoint, seed=self.seed, tools=self._pool)
+        self.checkpoint = checkpoint
         return checkpoint
 
     def _fineagent(self, records: list[dict], modules: list[str]) -> tuple[list[dict], list[dict]]:
@@ -125,3 +135,25 @@ class EvalActor:
             )
         score_rows(task, rows, records)
         return rows
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether model folders `a` and `b` hold the same architecture (config.json equal but for names, versions and
+    dtype), so that `b`'s weights can go into an engine built for `a`."""
+    import json
+    from pathlib import Path
+
+    def strip(value):  # without the keys that name or date a save, at every level (sub-configs have dtype too)
+        if isinstance(value, dict):
+            volatile = ("_name_or_path", "transformers_version", "torch_dtype", "dtype")
+            return {k: strip(v) for k, v in value.items() if k not in volatile}
+        return value
+
+    def config(folder: str) -> dict | None:
+        try:
+            return strip(json.loads((Path(folder) / "config.json").read_text()))
+        except (OSError, ValueError):
+            return None
+
+    first = config(a)
+    return first is not None and first == config(b)

@@ -257,6 +257,14 @@ class HFEngine:
         if missing:
             raise KeyError(f"update_weights: {len(missing)} missing keys {missing[:5]}")
 
+    def load_checkpoint(self, path: str) -> None:
+        """The weights of model folder `path` (same architecture) into the running model: from_pretrained maps the
+        saved names to the in-memory ones."""
+        from transformers import AutoModelForImageTextToText
+
+        dtype = next(self.model.parameters()).dtype
+        self.update_weights(AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).state_dict())
+
     def update_weights(self, named_tensors: Any) -> None:
         """Load a full state dict (names as in `model.state_dict()`), with `load_state_dict(strict=True)` checks:
         a missing or unexpected key raises KeyError. With tied embeddings `lm_head.weight` may be present or absent."""

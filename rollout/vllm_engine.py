@@ -124,15 +124,20 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.6,
         max_model_len: int = 16384,
         seed: int = 0,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         max_images: int = 8,
         dtype: str = "bfloat16",
         weight_bucket_mb: int = 512,
         **llm_kwargs: Any,
     ):
         """`max_images`: images per prompt vLLM accepts (the worker passes `rollout.max_images`); `weight_bucket_mb`:
-        the largest bucket of one weight-update transfer. Other keywords go to `vllm.LLM` (EngineArgs)."""
+        the largest bucket of one weight-update transfer; `enforce_eager`: None = on CPUs only (compiling the model
+        there costs minutes and gains little for short runs). Other keywords go to `vllm.LLM` (EngineArgs)."""
         vllm = _import_vllm()
+        if enforce_eager is None:
+            from vllm.platforms import current_platform
+
+            enforce_eager = current_platform.is_cpu()
         self.seed = seed
         self._calls = 0
         self.bucket_bytes = int(weight_bucket_mb) * 2**20
@@ -240,6 +245,26 @@ class VLLMEngine:
         self.start_weight_update()
         try:
             self.load_weight_bucket(resolve_refs(named_tensors))
+        finally:
+            self.finish_weight_update()
+
+    def load_checkpoint(self, path: str) -> None:
+        """The weights of model folder `path` (same architecture) into the running engine, file by file and bucket by
+        bucket as they are stored (vLLM maps the checkpoint names), without starting a new engine."""
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors weights in {path}")
+        self.start_weight_update()
+        try:
+            for file in files:
+                with safe_open(str(file), framework="pt") as f:
+                    named = ((name, f.get_tensor(name)) for name in f.keys())
+                    for bucket in weight_buckets(named, self.bucket_bytes):
+                        self.load_weight_bucket(bucket)
         finally:
             self.finish_weight_update()
 

@@ -213,6 +213,11 @@ class RolloutWorker:
         self.engine.update_weights(resolve_refs(state_dict_or_ref))
         self._stats["weight_updates"] += 1
 
+    def load_checkpoint(self, path: str) -> None:
+        """The weights of model folder `path` (the same architecture as the loaded one) into the running engine."""
+        self.engine.load_checkpoint(path)
+        self._stats["weight_updates"] += 1
+
     # Streamed weights: start, one call per bucket (a dict or a Ray object ref to one), finish. The engine loads
     # each bucket as it comes; one without these methods gets the buckets gathered into one update_weights call.
     def start_weight_update(self) -> None:

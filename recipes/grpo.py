@@ -245,6 +245,8 @@ def _rebuild_trainer(cfg: GrpoConfig, s: Any, name: str, error: Exception, track
     print(f"[{name}] {error}: rebuilding the trainer ({s.trainer_restarts}/{cfg.run.actor_retries})", flush=True)
     s.trainer.shutdown()
     s.trainer = _make_trainer(cfg, s.model_path)
+    if cfg.rollout.placement == "colocated":  # the engines died with the ranks: new ones in the new ranks
+        s.workers.rebind(s.trainer)
     step = resume(dataclasses.replace(cfg.run, resume=True), s.run_dir, s.trainer, s.sampler)
     if step == 0:
         s.sampler.load_state(s.initial_sampler)  # no checkpoint yet: from the start, with the initial weights
@@ -336,12 +338,17 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
     synced = workers is None  # new workers load the policy themselves
     quarantine = Quarantine(run_dir)  # records that crashed or hung a rollout worker twice: never sampled again
     # every wait on these actors is bounded by run.timeout_s; a dead or hung actor is replaced (run.actor_retries)
+    colocated = cfg.rollout.placement == "colocated"
+    if colocated and workers is not None:  # a cold start's split workers: the engines move into the trainer ranks
+        workers.shutdown()
+        workers, synced = None, True
     with contextlib.ExitStack() as started:  # if a later part fails to start, the earlier ones are shut down
-        workers = workers or RolloutGroup(
-            cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s, retries=cfg.run.actor_retries
-        )
-        workers.on_quarantine = quarantine.add
-        started.callback(workers.shutdown)
+        if not colocated:
+            workers = workers or RolloutGroup(
+                cfg.rollout, model_path, seed=cfg.run.seed, timeout_s=cfg.run.timeout_s, retries=cfg.run.actor_retries
+            )
+            workers.on_quarantine = quarantine.add
+            started.callback(workers.shutdown)
         rewards = RewardPool(
             cfg.rewards.components,
             num_workers=cfg.rewards.num_workers,
@@ -352,6 +359,10 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
         started.callback(rewards.shutdown)
         trainer = _make_trainer(cfg, model_path)
         started.callback(trainer.shutdown)
+        if colocated:  # one engine in each trainer rank, loaded from the same model
+            from rollout.colocated import ColocatedRollout
+
+            workers = ColocatedRollout(cfg.rollout, trainer, model_path, seed=cfg.run.seed)
         sampler = Sampler(records, cfg.data.batch_size, seed=cfg.data.seed, skip=quarantine.keys)
         initial = sampler.state()
         start_step = resume(cfg.run, run_dir, trainer, sampler)

@@ -108,9 +108,15 @@ def asks(cfg: Any, cluster_gpus: float = 0.0) -> list[Ask]:
             "trainer.num_cpus",
             "trainer.num_gpus",
         ),
-        Ask("rollout workers", r.num_workers, r.num_cpus, r.num_gpus, "rollout.num_cpus", "rollout.num_gpus"),
     ]
-    out += _tool_asks(r, r.num_workers, "tool actors")
+    colocated = getattr(r, "placement", "split") == "colocated" and hasattr(cfg, "cold_start")
+    if colocated:  # GRPO's engines live in the trainer ranks, each with its own tool pool
+        out.append(Ask("rollout workers (in the trainer ranks)", 0, 0.0, 0.0, "-", "-"))
+    else:
+        out.append(
+            Ask("rollout workers", r.num_workers, r.num_cpus, r.num_gpus, "rollout.num_cpus", "rollout.num_gpus")
+        )
+    out += _tool_asks(r, t.world_size if colocated else r.num_workers, "tool actors")
     if hasattr(cfg, "cold_start"):  # GRPO: reward workers (SftConfig has no cold_start)
         w = cfg.rewards
         out.append(Ask("reward workers", w.num_workers, w.num_cpus, 0.0, "rewards.num_cpus", "-"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,14 @@ class FSDP2Strategy:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def iter_full_weights(self, model) -> Iterator[tuple[str, Any]]:
+        """(name, whole tensor in `export_dtype`) one at a time on every rank (each a collective): what a rank
+        gives its colocated engine, never the whole model at once."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        for name, shard in get_model_state_dict(model).items():  # sharded: nothing gathered yet
+            yield name, _cast({name: _full_tensor(shard).detach()}, self.export_dtype)[name]
 
     def load_full_state_dict(self, model, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -462,6 +471,10 @@ class DeepSpeedStrategy:
         module = getattr(model, "module", model)
         with self._gathered(module, modify=False):
             return _cast({k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, self.export_dtype)
+
+    def iter_full_weights(self, model) -> Iterator[tuple[str, Any]]:
+        """(name, whole tensor) on every rank: the full state dict (gathered under ZeRO-3), item by item."""
+        yield from self.full_state_dict(model).items()
 
     def load_full_state_dict(self, model, state: dict[str, Any]) -> None:
         import torch

@@ -206,8 +206,10 @@ class TrainerRank:
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
         """One GRPO update on this rank's share of the batch (`_shard`; `mini_batches` optimizer steps); returns
-        metrics averaged over ranks."""
+        metrics averaged over ranks. A colocated engine sleeps meanwhile (where it can)."""
         import torch
+
+        self._engine_asleep()
 
         from rl.batch import build_batch
 
@@ -433,6 +435,54 @@ class TrainerRank:
                 pass
             failed.add(i)
 
+    # ----- colocated rollout: this rank also hosts a rollout engine (rollout.placement: colocated) -----
+    def start_rollout(self, rollout_cfg: Any, model_path: str, seed: int) -> None:
+        """Build this rank's rollout worker (engine, tools) in this process, loaded from `model_path`."""
+        from rollout.worker import RolloutWorker
+
+        threads = 1 if self.device.type == "cpu" else None  # CPU cores are shared by every rank on the node
+        self.rollout_worker = RolloutWorker(rollout_cfg, model_path, seed=seed + self.rank, torch_threads=threads)
+
+    def rollout(self, records: list, n: int, sampling: Any) -> list:
+        self._engine_awake()
+        return self.rollout_worker.rollout(records, n, sampling)
+
+    def replay(self, records: list, scripts: list, sampling: Any) -> list:
+        return self.rollout_worker.replay(records, scripts, sampling)
+
+    def tool_stats(self, reset: bool = True) -> dict[str, dict[str, int]]:
+        return self.rollout_worker.tool_stats(reset)
+
+    def sync_colocated(self) -> float:
+        """The current weights into this rank's engine, gathered one tensor at a time (a collective: every rank
+        calls it) and loaded in buckets of at most `weight_sync_bucket_mb`: no rank ever holds the whole model
+        twice. Returns the seconds spent."""
+        from rollout.engine import weight_buckets
+
+        start = time.perf_counter()
+        engine = self.rollout_worker.engine
+        self._engine_awake("weights")
+        engine.start_weight_update()
+        try:
+            named = self.strategy.iter_full_weights(self.model)
+            for bucket in weight_buckets(named, int(self.cfg.weight_sync_bucket_mb * 1e6)):
+                engine.load_weight_bucket(bucket)
+        finally:
+            engine.finish_weight_update()
+        self._engine_awake()
+        return time.perf_counter() - start
+
+    def _engine_asleep(self) -> None:
+        """Free the colocated engine's memory for training (engines with a sleep mode: vLLM on GPU)."""
+        engine = getattr(getattr(self, "rollout_worker", None), "engine", None)
+        if getattr(engine, "can_sleep", False):
+            engine.sleep()
+
+    def _engine_awake(self, *tags: str) -> None:
+        engine = getattr(getattr(self, "rollout_worker", None), "engine", None)
+        if getattr(engine, "can_sleep", False):
+            engine.wake_up(list(tags) or None)
+
     def reference_record(self) -> dict[str, Any] | None:
         """The reference policy's directory and the sha256 of its weights files (`rl.checkpoint.reference_record`,
         hashed once), or None without a reference (kl_coef 0). Checkpoints record it; resume checks it."""
@@ -550,17 +600,25 @@ class TrainerGroup:
         """`method(*args)` on every rank (or on `ranks`), waiting at most timeout_s. A rank that died or did not
         answer (its ranks are killed: the others wait in a collective for it) raises TrainerDiedError; an error
         raised by the method itself raises as it is."""
+        chosen = range(len(self.ranks)) if ranks is None else [self.ranks.index(r) for r in ranks]
+        return list(self.each(method, {i: args for i in chosen}).values())
+
+    def each(self, method: str, args_by_rank: dict[int, tuple]) -> dict[int, Any]:
+        """`method(*args)` on the ranks named in `args_by_rank`, each with its own arguments, bounded and failing
+        like every group call (TrainerDiedError); the answers by rank."""
         from ray.exceptions import RayActorError
 
-        ranks = self.ranks if ranks is None else ranks
-        names = [actor_name("trainer rank", i, self.ranks) for i in range(len(ranks))]
+        ranks = [self.ranks[i] for i in args_by_rank]
+        names = [actor_name("trainer rank", i, self.ranks) for i in args_by_rank]
         try:
-            return get_all([getattr(r, method).remote(*args) for r in ranks], names, ranks, method, self.timeout_s)
+            calls = [getattr(self.ranks[i], method).remote(*args) for i, args in args_by_rank.items()]
+            answers = get_all(calls, names, ranks, method, self.timeout_s)
         except (RayActorError, ActorTimeoutError) as e:
             if isinstance(e, RayActorError) and not actor_died(e):
-                raise  # the method raised an actor error of its own (e.g. a call it made on another actor)
-            kill_actors(self.ranks)  # the ranks left wait in a collective for the dead one: end them too
+                raise
+            kill_actors(self.ranks)
             raise TrainerDiedError(method, e) from e
+        return dict(zip(args_by_rank, answers))
 
     def train_step(self, trajectories: list, advantages: list[float]) -> dict[str, float]:
         """One GRPO update on the whole batch (each rank takes 1/world_size of it, length-balanced with

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 ENGINES = ("hf", "vllm")
+PLACEMENTS = ("split", "colocated")
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "prompts"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
@@ -45,8 +46,14 @@ class RolloutConfig:
     """"hf" (transformers generate, CPU or GPU) or "vllm" (GPU, the `gpu` extra)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra engine arguments, e.g. {dtype: bfloat16} for hf, {gpu_memory_utilization: 0.5} for vllm."""
+    placement: str = "split"
+    """Where the engines run. "split": rollout workers are actors of their own (`num_workers`, `num_cpus`,
+    `num_gpus`), weights streamed to them in buckets after each step. "colocated": each trainer rank hosts one
+    engine in its own process (no rollout GPUs; `num_workers` / `num_cpus` / `num_gpus` unused), weights loaded
+    in process tensor by tensor, the engine asleep during training where it can sleep (vLLM on GPU). GRPO only;
+    an SFT cold start replays with split workers. See docs/scale.md."""
     num_workers: int = 1
-    """RolloutWorker actors; a batch is split across them."""
+    """RolloutWorker actors (split placement); a batch is split across them."""
     n: int = 4
     """Group size G: rollouts per sample."""
     temperature: float = 0.7
@@ -109,6 +116,8 @@ class RolloutConfig:
         from envs.base import config_problems
 
         problems = []
+        if self.placement not in PLACEMENTS:
+            problems.append(f"{where}.placement: {self.placement!r} is not one of {', '.join(map(repr, PLACEMENTS))}")
         if self.engine not in ENGINES:
             problems.append(f"{where}.engine: {self.engine!r} is not one of {', '.join(map(repr, ENGINES))}")
         text = self.system_prompt.strip()

@@ -68,6 +68,21 @@ def split_skipped(trajs: list, tool_stats: dict[str, dict[str, int]]) -> Rollout
     return RolloutOutput(ok, sum(skipped_by_kind.values()), tool_stats, skipped_by_kind)
 
 
+def sum_tool_stats(per_worker: Any) -> dict[str, dict[str, int]]:
+    """Per-tool counters ({tool: {counter: n}}) summed over workers.
+
+    >>> sum_tool_stats([{"pose": {"calls": 2}}, {"pose": {"calls": 1, "errors": 1}}])
+    {'pose': {'calls': 3, 'errors': 1}}
+    """
+    total: dict[str, dict[str, int]] = {}
+    for stats in per_worker:
+        for name, counts in stats.items():
+            mine = total.setdefault(name, {})
+            for key, value in counts.items():
+                mine[key] = mine.get(key, 0) + value
+    return total
+
+
 class RolloutGroup:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
@@ -166,14 +181,8 @@ class RolloutGroup:
 
     def tool_stats(self) -> dict[str, dict[str, int]]:
         """Per-tool counters summed over workers since the last call (which resets them)."""
-        total: dict[str, dict[str, int]] = {}
         calls = {i: () for i in range(len(self.workers))}
-        for stats in self.pool.call("tool_stats", calls):
-            for name, counts in stats.items():
-                mine = total.setdefault(name, {})
-                for key, value in counts.items():
-                    mine[key] = mine.get(key, 0) + value
-        return total
+        return sum_tool_stats(self.pool.call("tool_stats", calls))
 
     def rollout(self, records: list[dict], seed: int, n: int | None = None) -> RolloutOutput:
         """`n` (default `cfg.n`) episodes per record; the placeholders of records that could not be prepared (or

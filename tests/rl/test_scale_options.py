@@ -56,6 +56,11 @@ def _weights(rank) -> dict:
 def _kind(name: str, tensor) -> str:
     if tensor.ndim == 1 and "norm" in name or name.endswith("ln_q.weight"):
         return "norm"  # RMSNorm / LayerNorm gains, initialised at 1
+    if name.endswith(("k_proj.bias", "attn.qkv.bias")):
+        # a key bias (alone, or the middle third of the vision tower's fused qkv bias): q . b_k is the same for
+        # every key of a query and softmax ignores a constant, so it has no gradient in exact arithmetic and
+        # whether such an entry moves is rounding noise
+        return "key_bias"
     return "bias" if name.endswith("bias") else "matrix"
 
 

@@ -78,7 +78,9 @@ def test_two_ranks_train_step_then_one_rank_agrees_and_resume_is_exact(group2, b
         m1_single = group1.train_step(trajs1, adv1)
         for key in ("train/loss", "train/pg_loss", "train/grad_norm", "train/clipfrac", "train/entropy"):
             assert m1_single[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
-        assert _max_abs_diff(group1.export_weights(), after) < 1e-5
+        # Adam moves a weight by ~lr * g / |g|: gradients equal up to the order of the ranks' sums can still move
+        # a weight with a near-zero gradient a little differently (seen: 1.04e-5 at lr 1e-3)
+        assert _max_abs_diff(group1.export_weights(), after) < 3e-5
         # ... and, resumed from the 2-rank checkpoint, the same next step as the original group. A diverging step
         # first, so that weights and optimizer state (Adam's step count and moments) must come from the checkpoint.
         group1.train_step(trajs2, adv2)
@@ -86,7 +88,7 @@ def test_two_ranks_train_step_then_one_rank_agrees_and_resume_is_exact(group2, b
         m2_resumed = group1.train_step(trajs2, adv2)
         for key in ("train/loss", "train/pg_loss", "train/kl", "train/grad_norm", "train/clipfrac"):
             assert m2_resumed[key] == pytest.approx(m2[key], rel=1e-4, abs=1e-6), key
-        assert _max_abs_diff(group1.export_weights(), group2.export_weights()) < 1e-5
+        assert _max_abs_diff(group1.export_weights(), group2.export_weights()) < 3e-5
     finally:
         group1.shutdown()
 

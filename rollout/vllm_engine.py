@@ -132,12 +132,15 @@ class VLLMEngine:
     ):
         """`max_images`: images per prompt vLLM accepts (the worker passes `rollout.max_images`); `weight_bucket_mb`:
         the largest bucket of one weight-update transfer; `enforce_eager`: None = on CPUs only (compiling the model
-        there costs minutes and gains little for short runs). Other keywords go to `vllm.LLM` (EngineArgs)."""
+        there costs minutes and gains little for short runs). On CPUs the multimodal memory profiling is skipped
+        (`skip_mm_profiling`; the KV cache is VLLM_CPU_KVCACHE_SPACE GB). Other keywords go to `vllm.LLM`."""
         vllm = _import_vllm()
-        if enforce_eager is None:
-            from vllm.platforms import current_platform
+        from vllm.platforms import current_platform
 
+        if enforce_eager is None:
             enforce_eager = current_platform.is_cpu()
+        if current_platform.is_cpu():  # the KV cache is sized by VLLM_CPU_KVCACHE_SPACE, not by profiling
+            llm_kwargs.setdefault("skip_mm_profiling", True)
         self.seed = seed
         self._calls = 0
         self.bucket_bytes = int(weight_bucket_mb) * 2**20

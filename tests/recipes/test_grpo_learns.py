@@ -24,6 +24,10 @@ ENGINES = [
 ]
 
 
+# fp32 as the hf engine; one trainer rank, so that a colocated run starts one engine (~40 s each on 2 cores)
+VLLM_SETTINGS = ["rollout.engine_kwargs={dtype: float32, max_model_len: 4096}", "trainer.world_size=1"]
+
+
 @pytest.mark.parametrize("engine, placement", ENGINES)
 def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine, placement):
     """The same run on both engines and both placements: with vllm the weights reach the engine through vLLM's
@@ -53,7 +57,7 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engin
             "run.seed=3",
             f"rollout.engine={engine}",
             f"rollout.placement={placement}",
-            *(["rollout.engine_kwargs={dtype: float32, max_model_len: 4096}"] if engine == "vllm" else []),
+            *(VLLM_SETTINGS if engine == "vllm" else []),
         ]
     )
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

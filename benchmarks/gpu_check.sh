@@ -11,12 +11,16 @@
 # card; it prints the count it chose. Needs torch and transformers only (without verl the GRPO loss is the
 # benchmark's torch transcription of it).
 #
+# First (under a minute) `benchmarks/engine_agreement.py` on CUDA in bf16: the shared rope positions against
+# transformers' own, and the trainer's log-probs of what `generate` sampled.
+#
 #     bash benchmarks/gpu_check.sh                     # extra arguments go to benchmarks/trainer_scale.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec timeout "${GPU_CHECK_TIMEOUT_S:-470}" "${PYTHON:-python3}" benchmarks/trainer_scale.py \
+timeout 60 "${PYTHON:-python3}" benchmarks/engine_agreement.py --device cuda --dtype bfloat16 || echo "engine_agreement failed"
+exec timeout "${GPU_CHECK_TIMEOUT_S:-410}" "${PYTHON:-python3}" benchmarks/trainer_scale.py \
     --shape 7b --layers auto --world-size 1 --device cuda \
     --frames 16 --frame-size 448 --response-tokens 4096 --group 8 --steps 2 --lr 1e-6 \
     --options precision,activation_checkpointing --precisions bf16-mixed,bf16-pure "$@"

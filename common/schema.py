@@ -2,6 +2,9 @@
 
 Common fields: `id`, `task` (ovar | aqa | mcq | describe), `video` (path, relative paths resolve against the
 records file's folder), optional `clip` [start_s, end_s], `prompt`, `answer`, `meta` {dataset, split, ...}.
+Optional `meta` fields the evaluation groups by (checked when present):
+  base_or_novel  "base" | "novel": the half of a base-to-novel label space the record's class is in
+  fold           1, 2, 3, ...: the split (of a protocol with several) the record belongs to
 Per task:
   ovar      `label`, `candidates` [str] (the label among them); optional `sub_motions` [str] ranked
   aqa       `sub_actions` [{name, start, end}], `score`, `difficulty`, `score_range` [lo, hi]
@@ -20,6 +23,7 @@ from typing import Any
 
 TASKS = ("ovar", "aqa", "mcq", "describe")
 COMMON = {"id": str, "task": str, "video": str, "prompt": str, "answer": str}
+BASE_OR_NOVEL = ("base", "novel")
 PER_TASK: dict[str, dict[str, Any]] = {
     "ovar": {"label": str, "candidates": list},
     "aqa": {"sub_actions": list, "score": (int, float), "difficulty": (int, float), "score_range": list},
@@ -102,9 +106,21 @@ def validate_record(rec: Any) -> list[str]:
         clip = rec["clip"]
         if not (isinstance(clip, list) and len(clip) == 2 and all(_finite(x) for x in clip) and clip[0] < clip[1]):
             errors.append("field 'clip' must be [start_s, end_s] with start_s < end_s")
-    if "meta" in rec and not isinstance(rec["meta"], dict):
-        errors.append("field 'meta' must be an object")
+    if "meta" in rec:
+        errors += _check_meta(rec["meta"])
     return errors + _check_task(rec)
+
+
+def _check_meta(meta: Any) -> list[str]:
+    if not isinstance(meta, dict):
+        return ["field 'meta' must be an object"]
+    errors = []
+    if "base_or_novel" in meta and meta["base_or_novel"] not in BASE_OR_NOVEL:
+        errors.append(f"field 'meta.base_or_novel' must be 'base' or 'novel', got {meta['base_or_novel']!r}")
+    fold = meta.get("fold")
+    if "fold" in meta and not (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 1):
+        errors.append(f"field 'meta.fold' must be an integer >= 1, got {fold!r}")
+    return errors
 
 
 def load_records(path: str | Path, resolve_videos: bool = True) -> list[dict]:

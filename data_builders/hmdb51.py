@@ -6,8 +6,9 @@ Expected layout (the official `hmdb51_org.rar` with each class's rar extracted, 
     ROOT/testTrainMulti_7030_splits/<class>_test_split<k>.txt     k = 1, 2, 3; lines "<video>.avi <0|1|2>"
                                                                    (1 = train, 2 = test, 0 = unused)
 
-Outputs: b2n_train_base, b2n_eval_base, b2n_eval_novel (split 1) and split<k>_train / split<k>_test (all 51
-classes, k = 1..3, the cross-dataset source and the full benchmark).
+Outputs: b2n_train_base and b2n_eval (split 1; base and novel records in one file), split<k>_train /
+split<k>_test (all 51 classes, k = 1..3, the cross-dataset source and the full benchmark) and xd_eval (the three
+test lists in one file, `meta.fold` k: the cross-dataset target of a model trained on UCF-101).
 
     python -m data_builders.hmdb51 --root /data/hmdb51 --out /data/records/hmdb51
 """

@@ -8,11 +8,13 @@ Expected layout (the annotation CSVs as distributed, e.g. by the CVDF mirror, an
 
 Kinetics-400 (`--version 400`): base-to-novel, training on train.csv's base classes, evaluated on validate.csv.
 Kinetics-600 (`--version 600`): the cross-dataset target: its classes whose names are not Kinetics-400 classes
-(220) in three splits of 160 (zs_split1..3 over validate.csv); Kinetics-400's names come from `--k400-root`'s
-train.csv or, by default, gluoncv's list.
+(220) in three splits of 160 (zs_split1..3 over validate.csv, and xd_eval holding the three with `meta.fold`):
+the published splits with `--vificlip-splits DIR` (ViFi-CLIP's labels/ZS_split{1,2,3}_K600.csv), else seeded
+samples; Kinetics-400's names come from `--k400-root`'s train.csv or, by default, gluoncv's list.
 
     python -m data_builders.kinetics --version 400 --root /data/kinetics400 --out /data/records/k400
-    python -m data_builders.kinetics --version 600 --root /data/kinetics600 --out /data/records/k600
+    python -m data_builders.kinetics --version 600 --root /data/kinetics600 --out /data/records/k600 \
+        --vificlip-splits ViFi-CLIP/labels
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ from pathlib import Path
 
 from common.class_lists import class_list
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, read_csv_rows, require_file
+from data_builders.label_files import read_class_list, vificlip_k600_files
 from data_builders.protocols import (
     K600_NOVEL_COUNT,
+    K600_SPLIT_SIZE,
     Clip,
     add_base_to_novel,
+    add_folds,
     add_ovar,
     add_ovar_arguments,
     base_novel,
     k600_novel_classes,
     k600_zero_shot_splits,
-    read_class_list,
 )
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
@@ -106,6 +110,25 @@ def build_400(args, col: Collector, ann: Path, videos: Path) -> dict:
     return {"base_to_novel": {"base": base, "novel": novel, "source": source, "eval": "validate.csv"}}
 
 
+def k600_splits(args, col: Collector, names: list[str], novel: list[str]) -> tuple[list[list[str]], str]:
+    """The three zero-shot label sets and where they came from: ViFi-CLIP's split files (`--vificlip-splits`), the
+    user's lists (`--split-files`), or seeded samples of `novel`. A listed class that is a Kinetics-400 class, or a
+    split that is not 160 classes, is kept and reported as a warning."""
+    if args.vificlip_splits and args.split_files:
+        raise BuildError("give --vificlip-splits or --split-files, not both")
+    if not (args.vificlip_splits or args.split_files):
+        return k600_zero_shot_splits(novel, args.seed), f"seeded sample (seed {args.seed})"
+    paths = vificlip_k600_files(args.vificlip_splits) if args.vificlip_splits else [Path(p) for p in args.split_files]
+    splits = [read_class_list(p, names) for p in paths]
+    for path, label_set in zip(paths, splits):
+        for cls in sorted(set(label_set) - set(novel)):
+            col.warn("class of Kinetics-400 in a zero-shot split", str(path), repr(cls))
+        if len(label_set) != K600_SPLIT_SIZE:
+            col.warn("unexpected class count", str(path), f"{len(label_set)} classes, not {K600_SPLIT_SIZE}")
+    kind = "ViFi-CLIP split files" if args.vificlip_splits else "user files"
+    return splits, f"{kind} {[str(p) for p in paths]}"
+
+
 def build_600(args, col: Collector, ann: Path, videos: Path) -> dict:
     val_csv = require_file(ann / "validate.csv", "Kinetics-600 annotations (annotations/validate.csv)")
     train_csv = ann / "train.csv"
@@ -117,25 +140,13 @@ def build_600(args, col: Collector, ann: Path, videos: Path) -> dict:
     novel = k600_novel_classes(names, k400)
     if len(novel) != K600_NOVEL_COUNT:
         col.warn("unexpected class count", str(val_csv), f"{len(novel)} classes absent from Kinetics-400, not 220")
-    if args.split_files:
-        splits = [read_class_list(p, names) for p in args.split_files]
-        source = f"user files {args.split_files}"
-    else:
-        splits, source = k600_zero_shot_splits(novel, args.seed), f"seeded sample (seed {args.seed})"
+    splits, source = k600_splits(args, col, names, novel)
     evals = read_annotations(col, val_csv, videos, "600")
+    common = {"dataset": "kinetics600", "split": "eval", "base_or_novel": "novel", "seed": args.seed}
+    common |= {"num_candidates": args.num_candidates, "sub_motions": args.sub_motions}
     for k, label_set in enumerate(splits, 1):
-        add_ovar(
-            col,
-            f"zs_split{k}",
-            evals,
-            label_set,
-            dataset="kinetics600",
-            split="eval",
-            base_or_novel="novel",
-            seed=args.seed,
-            num_candidates=args.num_candidates,
-            sub_motions=args.sub_motions,
-        )
+        add_ovar(col, f"zs_split{k}", evals, label_set, **common)
+    add_folds(col, "xd_eval", {k: (evals, label_set) for k, label_set in enumerate(splits, 1)}, **common)
     return {"novel_classes": novel, "zero_shot_splits": splits, "source": source, "eval": "validate.csv"}
 
 
@@ -154,6 +165,12 @@ def parser():
     p.add_argument("--annotations-dir", help="folder of train.csv / validate.csv (default ROOT/annotations)")
     p.add_argument("--videos-dir", help="folder holding train/ and val/ (default ROOT)")
     p.add_argument("--k400-root", help="Kinetics-400 folder whose annotations/train.csv names its classes (600 only)")
+    p.add_argument(
+        "--vificlip-splits",
+        metavar="DIR",
+        help="folder holding ViFi-CLIP's ZS_split{1,2,3}_K600.csv (its labels/ folder or a clone of the repository): "
+        "the published K-600 splits (600 only)",
+    )
     p.add_argument("--split-files", nargs=3, help="three class lists replacing the seeded K-600 splits (600 only)")
     add_ovar_arguments(p)
     return p

@@ -7,13 +7,17 @@ training list; Kinetics-400 and SSv2: the training set); the most frequent half,
 classes go to base: ViFi-CLIP's released HMDB-51 split, where every class has 70 training videos, has the last
 26 classes alphabetically (pour ... wave) as base, which this rule reproduces. Models train on base classes
 (split 1 train) and are evaluated on the test videos of split 1 (HMDB-51, UCF-101) or on the validation set
-(K-400, SSv2), base and novel separately, each among its own half's names. `--class-split FILE` replaces the rule
-with the user's own split, a JSON object {"base": [...], "novel": [...]}.
+(K-400, SSv2): one benchmark file, `b2n_eval`, holds both halves, each record tagged `meta.base_or_novel` and
+offered its own half's names, so one evaluation reports base, novel and their harmonic mean. `--class-split FILE`
+replaces the rule with the user's split (`data_builders.label_files.read_class_split`: ViFi-CLIP's base-label CSV
+or a JSON object {"base": [...], "novel": [...]}).
 
 Cross-dataset: train on all of HMDB-51 (one of its three splits), evaluate on UCF-101 (each of its three test
 lists) and on Kinetics-600's 220 classes that are not in Kinetics-400, in three splits of 160 classes each (as in
-ER-ZSAR / X-CLIP / ViFi-CLIP); here each split is a seeded sample of 160 of the 220 (seed, split index), or the
-user's split files.
+ER-ZSAR / X-CLIP / ViFi-CLIP: ViFi-CLIP's released split files, or a seeded sample of 160 of the 220 per split
+when they are not given); the papers report the mean and std of top-1 over the three splits. Besides one file per
+split, `xd_eval` holds the three splits together, each record tagged `meta.fold` (1, 2, 3), so one evaluation
+reports the mean and std over the folds.
 
     >>> frequency_base_novel({"a": 5, "b": 9, "c": 5, "d": 1}, ["a", "b", "c", "d"])
     (['b', 'c'], ['a', 'd'])
@@ -21,16 +25,15 @@ user's split files.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from common.class_lists import class_list, readable
 from data_builders.builder import BuildError, Collector
+from data_builders.label_files import read_class_split
 from data_builders.sub_motions import SOURCES_HELP, SubMotionSource, sub_motion_source
 
 OVAR_PROMPT = "What action is the person performing? Choose one of: {candidates}."
@@ -53,29 +56,6 @@ def frequency_base_novel(train_counts: Mapping[str, int], classes: Sequence[str]
     base = [c for i, c in enumerate(classes) if i not in novel_idx]
     novel = [c for i, c in enumerate(classes) if i in novel_idx]
     return base, novel
-
-
-def read_class_split(path: str | Path, classes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """A user's base/novel split: JSON {"base": [...], "novel": [...]} of class names as the dataset spells them.
-
-    BuildError (naming the file) for unknown names, a class in both halves, or a missing key.
-    """
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise BuildError(f"{path}: cannot read the class split ({e})") from None
-    if not isinstance(obj, dict) or not all(isinstance(obj.get(k), list) for k in ("base", "novel")):
-        raise BuildError(f'{path}: a class split is a JSON object {{"base": [...], "novel": [...]}}')
-    known = set(classes)
-    unknown = sorted(set(obj["base"]) - known | set(obj["novel"]) - known)
-    if unknown:
-        raise BuildError(f"{path}: unknown class(es) {unknown[:10]}")
-    both = sorted(set(obj["base"]) & set(obj["novel"]))
-    if both:
-        raise BuildError(f"{path}: class(es) in both base and novel: {both[:10]}")
-    order = {c: i for i, c in enumerate(classes)}
-    return sorted(obj["base"], key=order.get), sorted(obj["novel"], key=order.get)
 
 
 def base_novel(args, train_counts: Mapping[str, int], classes: Sequence[str]) -> tuple[list[str], list[str], str]:
@@ -104,24 +84,6 @@ def k600_zero_shot_splits(novel: Sequence[str], seed: int, size: int = K600_SPLI
         pick = set(np.random.default_rng([seed, k]).choice(len(novel), size=size, replace=False).tolist())
         splits.append([c for i, c in enumerate(novel) if i in pick])
     return splits
-
-
-def read_class_list(path: str | Path, classes: Sequence[str]) -> list[str]:
-    """A user's class list for one zero-shot split: one name per line, or a CSV `id,name` (ViFi-CLIP's labels
-    files). Names are matched to `classes` as lower-case words; BuildError names the file and an unknown name."""
-    path = Path(path)
-    by_words = {readable(c): c for c in classes}
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        name = line.strip()
-        if "," in name and name.split(",", 1)[0].strip().isdigit():
-            name = name.split(",", 1)[1].strip()
-        if not name or (lineno == 1 and name.lower() == "name"):
-            continue
-        if readable(name) not in by_words:
-            raise BuildError(f"{path}:{lineno}: unknown class {name!r}")
-        out.append(by_words[readable(name)])
-    return out
 
 
 def cross_check_vocabulary(col: Collector, classes: Iterable[str], gluoncv_name: str, source: str) -> list[str]:
@@ -191,16 +153,18 @@ def add_ovar(
     num_candidates: int | None = None,
     names: Callable[[Clip, Sequence[str]], tuple[str, list[str]]] = default_names,
     sub_motions: SubMotionSource | None = None,
+    stream: str | None = None,
 ) -> None:
     """Add an `ovar` record per clip whose class is in `label_set` to `output`; the candidates come from the label
     set (all of it, or `num_candidates` of it with the label), so base and novel names never mix. With a
-    `sub_motions` source, a record whose class (or label) has an entry gets its ranked `sub_motions`."""
+    `sub_motions` source, a record whose class (or label) has an entry gets its ranked `sub_motions`. The i-th
+    clip's candidates are drawn with the seed [seed, crc32(stream or output), i]."""
     allowed = set(label_set)
     for i, c in enumerate(clips):
         if c.cls not in allowed:
             continue
         label, pool = names(c, label_set)
-        rng = np.random.default_rng([seed, zlib.crc32(output.encode()), i])
+        rng = np.random.default_rng([seed, zlib.crc32((stream or output).encode()), i])
         cands = pick_candidates(label, pool, num_candidates, rng)
         meta = {"dataset": dataset, "split": split, "base_or_novel": base_or_novel, "class": c.cls} | c.meta
         rec = {
@@ -231,44 +195,62 @@ def add_base_to_novel(
     dataset: str,
     names: Callable = default_names,
 ) -> None:
-    """The three base-to-novel outputs: b2n_train_base, b2n_eval_base, b2n_eval_novel."""
+    """The base-to-novel outputs: b2n_train_base (base classes' training clips) and b2n_eval (the evaluation clips of
+    both halves, base first, each among its own half's names, tagged by `meta.base_or_novel`)."""
     common = {"dataset": dataset, "seed": args.seed, "num_candidates": args.num_candidates, "names": names}
     common["sub_motions"] = getattr(args, "sub_motions", None)
     shots = subsample_shots([c for c in train if c.cls in set(base)], args.shots, args.seed)
     add_ovar(col, "b2n_train_base", shots, base, split="train", base_or_novel="base", **common)
-    add_ovar(col, "b2n_eval_base", evals, base, split="eval", base_or_novel="base", **common)
-    add_ovar(col, "b2n_eval_novel", evals, novel, split="eval", base_or_novel="novel", **common)
+    add_ovar(col, "b2n_eval", evals, base, split="eval", base_or_novel="base", **common)
+    add_ovar(col, "b2n_eval", evals, novel, split="eval", base_or_novel="novel", **common)
+
+
+def fold_clips(clips: Iterable[Clip], k: int) -> list[Clip]:
+    """The clips of split k as records of a file that holds every split: `meta.fold` k, and `-fold<k>` after the
+    id (a video is in the test lists of several splits, and ids are unique per file).
+
+    >>> [(c.id, c.meta) for c in fold_clips([Clip("v1", "/v1.avi", "run", "list:1")], 2)]
+    [('v1-fold2', {'fold': 2})]
+    """
+    return [replace(c, id=f"{c.id}-fold{k}", meta=c.meta | {"fold": k}) for c in clips]
+
+
+def add_folds(col: Collector, output: str, folds: Mapping[int, tuple[list[Clip], Sequence[str]]], **kwargs) -> None:
+    """One benchmark file of a protocol with several splits: `folds` is {k: (split k's clips, its label set)};
+    each split's clips become records with `meta.fold` k (`fold_clips`), their candidates drawn from a stream of
+    their own. `kwargs` go to `add_ovar`."""
+    for k in sorted(folds):
+        clips, label_set = folds[k]
+        add_ovar(col, output, fold_clips(clips, k), label_set, stream=f"{output}/fold{k}", **kwargs)
 
 
 def add_official_splits(
     col: Collector, splits: dict, train_counts: Mapping[str, int], names: Sequence[str], args, dataset: str
 ) -> dict:
     """The outputs of a dataset with three official train/test splits (HMDB-51, UCF-101): base-to-novel on split
-    1 (the frequency rule over `train_counts`, or --class-split) and every split's full train and test files.
-    `splits` is {k: {"train": clips, "test": clips}}. Returns the summary entry for stats.json."""
+    1 (the frequency rule over `train_counts`, or --class-split), every split's full train and test files, and
+    xd_eval, the three test lists in one file with `meta.fold` (the cross-dataset target, reported as mean and std
+    over the splits). `splits` is {k: {"train": clips, "test": clips}}. Returns the summary entry for stats.json."""
     base, novel, source = base_novel(args, train_counts, names)
     add_base_to_novel(col, splits[1]["train"], splits[1]["test"], base, novel, args, dataset)
+    common = {"dataset": dataset, "seed": args.seed, "num_candidates": args.num_candidates}
+    common["sub_motions"] = getattr(args, "sub_motions", None)
     for k, parts in splits.items():
         for part, clips in parts.items():
-            add_ovar(
-                col,
-                f"split{k}_{part}",
-                clips,
-                names,
-                dataset=dataset,
-                split=part,
-                base_or_novel=FULL_ROLE[part],
-                seed=args.seed,
-                num_candidates=args.num_candidates,
-                sub_motions=getattr(args, "sub_motions", None),
-            )
+            add_ovar(col, f"split{k}_{part}", clips, names, split=part, base_or_novel=FULL_ROLE[part], **common)
+    folds = {k: (parts["test"], names) for k, parts in splits.items()}
+    add_folds(col, "xd_eval", folds, split="test", base_or_novel=FULL_ROLE["test"], **common)
     return {"base_to_novel": {"split": 1, "base": base, "novel": novel, "source": source}, "classes": names}
 
 
 def add_ovar_arguments(parser, class_split: bool = True) -> None:
     """CLI options shared by the action-recognition builders."""
     if class_split:
-        parser.add_argument("--class-split", help='JSON {"base": [...], "novel": [...]} replacing the frequency rule')
+        parser.add_argument(
+            "--class-split",
+            help="the base/novel split replacing the frequency rule: ViFi-CLIP's base-label CSV (labels/"
+            '<dataset>_base_labels.csv; novel are the other classes) or JSON {"base": [...], "novel": [...]}',
+        )
     parser.add_argument("--shots", type=int, default=None, help="at most K training videos per base class (seeded)")
     parser.add_argument(
         "--num-candidates", type=int, default=None, help="offer K names in the prompt (default: the whole label set)"

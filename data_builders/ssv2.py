@@ -9,17 +9,17 @@ Expected layout (the official release: the annotation zip and the video parts, e
                                     "placeholders": ["potato", "vicks vaporub bottle"]}, ...]
     ROOT/20bn-something-something-v2/<id>.webm
 
-A class is a template. The prompt offers the templates of the label set with this video's objects filled in
-(the placeholders in order, the last one repeated when a template has more slots), so the names read as the
-video's own: "Holding potato next to vicks vaporub bottle", "Pushing potato from left to right", ...; `label` is
-the video's template filled the same way and `meta.class` the bare template.
+A class is a template, and its name is the template's text with "something" as is, as Video-STAR and ViFi-CLIP
+name SSv2's classes: the prompt offers "Holding something next to something", "Pushing something from left to
+right", ...; `label` and `meta.class` are the video's bare template. The annotators' objects are not put in the
+names: they are this video's ground-truth annotation, which a model does not have at test time. They are kept in
+`meta.placeholders` and `meta.caption`, which the model is never shown.
 
     python -m data_builders.ssv2 --root /data/ssv2 --out /data/records/ssv2
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +37,6 @@ from data_builders.builder import (
 from data_builders.protocols import Clip, add_base_to_novel, add_ovar_arguments, base_novel
 from data_builders.protocols import cross_check_vocabulary as cross_check
 
-SLOT = re.compile(r"\[(?:something|some|part)[^\]]*\]", re.IGNORECASE)
 FIELDS = ("id", "template", "placeholders")
 
 
@@ -50,24 +49,13 @@ def bare(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
-def fill(template: str, objects: Sequence[str]) -> str:
-    """A class template (bare or bracketed) with the objects in its 'something' slots, in order.
+def template_names(clip: Clip, label_set: Sequence[str]) -> tuple[str, list[str]]:
+    """The names the prompt uses: the bare templates, "something" and all (the video's objects are never filled in).
 
-    >>> fill("Putting something on a surface", ["a cup"])
-    'Putting a cup on a surface'
-    >>> fill("Holding something next to something", ["potato", "bottle"])
-    'Holding potato next to bottle'
+    >>> template_names(Clip("1", "/1.webm", "Putting something on a surface", "x:#0"), ["Holding something"])
+    ('Putting something on a surface', ['Holding something'])
     """
-    if not objects:
-        return bare(template)
-    slots = iter(range(10**6))
-    bracketed = template if "[" in template else re.sub(r"\bsomething\b", "[something]", template)
-    return SLOT.sub(lambda _: objects[min(next(slots), len(objects) - 1)], bracketed)
-
-
-def filled_names(clip: Clip, label_set: Sequence[str]) -> tuple[str, list[str]]:
-    objects = clip.meta.get("placeholders") or []
-    return fill(clip.cls, objects), [fill(c, objects) for c in label_set]
+    return clip.cls, list(label_set)
 
 
 def read_split(col: Collector, path: Path, classes: set[str], videos: Path) -> tuple[list[Clip], Counter]:
@@ -115,7 +103,7 @@ def build(args, col: Collector) -> dict:
     train, train_counts = read_split(col, require_file(root / "train.json", "train.json"), set(names), videos)
     evals, _ = read_split(col, require_file(root / "validation.json", "validation.json"), set(names), videos)
     base, novel, source = base_novel(args, train_counts, names)
-    add_base_to_novel(col, train, evals, base, novel, args, "ssv2", names=filled_names)
+    add_base_to_novel(col, train, evals, base, novel, args, "ssv2", names=template_names)
     return {"base_to_novel": {"base": base, "novel": novel, "source": source, "eval": "validation.json"}}
 
 

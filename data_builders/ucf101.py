@@ -7,8 +7,9 @@ Expected layout (the official `UCF101.rar` and `UCF101TrainTestSplits-Recognitio
     ROOT/ucfTrainTestlist/trainlist0<k>.txt     lines "<Class>/<video>.avi <index>"    k = 1, 2, 3
     ROOT/ucfTrainTestlist/testlist0<k>.txt      lines "<Class>/<video>.avi"
 
-Outputs: b2n_train_base, b2n_eval_base, b2n_eval_novel (split 1) and split<k>_train / split<k>_test (all 101
-classes; split<k>_test is the cross-dataset target of a model trained on HMDB-51).
+Outputs: b2n_train_base and b2n_eval (split 1; base and novel records in one file), split<k>_train /
+split<k>_test (all 101 classes) and xd_eval (the three test lists in one file, `meta.fold` k: the cross-dataset
+target of a model trained on HMDB-51, reported as mean and std over the splits).
 
     python -m data_builders.ucf101 --root /data/ucf101 --out /data/records/ucf101
 """

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rewards.helpers import edit_similarity, temporal_iou
@@ -80,6 +80,23 @@ def mean_std(values: Sequence[float], ddof: int = 0) -> tuple[float, float]:
     mean = math.fsum(values) / len(values)
     var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
     return mean, math.sqrt(var)
+
+
+def over_folds(per_fold: Mapping[Any, Mapping[str, float]]) -> dict[str, float]:
+    """Each metric's mean and (population) std over the folds of a protocol with several splits, as
+    `<metric>_fold_mean` and `<metric>_fold_std` (Video-STAR Table 2: mean ± std over three splits). `per_fold` is
+    {fold: {metric: value}}; a metric some fold lacks counts as NaN there, which makes its mean and std NaN.
+
+    >>> m = over_folds({1: {"top1": 0.5}, 2: {"top1": 0.7}, 3: {"top1": 0.6}})
+    >>> round(m["top1_fold_mean"], 12), round(m["top1_fold_std"], 12)  # deviations -0.1, 0.1, 0: sqrt(0.02 / 3)
+    (0.6, 0.081649658093)
+    """
+    out: dict[str, float] = {}
+    keys = sorted({k for values in per_fold.values() for k in values})
+    for key in keys:
+        mean, std = mean_std([values.get(key, NAN) for values in per_fold.values()])
+        out[f"{key}_fold_mean"], out[f"{key}_fold_std"] = mean, std
+    return out
 
 
 # -------------------------------------------------------------------------------------- quality assessment

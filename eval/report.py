@@ -84,9 +84,23 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def cell(metrics: dict, key: str) -> str:
+    """A table cell: the value, or `mean ± std` for a `<metric>_fold_mean` whose `_fold_std` is there too.
+
+    >>> cell({"top1_fold_mean": 0.775, "top1_fold_std": 0.008}, "top1_fold_mean"), cell({"hm": None}, "hm")
+    ('0.7750 ± 0.0080', '–')
+    """
+    value = _fmt(metrics.get(key))
+    std_key = key[: -len("_mean")] + "_std" if key.endswith("_fold_mean") else None
+    if std_key and std_key in metrics and value != "–":
+        return f"{value} ± {_fmt(metrics[std_key])}"
+    return value
+
+
 def table(benchmark: Benchmark, entries: list[dict]) -> str:
     """A markdown table, one row per (checkpoint, variant), the paper's columns in its order (columns no entry has
-    are left out); `n` is the denominator, `failed` the samples whose video failed."""
+    are left out); a fold mean shows as `mean ± std`; `n` is the denominator, `failed` the samples whose video
+    failed."""
     spec = benchmark.spec
     keys = {k for e in entries for k in e["metrics"]}
     dynamic = sorted(k for k in keys if spec.dynamic_prefix and k.startswith(spec.dynamic_prefix))
@@ -101,7 +115,7 @@ def table(benchmark: Benchmark, entries: list[dict]) -> str:
     ]
     for e in sorted(entries, key=lambda e: (e["step"] is None, e["step"] or 0, e["label"], e["variant"])):
         name = e["label"] + (f" + FineAgent ({e['variant'].replace('+', ', ')})" if e["variant"] else "")
-        cells = [name, _fmt(e["step"]), *(_fmt(e["metrics"].get(k)) for _, k in cols)]
+        cells = [name, _fmt(e["step"]), *(cell(e["metrics"], k) for _, k in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

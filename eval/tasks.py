@@ -51,17 +51,30 @@ def _ovar_score(text: str, record: dict) -> tuple[dict, dict]:
     return {"answer": answer}, {"correct": 1.0 if correct else 0.0}
 
 
-def _ovar_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
-    correct = [r["metrics"]["correct"] for r in rows]
+def _recognition(correct: list[float], kinds: list[str]) -> dict[str, float]:
+    """top1, and base / novel / hm when some record is tagged base or novel."""
     out = {"top1": M.top1_accuracy(correct)}
-    kinds = [_meta(rec, "base_or_novel", "") for rec in records]
     if any(k in ("base", "novel") for k in kinds):
         out.update(M.base_novel(correct, kinds))
+    return out
+
+
+def _ovar_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    """top1 over every record; base, novel and hm from `meta.base_or_novel`; with `meta.fold` (a protocol with
+    several splits in one file), each fold's metrics (`top1/fold1`, ...) and their mean and std over the folds
+    (`top1_fold_mean`, `top1_fold_std`, ...). Records without a fold count in no fold."""
+    correct = [r["metrics"]["correct"] for r in rows]
+    kinds = [_meta(rec, "base_or_novel", "") for rec in records]
+    out = _recognition(correct, kinds)
     folds = [_meta(rec, "fold") for rec in records]
-    if any(f is not None for f in folds):  # mean and std of top-1 over the folds (splits) of the benchmark
-        names = sorted(set(folds) - {None}, key=str)
-        per_fold = [M.top1_accuracy([c for c, f in zip(correct, folds) if f == k]) for k in names]
-        out["top1_fold_mean"], out["top1_fold_std"] = M.mean_std(per_fold)
+    names = sorted(set(folds) - {None}, key=str)
+    if names:
+        per_fold = {}
+        for k in names:
+            idx = [i for i, f in enumerate(folds) if f == k]
+            per_fold[k] = _recognition([correct[i] for i in idx], [kinds[i] for i in idx])
+            out.update({f"{key}/fold{k}": v for key, v in per_fold[k].items()})
+        out.update(M.over_folds(per_fold))
     return out
 
 
@@ -194,8 +207,15 @@ TASKS: dict[str, TaskSpec] = {
         _ovar_score,
         _ovar_aggregate,
         uses_tools=True,
-        plots=("top1", "hm"),
-        columns=(("Base", "base"), ("Novel", "novel"), ("HM", "hm"), ("Top-1", "top1")),
+        plots=("top1", "hm", "top1_fold_mean"),
+        columns=(
+            ("Base", "base"),
+            ("Novel", "novel"),
+            ("HM", "hm"),
+            ("Top-1", "top1"),
+            ("Top-1 over folds", "top1_fold_mean"),
+            ("HM over folds", "hm_fold_mean"),
+        ),
     ),
     "aqa": TaskSpec(
         _aqa_score,

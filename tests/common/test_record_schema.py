@@ -50,6 +50,7 @@ def test_valid_records_have_no_errors(task):
     assert validate_record(VALID[task]) == []
     assert validate_record(_with("ovar", sub_motions=["arm rises", "hand waves"])) == []
     assert validate_record(_with(task, clip=[1.0, 2.5], meta={"dataset": "x", "split": "train"})) == []
+    assert validate_record(_with(task, meta={"base_or_novel": "novel", "fold": 3})) == []
 
 
 SUBS_ERROR = "field 'sub_motions' must be a non-empty list of non-empty strings (leave it out when unknown)"
@@ -68,6 +69,14 @@ INVALID = [
     (_with("ovar", clip=[0.0]), ["field 'clip' must be [start_s, end_s] with start_s < end_s"]),
     (_with("ovar", clip=[0.0, float("inf")]), ["field 'clip' must be [start_s, end_s] with start_s < end_s"]),
     (_with("ovar", meta=["x"]), ["field 'meta' must be an object"]),
+    (
+        _with("ovar", meta={"base_or_novel": "held-out"}),
+        ["field 'meta.base_or_novel' must be 'base' or 'novel', got 'held-out'"],
+    ),
+    *[
+        (_with("ovar", meta={"fold": bad}), [f"field 'meta.fold' must be an integer >= 1, got {bad!r}"])
+        for bad in (0, "1", 1.0, True)
+    ],
     *[
         (_with("ovar", sub_motions=bad), [SUBS_ERROR])
         for bad in ("arm rises", [], ["arm rises", ""], ["arm rises", 3], ["  "])

@@ -48,16 +48,23 @@ def built(tmp_path_factory):
     return root, out
 
 
+def half(out: Path, kind: str) -> list[dict]:
+    """The records of b2n_eval.jsonl (both halves in one file) tagged `kind` (base or novel)."""
+    return [r for r in load_records(out / "b2n_eval.jsonl") if r["meta"]["base_or_novel"] == kind]
+
+
 def test_records_validate_and_split_sizes(built):
     _, out = built
-    sizes = {name: len(load_records(out / f"{name}.jsonl")) for name in ("b2n_train_base", "b2n_eval_base")}
-    sizes["b2n_eval_novel"] = len(load_records(out / "b2n_eval_novel.jsonl"))
-    # 26 base classes x 2 train videos; test: 1 video per class
-    assert sizes == {"b2n_train_base": 52, "b2n_eval_base": 26, "b2n_eval_novel": 25}
+    sizes = {"b2n_train_base": len(load_records(out / "b2n_train_base.jsonl"))}
+    sizes |= {f"b2n_eval {kind}": len(half(out, kind)) for kind in ("base", "novel")}
+    # 26 base classes x 2 train videos; test: 1 video per class, base and novel together in one file
+    assert sizes == {"b2n_train_base": 52, "b2n_eval base": 26, "b2n_eval novel": 25}
+    assert len(load_records(out / "b2n_eval.jsonl")) == 51
+    assert not (out / "b2n_eval_base.jsonl").exists() and not (out / "b2n_eval_novel.jsonl").exists()
     for k in (1, 2, 3):
         assert len(load_records(out / f"split{k}_train.jsonl")) == 102
         assert len(load_records(out / f"split{k}_test.jsonl")) == 51
-    rec = load_records(out / "b2n_eval_novel.jsonl")[0]
+    rec = half(out, "novel")[0]
     assert Path(rec["video"]).is_file() and rec["meta"]["dataset"] == "hmdb51"
     assert rec["label"] in rec["candidates"] and rec["meta"]["base_or_novel"] == "novel"
 
@@ -69,9 +76,9 @@ def test_base_novel_matches_vifi_clip_and_is_disjoint(built):
     assert set(b2n["base"]) == set(VIFI_BASE) and len(b2n["base"]) == 26
     assert set(b2n["novel"]) == set(class_list("hmdb51")) - set(VIFI_BASE) and len(b2n["novel"]) == 25
     base_words = {readable(c) for c in VIFI_BASE}
-    for rec in load_records(out / "b2n_train_base.jsonl") + load_records(out / "b2n_eval_base.jsonl"):
+    for rec in load_records(out / "b2n_train_base.jsonl") + half(out, "base"):
         assert set(rec["candidates"]) == base_words  # never a novel name, not even as a candidate
-    for rec in load_records(out / "b2n_eval_novel.jsonl"):
+    for rec in half(out, "novel"):
         assert not set(rec["candidates"]) & base_words and len(rec["candidates"]) == 25
     assert stats["outputs"]["b2n_train_base"]["records"] == 52 and stats["dropped"] == {}
 
@@ -90,11 +97,11 @@ def test_same_inputs_give_identical_bytes_and_seed_changes_sampling(built, tmp_p
     assert run(root, tmp_path / "a", "--num-candidates", "5", "--shots", "1") == 0
     assert run(root, tmp_path / "b", "--num-candidates", "5", "--shots", "1") == 0
     assert run(root, tmp_path / "c", "--num-candidates", "5", "--shots", "1", "--seed", "7") == 0
-    for name in ("b2n_train_base", "b2n_eval_novel", "stats"):
+    for name in ("b2n_train_base", "b2n_eval", "xd_eval", "stats"):
         ext = "json" if name == "stats" else "jsonl"
         a, b = (tmp_path / d / f"{name}.{ext}" for d in "ab")
         assert a.read_bytes() == b.read_bytes()
-    a, c = (load_records(tmp_path / d / "b2n_eval_novel.jsonl") for d in "ac")
+    a, c = (half(tmp_path / d, "novel") for d in "ac")
     assert [r["candidates"] for r in a] != [r["candidates"] for r in c]
     train = load_records(tmp_path / "a" / "b2n_train_base.jsonl")
     assert len(train) == 26 and all(len(r["candidates"]) == 5 for r in train)

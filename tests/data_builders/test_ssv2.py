@@ -45,7 +45,7 @@ def make_ssv2(root: Path) -> Path:
     return root
 
 
-def test_filled_templates_and_base_novel(tmp_path):
+def test_template_names_without_the_objects_and_base_novel(tmp_path):
     root = make_ssv2(tmp_path / "ssv2")
     assert ssv2.main(["--root", str(root), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
@@ -55,10 +55,22 @@ def test_filled_templates_and_base_novel(tmp_path):
     train = load_records(tmp_path / "o" / "b2n_train_base.jsonl")
     assert len(train) == 6
     rec = next(r for r in train if r["meta"]["class"] == "Holding something next to something")
-    assert rec["label"] == "Holding potato next to vicks vaporub bottle" == rec["meta"]["caption"]
-    assert rec["candidates"] == ["Holding potato next to vicks vaporub bottle", "Putting potato on a surface"]
-    novel = load_records(tmp_path / "o" / "b2n_eval_novel.jsonl")
-    assert [r["label"] for r in novel] == ["Approaching potato with your camera", "Pushing potato from left to right"]
+    # the template's text with "something" as is (Video-STAR / ViFi-CLIP): the annotators' objects stay in meta
+    assert rec["label"] == "Holding something next to something" == rec["answer"]
+    assert rec["candidates"] == ["Holding something next to something", "Putting something on a surface"]
+    assert rec["prompt"] == (
+        "What action is the person performing? Choose one of: "
+        "Holding something next to something, Putting something on a surface."
+    )
+    assert rec["meta"]["caption"] == "Holding potato next to vicks vaporub bottle"
+    evals = load_records(tmp_path / "o" / "b2n_eval.jsonl")
+    novel = [r for r in evals if r["meta"]["base_or_novel"] == "novel"]
+    assert [r["label"] for r in novel] == [
+        "Approaching something with your camera",
+        "Pushing something from left to right",
+    ]
+    assert all(r["candidates"] == [r["label"] for r in novel] for r in novel)
+    assert not any("potato" in r["prompt"] or "vaporub" in r["prompt"] for r in train + evals)
     assert stats["dropped"] == {}
 
 

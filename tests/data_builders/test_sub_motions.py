@@ -24,7 +24,7 @@ KB_EXPECTED = {
     "catch": ["track with the eyes", "reach out the hands toward it", "close the hands and absorb its motion"],
     "wave": ["raise the hand", "move the hand side to side", "lower the hand"],
 }
-OUTPUTS = ("b2n_train_base", "b2n_eval_base", "b2n_eval_novel", "split1_train", "split2_test", "split3_test")
+OUTPUTS = ("b2n_train_base", "b2n_eval", "split1_train", "split2_test", "split3_test", "xd_eval")
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +97,11 @@ def test_unreadable_sources_are_refused_naming_the_file(hmdb_root, tmp_path, cap
     assert exc.value.code == 2 and "bad.json: 'kiss' must map to a list of strings" in capsys.readouterr().err
 
 
-def test_ssv2_looks_up_the_template_not_the_filled_label(tmp_path):
+def test_ssv2_looks_up_the_template(tmp_path):
     root = make_ssv2(tmp_path / "ssv2")
     assert ssv2.main(["--root", str(root), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     by_class = {}
-    for name in ("b2n_train_base", "b2n_eval_base", "b2n_eval_novel"):
+    for name in ("b2n_train_base", "b2n_eval"):
         for rec in load_records(tmp_path / "o" / f"{name}.jsonl"):
             by_class[rec["meta"]["class"]] = rec.get("sub_motions")
     # "Pushing" and "Putting" have verb templates, the object being the template's own "something"; "Holding" and

@@ -44,7 +44,10 @@ def test_full_vocabulary_split_sizes_and_disjoint_halves(tmp_path):
     assert set(frequent) <= set(b2n["base"])
     train = load_records(tmp_path / "o" / "b2n_train_base.jsonl")
     assert len(train) == 5 * 3 + 46 * 2
-    novel = load_records(tmp_path / "o" / "b2n_eval_novel.jsonl")
+    evals = load_records(tmp_path / "o" / "b2n_eval.jsonl")
+    novel = [r for r in evals if r["meta"]["base_or_novel"] == "novel"]
+    base = [r for r in evals if r["meta"]["base_or_novel"] == "base"]
+    assert len(evals) == 101 and {r["meta"]["class"] for r in base} == set(b2n["base"])
     assert len(novel) == 50 and {r["meta"]["class"] for r in novel} == set(b2n["novel"])
     assert len(load_records(tmp_path / "o" / "split2_test.jsonl")) == 101
     rec = next(r for r in novel if r["meta"]["class"] == "YoYo") if "YoYo" in b2n["novel"] else novel[0]

@@ -145,6 +145,23 @@ def test_ovar_folds_mean_std():
     assert m["top1_fold_mean"] == 0.75 and math.isclose(m["top1_fold_std"], 0.25)  # folds 1.0 and 0.5
 
 
+def test_ovar_base_novel_per_fold_and_over_folds():
+    tags = [(1, "base"), (1, "novel"), (2, "base"), (2, "novel"), (2, "novel")]
+    records = [
+        {"id": str(i), "label": "run", "meta": {"fold": f, "base_or_novel": k}} for i, (f, k) in enumerate(tags)
+    ]
+    rows = [{"prediction": f"<answer>{a}</answer>"} for a in ("run", "walk", "run", "run", "walk")]
+    tasks.score_rows("ovar", rows, records)
+    m = tasks.aggregate("ovar", rows, records)
+    # fold 1: base 1, novel 0, HM 0; fold 2: base 1, novel 1/2, HM 2 (1)(1/2) / (3/2) = 2/3
+    assert (m["base/fold1"], m["novel/fold1"], m["hm/fold1"]) == (1.0, 0.0, 0.0)
+    assert m["novel/fold2"] == 0.5 and math.isclose(m["hm/fold2"], 2 / 3)
+    assert m["hm_fold_mean"] == pytest.approx(1 / 3) and m["hm_fold_std"] == pytest.approx(1 / 3)
+    assert m["base_fold_std"] == 0.0 and m["novel_fold_mean"] == 0.25
+    # the whole file: base 2/2, novel 1/3, HM 2 (1/3) / (4/3) = 1/2
+    assert m["base"] == 1.0 and math.isclose(m["novel"], 1 / 3) and math.isclose(m["hm"], 0.5)
+
+
 def test_mcq_rows():
     records = [{"answer": a, "category": c} for a, c in (("A", "move"), ("B", "move"), ("C", "object"))]
     rows = [{"prediction": p} for p in ("The best answer is A", "<answer>(D) run</answer>", "I am not sure")]

@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--judge", default="", help=judge_help)
     p.add_argument("--llm-judge", action="store_true", help="HieroAction's yes/no + 0-5 judge on every reply")
     p.add_argument(
+        "--entailment-mode",
+        default="all",
+        choices=["all", "each"],
+        help="describe: the judge labels all gold points of a description in one prompt (all, the paper's "
+        "evaluator) or each point in its own prompt (each)",
+    )
+    p.add_argument(
         "--rl2-range",
         default="set",
         choices=M.RL2_RANGES,
@@ -135,6 +142,7 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         num_gpus=args.num_gpus,
         skip_failed=args.skip_failed,
         judge=judge,
+        entailment_mode=args.entailment_mode,
         llm_judge=args.llm_judge,
         sources=sources,
         metric_options={"rl2_range": args.rl2_range, "tiou_mode": args.tiou_mode},
@@ -316,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
             "value": {"variants": variants[1:], "tools": options.fineagent_tools},
             "source": source,
         }
+    if benchmark.task == "describe":
+        settings["entailment_mode"] = {"value": options.entailment_mode, "source": "flag"}
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     if benchmark.spec.options:
         print("[eval] metric options: " + ", ".join(f"{k}={v}" for k, v in options.metric_options.items()))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common.gps import ROLE_PROMPTS, numbered, parse_qa, qa_text
+from common.sample_describe import describe_from_ovar
 from common.schema import validate_record
 from data_builders.endpoint import (
     ChatEndpoint,
@@ -145,26 +146,6 @@ def role_records(annotation: dict[str, Any], annotator: Any) -> list[dict]:
     prompt = PROMPTS["description"].format(points=numbered(gold), qa=qa_text(qa))
     out.append(_record(annotation, "description", "des", prompt, description))
     return out
-
-
-def describe_from_ovar(record: dict[str, Any]) -> dict[str, Any]:
-    """A `describe` annotation made from an `ovar` record (its sub-motions and label as the gold points), so the
-    GPS recipe has something to train on with the bundled sample data, which has no described videos."""
-    points = [
-        f"the person's {m}" if not m.startswith(("the ", "body", "mouth", "head")) else m
-        for m in record.get("sub_motions") or []
-    ]
-    points.append(f"the person performs the action '{record['label']}'")
-    rec = {k: v for k, v in record.items() if k not in ("label", "candidates", "sub_motions", "segments")}
-    prompt = "Describe the person's action, intention and context in detail."
-    return {
-        **rec,
-        "id": record["id"] + "-describe",
-        "task": "describe",
-        "prompt": prompt,
-        "answer": " ".join(_sentence(p) for p in points),
-        "gold_points": points,
-    }
 
 
 def build(

@@ -26,6 +26,7 @@ from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
 from eval.config import EvalConfig, run_rollout_config
 from eval.fineagent import FineAgentError, check_fineagent, parse_variant
+from eval.gps import STAGED as GPS_STAGED
 from eval.runner import EvalOptions, EvalResult, Evaluator
 from rewards.helpers import TIOU_MODES
 from rollout.config import RolloutConfig
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="mcq: a FineAgent variant, modules localizer:oracle (the annotated box), localizer:detector (the "
         "human_detection tool picks the described person) and descriptor, comma-separated, e.g. "
         "'localizer:detector,descriptor'; repeatable; each checkpoint is also evaluated without",
+    )
+    p.add_argument(
+        "--gps-staged",
+        action="store_true",
+        help="describe: also evaluate with GPS's staged inference (extract gold points -> validate -> Socratic "
+        "questions -> describe, each a prompt to the model; eval/gps.py)",
     )
     p.add_argument(
         "--fineagent-tools",
@@ -158,7 +165,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
 
 def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[str]:
     """The variants each checkpoint is evaluated in: "" (plain), then one per --fineagent ("localizer:oracle",
-    "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle)."""
+    "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle),
+    then "gps:staged" with --gps-staged (describe benchmarks only)."""
     if args.fineagent_tools and not args.fineagent:
         raise FineAgentError("--fineagent-tools without --fineagent: name the FineAgent variant(s) to evaluate")
     if args.fineagent and benchmark.task != "mcq":
@@ -169,6 +177,10 @@ def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[s
         modules = parse_variant(value)
         check_fineagent(modules, benchmark.records, tools)
         variants.append("+".join(modules))
+    if args.gps_staged:
+        if benchmark.task != "describe":
+            raise ValueError(f"--gps-staged applies to describe benchmarks; {benchmark.name} is {benchmark.task}")
+        variants.append(GPS_STAGED)
     return list(dict.fromkeys(variants))
 
 
@@ -318,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("[eval] rollout settings:\n" + describe_settings(options.rollout, options.sources))
     settings = {k: {"value": getattr(options.rollout, k), "source": v} for k, v in options.sources.items()}
     settings |= {k: {"value": v, "source": "metric option"} for k, v in options.metric_options.items()}
-    if len(variants) > 1:
+    if args.fineagent:
         source = "flag" if args.fineagent_tools else "default"
         settings["fineagent"] = {
             "value": {"variants": variants[1:], "tools": options.fineagent_tools},

@@ -111,3 +111,12 @@ def test_gps_staged_is_for_describe_benchmarks(tmp_path, tiny_model_dir, capsys)
         main(["--checkpoint", tiny_model_dir, "--benchmark", "sample-aqa", "--gps-staged", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "--gps-staged applies to describe benchmarks" in capsys.readouterr().err
     assert not Path(tmp_path / "metrics.json").exists()
+
+
+def test_training_eval_of_a_describe_benchmark_needs_a_judge():
+    from eval.config import EvalConfig
+
+    problems = EvalConfig(every_k=2, benchmark="sample-describe").validate()
+    assert problems == ["eval.judge: the describe benchmark sample-describe needs a judge (docs/eval.md)"]
+    assert EvalConfig(every_k=2, benchmark="sample-describe", judge={"kind": "lexical"}).validate() == []
+    assert "eval.entailment_mode: 'both'" in EvalConfig(entailment_mode="both").validate()[0]

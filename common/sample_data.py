@@ -1,5 +1,5 @@
-"""Build the bundled sample data of the embedded default: small `ovar` and `aqa` train/eval sets and an `mcq` eval
-set (`common.sample_mcq`) for a laptop CPU.
+"""Build the bundled sample data of the embedded default: small `ovar` and `aqa` train/eval sets, an `mcq` eval
+set (`common.sample_mcq`) and `describe` train/eval sets (`common.sample_describe`) for a laptop CPU.
 
 Two kinds of videos, both real mp4 files that decode with decord:
   - procedurally rendered stick figures (H.264, 112x112, 8 fps, 16-24 frames) doing actions whose motion is
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.sample_describe import build_sample_describe
 from common.sample_mcq import build_sample_mcq
 from common.schema import write_records
 from common.stick_figure import action_spec, random_look, render_action, segments
@@ -245,7 +246,14 @@ def _aqa_records(ovar_records: list[dict]) -> list[dict]:
     return [_aqa_record(r) for r in ovar_records if r["meta"]["source"] == "synthetic stick figure"]
 
 
-SPLITS = ("train", "eval", "aqa_train", "aqa_eval")  # the records files a build writes
+SPLITS = (
+    "train",
+    "eval",
+    "aqa_train",
+    "aqa_eval",
+    "describe_train",
+    "describe_eval",
+)  # the records files a build writes
 
 
 def _paths(root: Path) -> dict[str, Path]:
@@ -256,6 +264,8 @@ def _paths(root: Path) -> dict[str, Path]:
         "aqa_train": root / "aqa_train.jsonl",
         "aqa_eval": root / "aqa_eval.jsonl",
         "mcq_eval": root / "mcq_eval.jsonl",
+        "describe_train": root / "describe_train.jsonl",
+        "describe_eval": root / "describe_eval.jsonl",
         "summary": root / "summary.json",
         "videos": root / "videos",
     }
@@ -272,7 +282,8 @@ def build_sample_data(
     out_dir: str | Path, seed: int = 0, force: bool = False, progress: bool = False
 ) -> dict[str, Path]:
     """Build the sample data into `out_dir` (atomically) and return its paths: root, train, eval (ovar), aqa_train,
-    aqa_eval, mcq_eval (`common.sample_mcq`, added to an older build on first use), summary, videos.
+    aqa_eval, mcq_eval (`common.sample_mcq`) and describe_train, describe_eval (`common.sample_describe`; both added
+    to an older build on first use), summary, videos.
 
     A complete build with the same version and seed is reused unless `force`; `progress` shows a tqdm bar.
     An existing folder is replaced only if it is a sample-data build (it has the stamp file) or empty.
@@ -283,6 +294,7 @@ def build_sample_data(
     wanted = {"version": SAMPLE_VERSION, "seed": seed}
     if not force and _stamp_of(root) == wanted:
         build_sample_mcq(root, seed)
+        build_sample_describe(root, seed)
         return _paths(root)
     if root.exists() and _stamp_of(root) is None and any(root.iterdir()):
         # builds are moved into place whole, so a folder without the stamp was not written here: keep it
@@ -299,6 +311,7 @@ def build_sample_data(
             write_records(tmp / f"aqa_{split}.jsonl", _aqa_records(recs))
         (tmp / "summary.json").write_text(json.dumps(_summary(records, seed), indent=2) + "\n")
         build_sample_mcq(tmp, seed)
+        build_sample_describe(tmp, seed)
         (tmp / STAMP).write_text(json.dumps(wanted))  # written last: its presence means the build is complete
         if root.exists():
             shutil.rmtree(root)

@@ -17,8 +17,10 @@ outputs are tuning.jsonl (train videos of the tuning categories), held_in.jsonl 
 those categories; `meta.base_or_novel` base / novel); without it, train.jsonl and val.jsonl over every category.
 
 Gold points: the schema needs at least one. GPS's ground-truth gold points end with one that states the action
-label; that one is what the label alone gives, so each record has exactly it ("The person pulls out chair.").
-The fuller, model-annotated gold points come from the GPS SFT data builder.
+label; that one is what the label alone gives, so each record built here has exactly it ("The person pulls out
+chair.", `meta.gold_points_source` "label"). The full lists, several points per video, come from a second pass,
+`python -m data_builders.gold_points` (an annotator VLM that sees the frames, or your own points file), which keeps
+this last point. The prompt is the paper's generic prompt (Table I, `common.gps.GENERIC_PROMPT`).
 
     python -m data_builders.cap --root /data/cap_classification_clip --out /data/records/cap
 """
@@ -29,13 +31,11 @@ import sys
 from pathlib import Path
 
 from common.class_lists import readable
+from common.gps import GENERIC_PROMPT
 from data_builders.builder import BuildError, Collector, base_parser, cli_main, json_at, load_json
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi")
-DESCRIBE_PROMPT = (
-    "Describe in detail what the person in the video is doing: the action, the body parts and objects involved, "
-    "and how it unfolds over time. State only what you can see."
-)
+DESCRIBE_PROMPT = GENERIC_PROMPT  # GPS Table I: the baseline and "+Finetuning" prompt
 SPLIT_KEYS = ("tuning", "held_in", "held_out")
 
 
@@ -149,7 +149,7 @@ def build(args, col: Collector) -> dict:
         "activities": activities,
         "split_lists": str(lists_path) if lists is not None else None,
         "category_split": split,
-        "gold_points": "one, stating the activity label",
+        "gold_points": "one, stating the activity label (more: python -m data_builders.gold_points)",
     }
 
 

@@ -8,9 +8,12 @@ From one `describe` annotation (its `gold_points`, the facts that are true of th
   socratic      (only for the invalid list) ask and answer   -> "Q: ...\nA: ..." pairs that recover what is missing
   description   the final description, given the points      -> one paragraph stating every gold point
 
-`meta.annotated_gold_points` (an extractor's possibly incomplete list) replaces the made-up incomplete list when
-the annotation has one; `meta.socratic` ([{q, a}]) and `meta.description` are used as given. What is missing is
-written by the annotator: an OpenAI-compatible endpoint (prompts `recipes/prompts/gps_annotator_*.txt`) or the
+`meta.annotated_gold_points` (an extractor's possibly incomplete list, e.g. from `data_builders.gold_points
+--extraction`) replaces the made-up incomplete list when the annotation has one; with `meta.annotated_valid` true
+(the annotator found that list sufficient for the label) it is validated "yes" and gets no Socratic pairs, else
+"no" and the pairs. `meta.socratic` ([{q, a}]) and `meta.description` are used as given. What is missing is
+written by the annotator: an OpenAI-compatible endpoint that sees `--frames` frames of the video (prompts
+`recipes/prompts/gps_annotator_*.txt`) or the
 deterministic template annotator (named as such: it restates the gold points, it does not look at the video).
 Each output record is a `describe` record whose `prompt` is the role's prompt, `answer` and `chain` the target,
 `meta.role` the role and `meta.source_id` the annotation's id.
@@ -19,17 +22,19 @@ Each output record is a `describe` record whose `prompt` is the role's prompt, `
     python -m data_builders.gps_roles --records describe_train.jsonl --out gps/train_roles.jsonl \\
         --annotator http://vllm-host:8000/v1 --annotator-model Qwen2.5-VL-72B-Instruct
 
-Dropped, with a counted reason: `bad_record`, `annotator_unparsable`. A rerun resumes after the last annotation.
+Dropped, with a counted reason: `bad_record`, `annotator_unparsable`, `video_unreadable`. A rerun resumes after
+the last annotation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from common.gps import ROLE_PROMPTS, numbered, parse_qa, qa_text
+from common.sample_describe import describe_from_ovar
 from common.schema import validate_record
 from data_builders.endpoint import (
     ChatEndpoint,
@@ -39,33 +44,7 @@ from data_builders.endpoint import (
 )
 
 ROLES = ("gold_points", "validation", "socratic", "description")
-PROMPTS = {
-    "gold_points": "List the gold points of this video: the key details of the person's action, intention and "
-    "context, one per line.",
-    "validation": "Are these gold points accurate and sufficient to understand the person's action, intention and "
-    "context? Answer yes or no.\n{points}",
-    "socratic": "These gold points are not sufficient:\n{points}\nAsk yourself questions about what is missing or "
-    "wrong, and answer them from the video.",
-    "description": "Gold points:\n{points}\n{qa}Describe the person's action, intention and context in detail.",
-}
-_QA = re.compile(r"^\s*Q:\s*(.+?)\s*\n\s*A:\s*(.+?)\s*$", re.MULTILINE)
-
-
-def numbered(points: list[str]) -> str:
-    """
-    >>> numbered(["a person sits", "holds a cup"])
-    '1. a person sits\\n2. holds a cup'
-    """
-    return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
-
-
-def parse_qa(text: str) -> list[dict[str, str]]:
-    """Q/A pairs from "Q: ...\\nA: ..." lines.
-
-    >>> parse_qa("Q: What is held?\\nA: A cup.\\nnoise\\nQ: Where?\\nA: At a table.")
-    [{'q': 'What is held?', 'a': 'A cup.'}, {'q': 'Where?', 'a': 'At a table.'}]
-    """
-    return [{"q": q, "a": a} for q, a in _QA.findall(text)]
+PROMPTS = ROLE_PROMPTS  # the role prompts live in common.gps: the staged evaluation asks the same questions
 
 
 def _sentence(point: str) -> str:
@@ -75,37 +54,54 @@ def _sentence(point: str) -> str:
 
 class TemplateAnnotator:
     """The deterministic template annotator: Socratic pairs ask about each missing gold point and answer with it;
-    the description states the gold points as sentences."""
+    the description states the gold points as sentences. It does not look at the video."""
 
     name = "template"
 
-    def socratic(self, gold: list[str], partial: list[str]) -> list[dict[str, str]]:
+    def socratic(self, gold: list[str], partial: list[str], record: dict | None = None) -> list[dict[str, str]]:
         missing = [p for p in gold if p not in partial] or gold[-1:]
         return [
             {"q": f"Is there a detail beyond the listed points? ({i})", "a": _sentence(p)}
             for i, p in enumerate(missing, 1)
         ]
 
-    def description(self, gold: list[str]) -> str:
+    def description(self, gold: list[str], record: dict | None = None) -> str:
         return " ".join(_sentence(p) for p in gold)
 
 
 class EndpointAnnotator:
-    def __init__(self, client: ChatEndpoint):
-        self.client, self.name = client, client.name
+    """A VLM behind an OpenAI-compatible endpoint; it sees `frames` frames of the record's video (uniform over its
+    clip, at most `max_side` pixels), as the paper's annotator sees X_v (Eqs. 10 and 13). `frames=0` sends none."""
 
-    def socratic(self, gold: list[str], partial: list[str]) -> list[dict[str, str]]:
+    def __init__(self, client: ChatEndpoint, frames: int = 8, max_side: int = 448):
+        self.client, self.name, self.frames, self.max_side = client, client.name, frames, max_side
+        self._cache: tuple[str, list] | None = None  # the last record's frames: socratic and description share them
+
+    def _images(self, record: dict | None) -> list:
+        if not self.frames or not record or not record.get("video"):
+            return []
+        from envs.video import VideoDecodeError, read_video
+
+        if self._cache is None or self._cache[0] != record["id"]:
+            try:
+                video = read_video(record["video"], self.frames, record.get("clip"), self.max_side)
+            except VideoDecodeError as e:
+                raise ValueError(f"video_unreadable: {e}") from None
+            self._cache = (record["id"], list(video.frames))
+        return self._cache[1]
+
+    def socratic(self, gold: list[str], partial: list[str], record: dict | None = None) -> list[dict[str, str]]:
         prompt = load_prompt("gps_annotator_socratic.txt").format(
             gold_points=numbered(gold), annotated_points=numbered(partial)
         )
-        pairs = parse_qa(self.client.chat([{"role": "user", "content": prompt}]))
+        pairs = parse_qa(self.client.chat([{"role": "user", "content": prompt}], images=self._images(record)))
         if not pairs:
             raise ValueError("annotator_unparsable: no 'Q: ... / A: ...' pair in the Socratic reply")
         return pairs
 
-    def description(self, gold: list[str]) -> str:
+    def description(self, gold: list[str], record: dict | None = None) -> str:
         prompt = load_prompt("gps_annotator_description.txt").format(gold_points=numbered(gold))
-        text = self.client.chat([{"role": "user", "content": prompt}]).strip()
+        text = self.client.chat([{"role": "user", "content": prompt}], images=self._images(record)).strip()
         if not text:
             raise ValueError("annotator_unparsable: empty description")
         return text
@@ -136,37 +132,20 @@ def role_records(annotation: dict[str, Any], annotator: Any) -> list[dict]:
         _record(annotation, "validation", "gpv-yes", PROMPTS["validation"].format(points=numbered(gold)), "yes")
     )
     qa: list[dict[str, str]] = []
-    if partial and set(partial) != set(gold):
-        qa = meta.get("socratic") or annotator.socratic(gold, partial)
+    if partial and set(partial) != set(gold) and meta.get("annotated_valid") is True:
+        # the annotator judged the extraction sufficient for the label (GPS Eq. 5): a "yes", no Socratic pairs
+        prompt = PROMPTS["validation"].format(points=numbered(partial))
+        out.append(_record(annotation, "validation", "gpv-ann-yes", prompt, "yes"))
+    elif partial and set(partial) != set(gold):
+        qa = meta.get("socratic") or annotator.socratic(gold, partial, annotation)
         points = numbered(partial)
         out.append(_record(annotation, "validation", "gpv-no", PROMPTS["validation"].format(points=points), "no"))
         socratic = "\n".join(f"Q: {p['q']}\nA: {p['a']}" for p in qa)
         out.append(_record(annotation, "socratic", "sqr", PROMPTS["socratic"].format(points=points), socratic))
-    qa_text = "".join(f"Q: {p['q']}\nA: {p['a']}\n" for p in qa)
-    description = meta.get("description") or annotator.description(gold)
-    prompt = PROMPTS["description"].format(points=numbered(gold), qa=qa_text)
+    description = meta.get("description") or annotator.description(gold, annotation)
+    prompt = PROMPTS["description"].format(points=numbered(gold), qa=qa_text(qa))
     out.append(_record(annotation, "description", "des", prompt, description))
     return out
-
-
-def describe_from_ovar(record: dict[str, Any]) -> dict[str, Any]:
-    """A `describe` annotation made from an `ovar` record (its sub-motions and label as the gold points), so the
-    GPS recipe has something to train on with the bundled sample data, which has no described videos."""
-    points = [
-        f"the person's {m}" if not m.startswith(("the ", "body", "mouth", "head")) else m
-        for m in record.get("sub_motions") or []
-    ]
-    points.append(f"the person performs the action '{record['label']}'")
-    rec = {k: v for k, v in record.items() if k not in ("label", "candidates", "sub_motions", "segments")}
-    prompt = "Describe the person's action, intention and context in detail."
-    return {
-        **rec,
-        "id": record["id"] + "-describe",
-        "task": "describe",
-        "prompt": prompt,
-        "answer": " ".join(_sentence(p) for p in points),
-        "gold_points": points,
-    }
 
 
 def build(
@@ -184,12 +163,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--annotator", default="template", help="'template' or an OpenAI-compatible base URL (.../v1)")
     ap.add_argument("--annotator-model", default="Qwen2.5-VL-72B-Instruct")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ap.add_argument("--frames", type=int, default=8, help="frames the endpoint annotator sees (0: none)")
+    ap.add_argument("--max-side", type=int, default=448, help="long side of those frames, in pixels")
     ap.add_argument("--no-resume", action="store_true")
     args = ap.parse_args(argv)
     annotator = (
         TemplateAnnotator()
         if args.annotator == "template"
-        else EndpointAnnotator(ChatEndpoint(args.annotator, model=args.annotator_model, api_key_env=args.api_key_env))
+        else EndpointAnnotator(
+            ChatEndpoint(args.annotator, model=args.annotator_model, api_key_env=args.api_key_env),
+            frames=args.frames,
+            max_side=args.max_side,
+        )
     )
     summary = build(args.records, args.out, annotator, resume=not args.no_resume)
     print_summary("gps_roles", summary)

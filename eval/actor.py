@@ -8,7 +8,9 @@ Generation is the rollout code itself (`rollout.worker.RolloutWorker`: the promp
 loop), with greedy decoding by default, so a checkpoint is evaluated exactly as it was trained to answer.
 
 FineAgent (FineBench's inference-time helpers, for `mcq` records; `eval.fineagent`) puts a localizer's box and a
-descriptor's frame captions before the question, for the variants the evaluation asks for.
+descriptor's frame captions before the question, for the variants the evaluation asks for. GPS's staged inference
+(`describe` records; `eval.gps`) asks the model for gold points, their validation, Socratic questions and the
+description in turn.
 """
 
 from __future__ import annotations
@@ -94,11 +96,13 @@ class EvalActor:
         task: str,
         checkpoint: str,
         indices: list[int] | None = None,
-        fineagent: list[str] | None = None,
+        modules: list[str] | None = None,
     ) -> list[dict]:
         """One scored row per record of `checkpoint` (loaded first if it is not the one in the engine), in order:
         index, id, prediction (the last turn's text), parsed answer, per-sample metric values, finish reason, tool
-        calls, and `failed` when the video could not be decoded."""
+        calls, and `failed` when the video could not be decoded. `modules`: the evaluation variant's, FineAgent's
+        (`eval.fineagent`) or GPS's staged inference (`eval.gps.STAGED`, whose stages go into the row's `gps`)."""
+        from eval.gps import STAGED, run_staged
         from eval.tasks import score_rows
         from rollout.engine import SamplingParams
         from rollout.worker import SAMPLE_ERRORS
@@ -106,6 +110,8 @@ class EvalActor:
         self.load(checkpoint)
         if not records:
             return []
+        staged = bool(modules) and STAGED in modules
+        fineagent = None if staged else modules
         prompts, infos = self._fineagent(records, fineagent) if fineagent else (records, [{}] * len(records))
         cfg = self.rollout
         sampling = SamplingParams(
@@ -115,7 +121,10 @@ class EvalActor:
             top_k=cfg.top_k,
             seed=self.seed,
         )
-        trajs = self.worker.rollout(prompts, 1, sampling)
+        if staged:
+            trajs, infos = run_staged(self.worker, records, sampling)
+        else:
+            trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []
         for i, (rec, traj) in enumerate(zip(records, trajs, strict=True)):
             failed = traj.finish_reason in SAMPLE_ERRORS  # the video did not decode, or the record was unusable
@@ -129,8 +138,9 @@ class EvalActor:
                     "error": (traj.record or {}).get("rollout_error", traj.finish_reason) if failed else None,
                     "turns": len(traj.turns),
                     "tool_calls": [{"name": c.name, "ok": c.ok} for c in traj.tool_calls],
-                    "model_tokens": traj.num_model_tokens,
+                    "model_tokens": infos[i].get("model_tokens", traj.num_model_tokens),
                     **({"prompt": prompts[i]["prompt"], "fineagent": infos[i]} if fineagent else {}),
+                    **({"gps": infos[i]} if staged else {}),
                 }
             )
         score_rows(task, rows, records)

@@ -40,6 +40,8 @@ _REGISTRY: dict[str, Callable[[], Path]] = {
     "sample-mcq": _sample("mcq_eval"),
     "sample-ovar-train": _sample("train"),
     "sample-aqa-train": _sample("aqa_train"),
+    "sample-describe": _sample("describe_eval"),
+    "sample-describe-train": _sample("describe_train"),
 }
 
 

@@ -47,6 +47,12 @@ class EvalConfig:
     tiou_mode: str = "max"
     """AQA: the tIoU form: "max" (matched IoU sum / max(#predicted, #true): missing and extra segments cost) or
     "paper" (HieroAction's mean over matched pairs, which one exact segment or a spray of segments drives to 1)."""
+    judge: dict[str, Any] = field(default_factory=dict)
+    """The judge of a `describe` benchmark (GPS's semantic entailment), as the `semantic_entailment` reward's `judge`
+    argument, e.g. {kind: openai, base_url: ..., model: ..., api_key_env: ...}; needed when one is evaluated."""
+    entailment_mode: str = "all"
+    """`describe`: the judge labels all gold points of a description in one prompt ("all", the paper's evaluator)
+    or each in its own prompt ("each")."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """Engine arguments of the eval actors, over `rollout.engine_kwargs` (e.g. a smaller gpu_memory_utilization)."""
     samples: int = 0
@@ -69,13 +75,20 @@ class EvalConfig:
                 problems.append(
                     f"{where}.{name}: {getattr(self, name)!r} is not one of {', '.join(map(repr, allowed))}"
                 )
+        if self.entailment_mode not in ("all", "each"):
+            problems.append(f"{where}.entailment_mode: {self.entailment_mode!r} is not one of 'all', 'each'")
         if self.every_k > 0:
             from eval.benchmarks import BenchmarkError, load_benchmark
 
             try:
-                load_benchmark(self.benchmark, limit=self.limit or None)
+                task = load_benchmark(self.benchmark, limit=self.limit or None).task
             except BenchmarkError as e:
                 problems.append(f"{where}.benchmark: {e}")
+            else:
+                if task == "describe" and not self.judge:
+                    problems.append(
+                        f"{where}.judge: the describe benchmark {self.benchmark} needs a judge (docs/eval.md)"
+                    )
         return problems
 
     def metric_options(self) -> dict[str, str]:

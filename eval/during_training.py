@@ -62,6 +62,8 @@ class TrainingEval:
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             skip_failed=cfg.skip_failed,
+            judge=dict(cfg.judge) or None,
+            entailment_mode=cfg.entailment_mode,
             metric_options=cfg.metric_options(),
             timeout_s=self.timeout_s,
             retries=self.retries,

@@ -114,10 +114,23 @@ def table(benchmark: Benchmark, entries: list[dict]) -> str:
         "|" + "|".join("---" for _ in head) + "|",
     ]
     for e in sorted(entries, key=lambda e: (e["step"] is None, e["step"] or 0, e["label"], e["variant"])):
-        name = e["label"] + (f" + FineAgent ({e['variant'].replace('+', ', ')})" if e["variant"] else "")
+        name = e["label"] + variant_label(e["variant"])
         cells = [name, _fmt(e["step"]), *(cell(e["metrics"], k) for _, k in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def variant_label(variant: str) -> str:
+    """How a table names an evaluation variant after the checkpoint.
+
+    >>> variant_label(""), variant_label("gps:staged"), variant_label("localizer:oracle+descriptor")
+    ('', ' + GPS staged inference', ' + FineAgent (localizer:oracle, descriptor)')
+    """
+    if not variant:
+        return ""
+    if variant == "gps:staged":
+        return " + GPS staged inference"
+    return f" + FineAgent ({variant.replace('+', ', ')})"
 
 
 def _pyplot():

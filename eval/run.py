@@ -26,6 +26,7 @@ from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
 from eval.config import EvalConfig, run_rollout_config
 from eval.fineagent import FineAgentError, check_fineagent, parse_variant
+from eval.gps import STAGED as GPS_STAGED
 from eval.runner import EvalOptions, EvalResult, Evaluator
 from rewards.helpers import TIOU_MODES
 from rollout.config import RolloutConfig
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "'localizer:detector,descriptor'; repeatable; each checkpoint is also evaluated without",
     )
     p.add_argument(
+        "--gps-staged",
+        action="store_true",
+        help="describe: also evaluate with GPS's staged inference (extract gold points -> validate -> Socratic "
+        "questions -> describe, each a prompt to the model; eval/gps.py)",
+    )
+    p.add_argument(
         "--fineagent-tools",
         default="",
         help='JSON options of FineAgent\'s tools, as rollout.tools, e.g. \'{"video_description": {"describer": '
@@ -74,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     judge_help += 'URL, "model": NAME, "api_key_env": "JUDGE_KEY"}\''
     p.add_argument("--judge", default="", help=judge_help)
     p.add_argument("--llm-judge", action="store_true", help="HieroAction's yes/no + 0-5 judge on every reply")
+    p.add_argument(
+        "--entailment-mode",
+        default="all",
+        choices=["all", "each"],
+        help="describe: the judge labels all gold points of a description in one prompt (all, the paper's "
+        "evaluator) or each point in its own prompt (each)",
+    )
     p.add_argument(
         "--rl2-range",
         default="set",
@@ -135,6 +149,7 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
         num_gpus=args.num_gpus,
         skip_failed=args.skip_failed,
         judge=judge,
+        entailment_mode=args.entailment_mode,
         llm_judge=args.llm_judge,
         sources=sources,
         metric_options={"rl2_range": args.rl2_range, "tiou_mode": args.tiou_mode},
@@ -150,7 +165,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
 
 def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[str]:
     """The variants each checkpoint is evaluated in: "" (plain), then one per --fineagent ("localizer:oracle",
-    "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle)."""
+    "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle),
+    then "gps:staged" with --gps-staged (describe benchmarks only)."""
     if args.fineagent_tools and not args.fineagent:
         raise FineAgentError("--fineagent-tools without --fineagent: name the FineAgent variant(s) to evaluate")
     if args.fineagent and benchmark.task != "mcq":
@@ -161,6 +177,10 @@ def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[s
         modules = parse_variant(value)
         check_fineagent(modules, benchmark.records, tools)
         variants.append("+".join(modules))
+    if args.gps_staged:
+        if benchmark.task != "describe":
+            raise ValueError(f"--gps-staged applies to describe benchmarks; {benchmark.name} is {benchmark.task}")
+        variants.append(GPS_STAGED)
     return list(dict.fromkeys(variants))
 
 
@@ -310,12 +330,14 @@ def main(argv: list[str] | None = None) -> dict:
     print("[eval] rollout settings:\n" + describe_settings(options.rollout, options.sources))
     settings = {k: {"value": getattr(options.rollout, k), "source": v} for k, v in options.sources.items()}
     settings |= {k: {"value": v, "source": "metric option"} for k, v in options.metric_options.items()}
-    if len(variants) > 1:
+    if args.fineagent:
         source = "flag" if args.fineagent_tools else "default"
         settings["fineagent"] = {
             "value": {"variants": variants[1:], "tools": options.fineagent_tools},
             "source": source,
         }
+    if benchmark.task == "describe":
+        settings["entailment_mode"] = {"value": options.entailment_mode, "source": "flag"}
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     if benchmark.spec.options:
         print("[eval] metric options: " + ", ".join(f"{k}={v}" for k, v in options.metric_options.items()))

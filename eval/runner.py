@@ -41,6 +41,9 @@ class EvalOptions:
     skip_failed: bool = False
     judge: dict[str, Any] | None = None
     """An OpenAI-compatible (or hf) judge spec as the entailment reward takes it; needed by `describe`."""
+    entailment_mode: str = "all"
+    """`describe`: how the judge sees the gold points: "all" of a description in one prompt (the paper's
+    evaluator) or "each" in its own prompt (`rewards.entailment`)."""
     llm_judge: bool = False
     """Also ask the judge HieroAction's yes/no + 0-5 question about every reply."""
     sources: dict[str, str] = field(default_factory=dict)
@@ -246,7 +249,7 @@ class Evaluator:
         for row in rows:
             row.update({"checkpoint": str(pending.checkpoint.path), "step": step, "variant": pending.variant})
         if self.benchmark.task == "describe":
-            _entailment(rows, recs, self.options.judge)
+            _entailment(rows, recs, self.options.judge, self.options.entailment_mode)
         if self.options.llm_judge:
             _llm_judge(rows, recs, self.options.judge)
         o = self.options
@@ -260,14 +263,21 @@ class Evaluator:
             ray.kill(actor)
 
 
-def _entailment(rows: list[dict], records: list[dict], judge: dict | None) -> None:
-    """GPS's semantic entailment of each description (the reward's code and judge), into row metrics."""
-    from rewards.entailment import semantic_entailment
-    from rollout.trajectory import Trajectory
+def _entailment(rows: list[dict], records: list[dict], judge: dict | None, mode: str = "all") -> None:
+    """GPS's semantic entailment of each description (the reward's code, prompt and judge), into row metrics:
+    `entailment` (0.0 for a failed sample and for a malformed judge reply, whose points all fail) and
+    `judge_malformed` (1.0 for a malformed reply); the labels into `row["entailment"]`."""
+    from rewards.entailment import description_of, gold_points_of, judge_points
+    from rewards.helpers import entailment_score
 
-    trajs = [Trajectory(r["id"], 0, [], [], [], [], final_text="" if r["failed"] else r["prediction"]) for r in rows]
-    for row, value in zip(rows, semantic_entailment(trajs, records, judge=judge)):
-        row["metrics"]["entailment"] = 0.0 if value is None else value
+    descriptions = ["" if r["failed"] else description_of(r["prediction"]) for r in rows]
+    verdicts = judge_points(descriptions, [gold_points_of(rec) for rec in records], judge, mode)
+    for row, v in zip(rows, verdicts, strict=True):
+        scored = v is not None and not v.malformed
+        row["metrics"]["entailment"] = entailment_score(v.labels) if scored else 0.0
+        row["metrics"]["judge_malformed"] = 1.0 if v is not None and v.malformed else 0.0
+        if v is not None:
+            row["entailment"] = {"labels": v.labels, "malformed": v.malformed}
 
 
 def _llm_judge(rows: list[dict], records: list[dict], judge: dict | None) -> None:

@@ -198,8 +198,12 @@ def held_tag(record: dict) -> str:
 
 
 def _describe_aggregate(rows: list[dict], records: list[dict]) -> dict[str, float]:
+    """Held-in / held-out / whole entailment, and `judge_malformed`: the samples whose judge reply was malformed
+    (scored 0, every point failing)."""
     scores = [r["metrics"].get("entailment", 0.0) for r in rows]
-    return M.held_in_out(scores, [held_tag(rec) for rec in records])
+    out = M.held_in_out(scores, [held_tag(rec) for rec in records])
+    out["judge_malformed"] = float(sum(r["metrics"].get("judge_malformed", 0.0) for r in rows))
+    return out
 
 
 TASKS: dict[str, TaskSpec] = {

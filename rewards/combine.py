@@ -20,7 +20,9 @@ The gate reads the other reward's raw value (before its weight). A None value (n
 a value from an error is 0.0. Gates may chain (a gated on b gated on c) but not form a cycle.
 
 Errors: a plugin that raises, returns something that is not a number or None, or returns NaN/inf scores 0.0 for
-that sample (a batched plugin that raises or returns the wrong number of values: for every sample of the call).
+that sample (a batched plugin that raises or returns the wrong number of values: for every sample of the call;
+one that puts an exception instance in place of a sample's value: for that sample alone, e.g. a judge's malformed
+reply about that sample).
 `errors[name]` counts those samples; the first traceback of each (reward, exception type) is logged once per
 process through `logging` (logger "rewards.combine"). The run goes on.
 """
@@ -226,6 +228,8 @@ def _as_value(v: Any) -> float | None:
     """A plugin's return value as float or None; raises on anything else (the caller counts it as an error)."""
     if v is None:
         return None
+    if isinstance(v, Exception):  # a batched plugin's way to fail one sample and keep the others' values
+        raise v
     if not isinstance(v, numbers.Real) and hasattr(v, "item") and not isinstance(v, (str, bytes)):
         v = v.item()  # numpy / torch scalars
     if not isinstance(v, numbers.Real):

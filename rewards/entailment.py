@@ -13,11 +13,19 @@ so once per reward worker, and reused for every batch):
     judge: {kind: openai, base_url: "http://judge:8000/v1", model: "Llama-3.3-70B-Instruct", api_key_env: JUDGE_KEY}
     judge: {kind: hf, model: /models/judge}                       # a local Hugging Face causal LM
     judge: {kind: hf, model: /models/smol, gguf_file: smol.gguf}  # ... or a GGUF file (needs gguf + accelerate)
+    judge: {kind: lexical}                                        # word overlap, no model (embedded default only)
     judge: {kind: "my_pkg.judges:make_judge", ...}               # any factory returning a Judge
 
-A judge is a callable `judge(prompts: list[str]) -> list[str]` (one reply per prompt). Each gold point is
-judged in its own prompt (the template `prompts/semantic_entailment.txt`, or `prompt_file`), with placeholders
-`{description}` and `{gold_point}`, which is easier on small judges than labelling a whole list at once.
+A judge is a callable `judge(prompts: list[str]) -> list[str]` (one reply per prompt). `mode` says how the gold
+points are put to it:
+
+  - "all" (the default, as the paper's evaluator): one prompt per description listing all its points (the template
+    `prompts/semantic_entailment_all.txt`, placeholders `{description}` and `{gold_points}`, the points numbered),
+    answered with one line per point, "N. [label] reason" (`parse_verdicts`). A reply that does not give one
+    verdict for each listed point is malformed: every point of that description scores as failing (the value is
+    0.0) and the sample counts as an error of this reward (see `semantic_entailment`); never a crash.
+  - "each": one prompt per gold point (`prompts/semantic_entailment.txt`, placeholders `{description}` and
+    `{gold_point}`), easier on small judges; a reply without a readable label counts as neutral (logged once).
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.gps import numbered, parse_points
 from rewards.helpers import entailment_score
 from rewards.registry import register
 from rewards.videostar import extract_answer
@@ -41,29 +51,51 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROMPT_FILE = Path(__file__).resolve().parent / "prompts" / "semantic_entailment.txt"
-PLACEHOLDERS = ("{description}", "{gold_point}")
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+MODES = ("all", "each")
+PROMPT_FILES = {"all": PROMPTS_DIR / "semantic_entailment_all.txt", "each": PROMPTS_DIR / "semantic_entailment.txt"}
+PROMPT_FILE = PROMPT_FILES["each"]
+PLACEHOLDERS = {"all": ("{description}", "{gold_points}"), "each": ("{description}", "{gold_point}")}
 NEUTRAL = 1
 _BRACKETED = re.compile(r"\[\s*([012])\s*\]")
 _WORD = re.compile(r"entail|neutral|contradict", re.IGNORECASE)
 _DIGIT = re.compile(r"(?<![\d.])([012])(?!\d|\.\d)")
 _WORD_LABEL = {"entail": 2, "neutral": 1, "contradict": 0}
-_PLACEHOLDER = re.compile(r"\{description\}|\{gold_point\}")
+_PLACEHOLDER = re.compile(r"\{description\}|\{gold_points?\}")
+# a verdict line of a one-pass reply: "1. [2] reason", "**2)** contradiction: ...", "Point 3: [1]"
+_VERDICT_LINE = re.compile(r"^\W*(?:(?:gold\s+)?(?:point|fact)\s*)?(\d{1,3})\s*[.):\]]\s*(.*)$", re.IGNORECASE)
 _judges: dict[str, Callable[[list[str]], list[str]]] = {}
 _unparsed_logged = False
+_malformed_logged = False
 
 
 class JudgeError(RuntimeError):
     """The judge could not be built or did not answer; the message never contains the API key."""
 
 
-def load_prompt(path: str | Path | None = None) -> str:
-    """The prompt template (default `PROMPT_FILE`); ValueError naming the file when a placeholder is missing."""
-    path = Path(path) if path else PROMPT_FILE
+class MalformedJudgeReply(ValueError):
+    """A one-pass judge reply without one verdict for each listed gold point (the sample scores 0, counted)."""
+
+
+@dataclass
+class Verdicts:
+    """The judge's labels of one description's gold points, one per point; a malformed reply's are all 0."""
+
+    labels: list[int]
+    malformed: bool = False
+    reply: str = ""
+
+
+def load_prompt(path: str | Path | None = None, mode: str = "all") -> str:
+    """The prompt template of `mode` (default `PROMPT_FILES[mode]`); ValueError naming the file when a placeholder
+    of the mode is missing."""
+    if mode not in MODES:
+        raise ValueError(f"semantic_entailment: mode {mode!r} is not one of {', '.join(MODES)}")
+    path = Path(path) if path else PROMPT_FILES[mode]
     if not path.is_file():
         raise FileNotFoundError(f"semantic_entailment: prompt file not found: {path}")
     template = path.read_text(encoding="utf-8")
-    missing = [p for p in PLACEHOLDERS if p not in template]
+    missing = [p for p in PLACEHOLDERS[mode] if p not in template]
     if missing:
         raise ValueError(f"semantic_entailment: prompt file {path} lacks the placeholder(s) {', '.join(missing)}")
     return template
@@ -76,7 +108,17 @@ def render_prompt(template: str, description: str, gold_point: str) -> str:
     'D: a {gold_point} b F: waves'
     """
     values = {"{description}": description, "{gold_point}": gold_point}
-    return _PLACEHOLDER.sub(lambda m: values[m[0]], template)
+    return _PLACEHOLDER.sub(lambda m: values.get(m[0], m[0]), template)
+
+
+def render_all(template: str, description: str, gold_points: Sequence[str]) -> str:
+    """The one-pass template with `{description}` and `{gold_points}` (numbered, one per line) filled in one pass.
+
+    >>> render_all("D: {description}\\nP:\\n{gold_points}", "a man sits", ["he sits", "he holds a cup"])
+    'D: a man sits\\nP:\\n1. he sits\\n2. he holds a cup'
+    """
+    values = {"{description}": description, "{gold_points}": numbered(list(gold_points))}
+    return _PLACEHOLDER.sub(lambda m: values.get(m[0], m[0]), template)
 
 
 def parse_entailment_label(reply: Any) -> int | None:
@@ -97,6 +139,40 @@ def parse_entailment_label(reply: Any) -> int | None:
     return None
 
 
+def _line_label(text: str) -> int | None:
+    """The label of a verdict line's text: its first `[0]`/`[1]`/`[2]`, else its first label word (no bare digits:
+    a reason may hold numbers)."""
+    for pattern, read in ((_BRACKETED, int), (_WORD, lambda w: _WORD_LABEL[w.lower()])):
+        m = pattern.search(text)
+        if m is not None:
+            return read(m[1] if m.groups() else m[0])
+    return None
+
+
+def parse_verdicts(reply: Any, k: int) -> list[int] | None:
+    """The labels of points 1..k from a one-pass reply ("N. [label] reason" lines; numbered lines without a label,
+    and numbers outside 1..k, are skipped), or None when a point has no verdict or two different ones.
+
+    >>> parse_verdicts("1. [2] The man sits.\\n2. [0] He holds no cup.", 2)
+    [2, 0]
+    >>> parse_verdicts("**2)** Neutral: not said\\nPoint 1: entailment", 2)
+    [2, 1]
+    >>> parse_verdicts("1. [2] yes", 2) is None, parse_verdicts("1. [2]\\n1. [0]", 1) is None
+    (True, True)
+    """
+    if not isinstance(reply, str):
+        return None
+    found: dict[int, int] = {}
+    for line in reply.splitlines():
+        m = _VERDICT_LINE.match(line)
+        label = _line_label(m[2]) if m else None
+        if label is None or not 1 <= int(m[1]) <= k:
+            continue
+        if found.setdefault(int(m[1]), label) != label:
+            return None
+    return [found[i] for i in range(1, k + 1)] if len(found) == k else None
+
+
 class EndpointJudge:
     """A judge behind an OpenAI-compatible chat-completions endpoint (vLLM, SGLang, TGI, OpenAI, ...).
 
@@ -111,7 +187,7 @@ class EndpointJudge:
         model: str,
         api_key_env: str | None = None,
         timeout_s: float = 60.0,
-        max_tokens: int = 64,
+        max_tokens: int = 512,
         max_concurrency: int = 8,
     ):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -166,7 +242,7 @@ class HFJudge:
     (transformers de-quantises it; needs the `gguf` package). Loaded once, when the judge is built.
     """
 
-    def __init__(self, model: str, gguf_file: str | None = None, max_new_tokens: int = 16, device: str = "cpu"):
+    def __init__(self, model: str, gguf_file: str | None = None, max_new_tokens: int = 256, device: str = "cpu"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,13 +273,53 @@ class HFJudge:
         return replies
 
 
+class LexicalJudge:
+    """Word overlap standing in for a judge model: no model, no network, deterministic. NOT an entailment model: it
+    is what the embedded default (a tiny random policy on a laptop) and smoke tests score with. It reads the
+    description and the points back out of the default prompts of either mode; a point is [2] when at least
+    `threshold` of its content words (3+ letters, not a stop word) are words of the description, else [1]; it never
+    says [0], since overlap cannot tell a contradiction. A prompt it cannot read gets a reply without a label."""
+
+    STOP = frozenset(
+        "the and with his her him its their they them from into onto that this are was were has have "
+        "for of person".split()
+    )
+
+    def __init__(self, threshold: float = 0.5):
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"LexicalJudge: threshold must be in (0, 1], got {threshold}")
+        self.threshold = float(threshold)
+
+    def _words(self, text: str) -> set[str]:
+        return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in self.STOP}
+
+    def _label(self, description: str, point: str) -> int:
+        words = self._words(point)
+        shared = len(words & self._words(description)) / len(words) if words else 0.0
+        return 2 if shared >= self.threshold else NEUTRAL
+
+    def __call__(self, prompts: list[str]) -> list[str]:
+        return [self._reply(p) for p in prompts]
+
+    def _reply(self, prompt: str) -> str:
+        _, has_description, after = prompt.partition("Description:\n")
+        if has_description and "\n\nGold points:\n" in after:  # the one-pass prompt
+            description, _, rest = after.rpartition("\n\nGold points:\n")
+            points = parse_points(rest.split("\n\n", 1)[0])
+            return "\n".join(f"{i}. [{self._label(description, p)}] word overlap" for i, p in enumerate(points, 1))
+        if has_description and "\n\nFact:\n" in after:  # the per-point prompt
+            description, _, rest = after.rpartition("\n\nFact:\n")
+            return f"[{self._label(description, rest.split(chr(10) + chr(10), 1)[0])}] word overlap"
+        return "cannot read this prompt (LexicalJudge reads the default prompts only)"
+
+
 def make_judge(spec: Mapping[str, Any]) -> Callable[[list[str]], list[str]]:
-    """Build a judge from a `judge` argument: `kind` is "openai" (EndpointJudge), "hf" (HFJudge) or a dotted path
-    "module:factory"; the other keys are the constructor's keyword arguments."""
+    """Build a judge from a `judge` argument: `kind` is "openai" (EndpointJudge), "hf" (HFJudge), "lexical"
+    (LexicalJudge) or a dotted path "module:factory"; the other keys are the constructor's keyword arguments."""
     if not isinstance(spec, Mapping) or not isinstance(spec.get("kind"), str):
         raise ValueError(
             "semantic_entailment needs args.judge, a mapping with 'kind': 'openai' (base_url, model, api_key_env), "
-            f"'hf' (model, gguf_file) or 'module:factory'; got {spec!r}"
+            f"'hf' (model, gguf_file), 'lexical' or 'module:factory'; got {spec!r}"
         )
     kwargs = {k: v for k, v in spec.items() if k != "kind"}
     kind = spec["kind"]
@@ -211,9 +327,13 @@ def make_judge(spec: Mapping[str, Any]) -> Callable[[list[str]], list[str]]:
         return EndpointJudge(**kwargs)
     if kind == "hf":
         return HFJudge(**kwargs)
+    if kind == "lexical":
+        return LexicalJudge(**kwargs)
     module, _, attr = kind.partition(":")
     if not module or not attr:
-        raise ValueError(f"semantic_entailment: judge kind {kind!r} is not 'openai', 'hf' or 'module:factory'")
+        raise ValueError(
+            f"semantic_entailment: judge kind {kind!r} is not 'openai', 'hf', 'lexical' or 'module:factory'"
+        )
     return getattr(importlib.import_module(module), attr)(**kwargs)
 
 
@@ -225,14 +345,15 @@ def get_judge(spec: Mapping[str, Any]) -> Callable[[list[str]], list[str]]:
     return _judges[key]
 
 
-def _description(traj: Any) -> str:
-    text = getattr(traj, "final_text", None)
+def description_of(text: Any) -> str:
+    """The description a reply gives: the last closed `<answer>` block, else the whole reply (stripped)."""
     text = text if isinstance(text, str) else ""
     answer = extract_answer(text)
     return answer if answer is not None else text.strip()
 
 
-def _gold_points(record: Any, max_points: int) -> list[str] | None:
+def gold_points_of(record: Any, max_points: int = 32) -> list[str] | None:
+    """A record's gold points (the first `max_points`), or None when it has no non-empty list of strings."""
     gold = record.get("gold_points") if isinstance(record, dict) else None
     if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
         return None
@@ -250,6 +371,50 @@ def _label(reply: str) -> int:
     return label
 
 
+def _one_pass(reply: str, k: int) -> Verdicts:
+    global _malformed_logged
+    labels = parse_verdicts(reply, k)
+    if labels is not None:
+        return Verdicts(labels)
+    if not _malformed_logged:
+        _malformed_logged = True
+        logger.warning("semantic_entailment: judge reply without a verdict for each of %d points: %.300r", k, reply)
+    return Verdicts([0] * k, malformed=True, reply=str(reply)[:300])
+
+
+def judge_points(
+    descriptions: Sequence[str],
+    golds: Sequence[list[str] | None],
+    judge: Mapping[str, Any] | None,
+    mode: str = "all",
+    prompt_file: str | None = None,
+) -> list[Verdicts | None]:
+    """The judge's verdicts on each description's gold points (None where a sample has none), in one judge call:
+    one prompt per description ("all") or per point ("each"). See the module docstring for malformed replies."""
+    template = load_prompt(prompt_file, mode)
+    prompts, owners = [], []
+    for i, (description, gold) in enumerate(zip(descriptions, golds, strict=True)):
+        if not gold:
+            continue
+        if mode == "all":
+            prompts.append(render_all(template, description, gold))
+        else:
+            prompts.extend(render_prompt(template, description, point) for point in gold)
+        owners.extend([i] if mode == "all" else [i] * len(gold))
+    out: list[Verdicts | None] = [Verdicts([]) if gold else None for gold in golds]
+    if not prompts:
+        return out
+    replies = get_judge(judge)(prompts)
+    if len(replies) != len(prompts):
+        raise JudgeError(f"semantic_entailment: the judge returned {len(replies)} replies for {len(prompts)} prompts")
+    for owner, reply in zip(owners, replies):
+        if mode == "all":
+            out[owner] = _one_pass(reply, len(golds[owner]))
+        else:
+            out[owner].labels.append(_label(reply))
+    return out
+
+
 @register("semantic_entailment", batched=True)
 def semantic_entailment(
     trajs: Sequence[Trajectory],
@@ -257,29 +422,27 @@ def semantic_entailment(
     judge: Mapping[str, Any] | None = None,
     prompt_file: str | None = None,
     max_points: int = 32,
-) -> list[float | None]:
+    mode: str = "all",
+) -> list[float | MalformedJudgeReply | None]:
     """GPS's semantic entailment score of each trajectory's description against its record's `gold_points`.
 
     Reads: the description (see the module docstring) and `record["gold_points"]` (a non-empty list of
-    strings; at most `max_points` are judged). One judge call per batch, one prompt per (sample, gold point).
-    A reply without a readable label (see `parse_entailment_label`) counts as neutral (logged once). The value is
-    `entailment_score` of the labels, in [0, 1]; None for a record without gold points. A judge that cannot be
-    built or fails raises, which scores the whole batch 0.0 (counted as this reward's errors).
+    strings; at most `max_points` are judged). One judge call per batch: one prompt per sample (`mode` "all", the
+    paper's evaluator) or per (sample, gold point) ("each"). The value is `entailment_score` of the labels, in
+    [0, 1]; None for a record without gold points. A sample whose one-pass reply is malformed gets a
+    `MalformedJudgeReply` in place of its value, which the reward combiner scores 0.0 (every point failing) and
+    counts as this reward's error for that sample alone. A judge that cannot be built or fails raises, which scores
+    the whole batch 0.0 (counted as this reward's errors).
     """
-    template = load_prompt(prompt_file)
-    golds = [_gold_points(rec, max_points) for rec in records]
-    prompts, owners = [], []
-    for i, (traj, gold) in enumerate(zip(trajs, golds)):
-        description = _description(traj)
-        for point in gold or []:
-            prompts.append(render_prompt(template, description, point))
-            owners.append(i)
-    if not prompts:
-        return [None] * len(trajs)
-    replies = get_judge(judge)(prompts)
-    if len(replies) != len(prompts):
-        raise JudgeError(f"semantic_entailment: the judge returned {len(replies)} replies for {len(prompts)} prompts")
-    labels: list[list[int]] = [[] for _ in trajs]
-    for owner, reply in zip(owners, replies):
-        labels[owner].append(_label(reply))
-    return [entailment_score(lab) if gold else None for lab, gold in zip(labels, golds)]
+    golds = [gold_points_of(rec, max_points) for rec in records]
+    verdicts = judge_points(
+        [description_of(getattr(t, "final_text", "")) for t in trajs], golds, judge, mode, prompt_file
+    )
+    return [
+        None
+        if v is None
+        else MalformedJudgeReply(f"no verdict for each of {len(v.labels)} gold points: {v.reply[:200]!r}")
+        if v.malformed
+        else entailment_score(v.labels)
+        for v in verdicts
+    ]

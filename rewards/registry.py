@@ -3,7 +3,8 @@
 A per-sample reward is `fn(traj, record, **args) -> float | None`; a batched one is
 `fn(trajs, records, **args) -> list[float | None]` (one value per trajectory, in order). None means "not
 applicable to this sample" and is left out of means. `traj` is a `rollout.trajectory.Trajectory`, `record` the
-sample record it came from (`traj.record`), `args` the `args` of the recipe's reward spec.
+sample record it came from (`traj.record`), `args` the `args` of the recipe's reward spec. A batched one may put an
+exception instance in place of one sample's value: that sample scores 0 and counts as the reward's error.
 
     @register("length_penalty")
     def length_penalty(traj, record, max_tokens=1024):

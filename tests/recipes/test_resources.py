@@ -167,7 +167,15 @@ def _readme_gpu_commands() -> list[list[str]]:
 
 
 def test_the_readme_gpu_commands_fit_the_clusters_they_are_for(capsys):
-    one_node, two_nodes = _readme_gpu_commands()
+    one_node, colocated, two_nodes = _readme_gpu_commands()
+    assert resources.main([*colocated, "--node", "CPU=96,GPU=8"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    # 8 ranks x 1 GPU, each hosting its engine; 32 tool actors (4 tools x 8 ranks) on CPUs only:
+    # CPUs 8 x 0.5 + 32 x 0.25 + 0.25 = 12.25, GPUs 8
+    assert rows["trainer ranks (bundles)"] == ["8", "0.5", "1", "4", "8"]
+    assert rows["rollout workers (in the trainer ranks)"] == ["0", "0", "0", "0", "0"]
+    assert rows["tool actors: pose_estimation"] == ["8", "0.25", "0", "2", "0"]
+    assert rows["total"] == ["12.25", "8"]
     assert resources.main([*one_node, "--node", "CPU=96,GPU=8"]) == 0
     rows = _rows(capsys.readouterr().out)
     # 4 ranks x 1 GPU + 4 vLLM workers x 0.8 + 16 tool actors (4 tools x 4 workers) x 0.05 = 4 + 3.2 + 0.8 = 8 GPUs;
@@ -182,7 +190,7 @@ def test_the_readme_gpu_commands_fit_the_clusters_they_are_for(capsys):
     assert _rows(capsys.readouterr().out)["total"] == ["16.25", "16"]  # 8 + 8 x 0.8 + 32 x 0.05
     assert resources.main([*two_nodes, "--node", "CPU=96,GPU=8"]) == 1
     capsys.readouterr()
-    for command in (one_node, two_nodes):  # their tools on cuda have a GPU share, and the batch splits over the ranks
+    for command in (one_node, colocated, two_nodes):  # tools on cuda have a GPU share; the batch splits over ranks
         cfg = load_config(GrpoConfig, command[1:], videostar_grpo.DEFAULT_YAML)
         assert tool_device_problems(cfg.rollout) == []
         assert cfg.data.batch_size * cfg.rollout.n % cfg.trainer.world_size == 0

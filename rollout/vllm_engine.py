@@ -2,7 +2,7 @@
 
 Prompts go in as token ids with *unexpanded* vision placeholders plus the raw frames / images in
 `multi_modal_data`; vLLM's Qwen2.5-VL input processing expands the placeholders itself. Each video carries its frame
-timing (`fps` in the processor kwargs), so vLLM's temporal rope positions are the ones the trainer computes
+timing (video metadata in the processor kwargs), so vLLM's temporal rope positions are the ones the trainer computes
 (`rollout.positions`). Log-probs are those of the distribution the tokens were sampled from
 (`logprobs_mode="processed_logprobs"`: after temperature), the quantity the trainer recomputes at the rollout
 temperature.
@@ -200,8 +200,15 @@ class VLLMEngine:
             if len(spf) != 1:
                 raise ValueError(f"videos of one request must share their frame spacing, got {sorted(spf)}")
             # The frames are already sampled: vLLM must not resample them, only know their spacing, from which
-            # Qwen2.5-VL's processor computes second_per_grid_ts (temporal_patch_size / fps).
-            prompt["mm_processor_kwargs"] = {"fps": 1.0 / spf.pop(), "do_sample_frames": False}
+            # Qwen2.5-VL's processor computes second_per_grid_ts (temporal_patch_size / the metadata's sampled fps).
+            # vLLM drops metadata given with the frames for this model, and an `fps` kwarg alone leaves the
+            # processor at its 24 fps default: the metadata goes in as a processor kwarg.
+            spacing = spf.pop()
+            metadata = [
+                {"fps": 1.0 / spacing, "total_num_frames": len(v), "frames_indices": list(range(len(v)))}
+                for v in req.videos
+            ]
+            prompt["mm_processor_kwargs"] = {"video_metadata": metadata, "do_sample_frames": False}
         if req.images:
             media["image"] = list(req.images)
         if media:

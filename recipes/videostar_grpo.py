@@ -22,7 +22,7 @@ On a Ray cluster (the working directory is shipped to every node; run outputs go
     ray start --head                     # then `ray start --address=HEAD:6379` on a second 8-GPU node
     ray job submit --working-dir . -- python recipes/videostar_grpo.py config=recipes/configs/videostar_paper.yaml \\
         model.path=/models/Qwen2.5-VL-7B-Instruct init_from=/shared/runs/vstar_sft/checkpoint-500 \\
-        data.train=/data/hmdb51/train.jsonl trainer.world_size=8 trainer.num_gpus=1 rollout.num_workers=8 \\
+        data.train=/data/hmdb51/b2n_train_base.jsonl trainer.world_size=8 trainer.num_gpus=1 rollout.num_workers=8 \\
         rollout.num_gpus=0.8 rollout.tool_pool.num_gpus=0.05 rollout.tools.pose_estimation.device=cuda \\
         run.run_dir=/shared/runs/videostar
 

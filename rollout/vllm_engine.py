@@ -243,8 +243,14 @@ class VLLMEngine:
 
         for bucket in weight_buckets(named_tensors.items(), self.bucket_bytes):
             path = os.path.join(_shm_dir(), f"actionrl-weights-{os.getpid()}-{uuid.uuid4().hex}.safetensors")
+            tensors, storages = {}, set()
+            for name, value in bucket.items():  # tied weights (embedding, lm_head) may share one storage
+                tensor = torch.as_tensor(value).contiguous()
+                storage = tensor.untyped_storage().data_ptr()
+                tensors[name] = tensor.clone() if storage in storages else tensor  # safetensors refuses sharing
+                storages.add(storage)
             try:
-                save_file({k: torch.as_tensor(v).contiguous() for k, v in bucket.items()}, path)
+                save_file(tensors, path)
                 self.llm.update_weights({"update_info": {"path": path, "names": list(bucket)}})
             finally:
                 if os.path.exists(path):

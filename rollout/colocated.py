@@ -23,7 +23,7 @@ from typing import Any
 
 from rollout.config import RolloutConfig
 from rollout.engine import SamplingParams
-from rollout.group import RolloutOutput, split_skipped, sum_tool_stats
+from rollout.group import RolloutOutput, sampling_params, split_skipped, sum_tool_stats
 
 
 class ColocatedRollout:
@@ -44,10 +44,7 @@ class ColocatedRollout:
         return list(self.trainer.ranks)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
-        c = self.cfg
-        return SamplingParams(
-            max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=seed
-        )
+        return sampling_params(self.cfg, seed)
 
     def _deal(self, method: str, items: list, *extra: list, args: tuple = ()) -> list:
         w = self.trainer.world_size

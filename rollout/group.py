@@ -68,6 +68,13 @@ def split_skipped(trajs: list, tool_stats: dict[str, dict[str, int]]) -> Rollout
     return RolloutOutput(ok, sum(skipped_by_kind.values()), tool_stats, skipped_by_kind)
 
 
+def sampling_params(cfg: RolloutConfig, seed: int | None = None) -> SamplingParams:
+    """The config's sampling parameters (per-turn budget, temperature, top-p, top-k) with `seed`."""
+    return SamplingParams(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=seed
+    )
+
+
 def sum_tool_stats(per_worker: Any) -> dict[str, dict[str, int]]:
     """Per-tool counters ({tool: {counter: n}}) summed over workers.
 
@@ -126,11 +133,7 @@ class RolloutGroup:
             self.on_replace(worker)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
-        """The config's sampling parameters (per-turn budget, temperature, top-p, top-k) with `seed`."""
-        c = self.cfg
-        return SamplingParams(
-            max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=seed
-        )
+        return sampling_params(self.cfg, seed)
 
     def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
         w = len(self.workers)

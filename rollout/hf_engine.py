@@ -234,12 +234,13 @@ class HFEngine:
 
     def start_weight_update(self) -> None:
         self._loaded: set[str] = set()
+        self._expected, self._tied = self._expected_keys()  # once per update, not once per bucket
 
     def load_weight_bucket(self, named_tensors: Any) -> None:
         """Load some of the weights (names as in `model.state_dict()`); an unknown name raises KeyError."""
         import torch
 
-        expected, tied = self._expected_keys()
+        expected, tied = self._expected, self._tied
         state = {k: torch.as_tensor(v) for k, v in resolve_refs(named_tensors).items()}
         if tied:
             state.pop("lm_head.weight", None)
@@ -252,8 +253,7 @@ class HFEngine:
 
     def finish_weight_update(self) -> None:
         """Check that every weight came (KeyError naming the missing ones)."""
-        expected, _ = self._expected_keys()
-        missing = sorted(expected - self._loaded)
+        missing = sorted(self._expected - self._loaded)
         if missing:
             raise KeyError(f"update_weights: {len(missing)} missing keys {missing[:5]}")
 

@@ -7,6 +7,10 @@ but generation and training).
 
     python benchmarks/step_breakdown.py                 # the embedded default
     python benchmarks/step_breakdown.py run.steps=6 rollout.n=8
+    python benchmarks/step_breakdown.py --timeline timeline.png rollout.staleness=1
+
+`--timeline PATH` also draws when each actor is busy over the last two steps (Ray's task events,
+benchmarks/timeline.py): with rollout.staleness=1 the rollout worker's bars run under the trainer ranks'.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ def report(mean: dict[str, float]) -> str:
 def main(argv: list[str]) -> None:
     from recipes import videostar_grpo
 
+    timeline = None
+    if "--timeline" in argv:
+        at = argv.index("--timeline")
+        timeline, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     with tempfile.TemporaryDirectory(prefix="step-breakdown-") as tmp:
         overrides = [f"run.run_dir={tmp}/run", "run.steps=4", "run.save_every=1000", *argv]
         videostar_grpo.main(overrides)
@@ -52,6 +60,23 @@ def main(argv: list[str]) -> None:
     steady = rows[1:] or rows
     print(f"\nstep time breakdown over steps {int(steady[0]['step'])}-{int(steady[-1]['step'])}:")
     print(report(breakdown(steady)))
+    if timeline is not None:
+        draw_timeline(rows, timeline, " ".join(argv))
+
+
+def draw_timeline(rows: list[dict], out: Path, settings: str) -> None:
+    """The actors' busy time over the last two steps (from the end of the step before them) as a PNG."""
+    import ray
+
+    from benchmarks.timeline import busy_spans, plot_timeline
+
+    if len(rows) < 3:
+        raise SystemExit("--timeline needs run.steps >= 3 (two steps after the one before them)")
+    start, end = rows[-3]["time/end"], rows[-1]["time/end"]
+    spans = busy_spans(ray.timeline(), start, end)
+    title = f"steps {int(rows[-2]['step'])}-{int(rows[-1]['step'])}: when each actor is busy ({settings or 'default'})"
+    plot_timeline(spans, out, title)
+    print(f"timeline of steps {int(rows[-2]['step'])}-{int(rows[-1]['step'])}: {out}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ it whole. Everything that can be checked is checked before Ray starts.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,13 +171,11 @@ def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str
     from rl.grpo import compute_advantages
 
     t_step = time.perf_counter()
-    batch = s.sampler.next_batch()
 
-    # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped
-    t0 = time.perf_counter()
-    out = s.workers.rollout(batch, seed=cfg.run.seed * 100003 + step)
+    # rollout: G episodes per sample, with tool calls; samples that could not be prepared are skipped. With
+    # rollout.staleness=1 it was sampled during the previous step, and the next step's starts now.
+    out, t_rollout, t_wait, stale = _rollout(cfg, s, step)
     trajs, dropped = fit_world_size(out.trajectories, cfg.trainer.world_size, per_group=cfg.best_of_g)
-    t_rollout = time.perf_counter() - t0
     s.empty_streak = _count_empty(name, step, trajs, out, dropped, s.empty_streak, cfg.run.max_empty_steps)
 
     # rewards: every component separately, then the weighted total
@@ -190,18 +190,79 @@ def _train_step(cfg: GrpoConfig, s: Any, name: str, step: int) -> tuple[dict[str
 
     # train: clipped policy loss + KL to the reference, on the trainer ranks
     t0 = time.perf_counter()
-    train_metrics = s.trainer.train_step(trained, advantages) if trajs else {}
+    with s.trainer_lock:
+        train_metrics = s.trainer.train_step(trained, advantages) if trajs else {}
     t_train = time.perf_counter() - t0
 
-    # sync: the rollout engines get the new weights (a worker that died meanwhile is replaced)
-    t_sync = s.workers.load_weights(s.trainer) if trajs else 0.0
+    # sync: the rollout engines get the new weights (a worker that died meanwhile is replaced), between rollouts
+    t_sync = 0.0
+    if trajs:
+        t_wait += _await_prefetch(s)
+        t_sync = s.workers.load_weights(s.trainer)
 
-    times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync}
+    times = {"rollout": t_rollout, "rewards": t_rewards, "train": t_train, "sync": t_sync, "rollout_wait": t_wait}
     times["step"] = time.perf_counter() - t_step
     metrics = step_metrics(step, trajs, out, dropped, scored, advantages, train_metrics, times)
+    metrics["rollout/staleness"] = stale
+    metrics["time/end"] = time.time()  # wall clock (unix seconds) at the step's end: lines steps up with traces
     metrics.update(selection)
     metrics.update(_recovery_metrics(s, out))
     return metrics, scored
+
+
+@dataclass
+class _Prefetch:
+    """The next step's rollout, running in a background thread while this step trains (rollout.staleness=1)."""
+
+    step: int
+    future: concurrent.futures.Future  # of (RolloutOutput, seconds)
+    sampler_state: dict  # the sampler's state before its batch was drawn: what a checkpoint of this step saves
+
+    def state(self) -> dict:
+        return self.sampler_state
+
+
+def _timed_rollout(workers: Any, batch: list, seed: int) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return workers.rollout(batch, seed=seed), time.perf_counter() - t0
+
+
+def _rollout(cfg: GrpoConfig, s: Any, step: int) -> tuple[Any, float, float, int]:
+    """This step's rollout, as (output, its seconds, seconds this step waited for it, staleness): the one started
+    during the previous step when there is one (sampled with the weights before that step's update: staleness 1),
+    else one run now. With rollout.staleness=1 the next step's rollout starts before returning, with the weights
+    the engines hold now. Either way batch k is the sampler's k-th batch, sampled with seed `seed * 100003 + k`."""
+    t0 = time.perf_counter()
+    if s.prefetch is not None and s.prefetch.step == step:
+        (out, seconds), stale = s.prefetch.future.result(), 1
+        s.prefetch = None
+    else:
+        _drop_prefetch(s)
+        (out, seconds), stale = _timed_rollout(s.workers, s.sampler.next_batch(), cfg.run.seed * 100003 + step), 0
+    waited = time.perf_counter() - t0
+    if cfg.rollout.staleness and step < cfg.run.steps:
+        state = s.sampler.state()
+        batch = s.sampler.next_batch()
+        future = s.executor.submit(_timed_rollout, s.workers, batch, cfg.run.seed * 100003 + step + 1)
+        s.prefetch = _Prefetch(step + 1, future, state)
+    return out, seconds, waited, stale
+
+
+def _await_prefetch(s: Any) -> float:
+    """Wait for the background rollout to end (its engines take new weights only between rollouts); the seconds
+    waited. Its errors are raised when its step takes it."""
+    t0 = time.perf_counter()
+    if s.prefetch is not None:
+        concurrent.futures.wait([s.prefetch.future])
+    return time.perf_counter() - t0
+
+
+def _drop_prefetch(s: Any) -> None:
+    """Let a background rollout end and forget it (the trainer is rebuilt, or the run ends): its batch is drawn
+    again from the restored sampler, or never used."""
+    if s.prefetch is not None:
+        concurrent.futures.wait([s.prefetch.future])
+        s.prefetch = None
 
 
 def _recovery_metrics(s: Any, out: Any) -> dict[str, float]:
@@ -222,8 +283,10 @@ def _recovery_metrics(s: Any, out: Any) -> dict[str, float]:
 def _save(cfg: GrpoConfig, s: Any, name: str, step: int) -> Path | None:
     """The step's checkpoint, or None when the save failed with an OSError (a full disk): nothing half-written is
     left, training goes on and the next save tries again; the run's last save must succeed."""
+    sampler = s.prefetch or s.sampler  # the next step's batch, drawn early by a prefetch, is not consumed yet
     try:
-        return save_checkpoint(s.trainer, s.run_dir, step, s.sampler, cfg.run)
+        with s.trainer_lock:
+            return save_checkpoint(s.trainer, s.run_dir, step, sampler, cfg.run)
     except OSError as error:
         if step == cfg.run.steps:
             raise
@@ -243,6 +306,7 @@ def _rebuild_trainer(cfg: GrpoConfig, s: Any, name: str, error: Exception, track
             "(run.actor_retries): giving up"
         ) from error
     print(f"[{name}] {error}: rebuilding the trainer ({s.trainer_restarts}/{cfg.run.actor_retries})", flush=True)
+    _drop_prefetch(s)  # the sampler goes back to the checkpoint; that batch is drawn again
     s.trainer.shutdown()
     s.trainer = _make_trainer(cfg, s.model_path)
     if cfg.rollout.placement == "colocated":  # the engines died with the ranks: new ones in the new ranks
@@ -265,6 +329,9 @@ def _shut_down_on_exit(cleanup: contextlib.ExitStack, s: Any, tracker: Any) -> N
     cleanup.callback(s.rewards.shutdown)
     cleanup.callback(lambda: s.trainer.shutdown())  # the trainer of the moment (a rebuilt one replaces it)
     cleanup.callback(s.evals.close)  # waits for the evaluations still running, logs them, ends their actors
+    if s.executor is not None:  # first: a background rollout ends before its workers do
+        cleanup.callback(s.executor.shutdown)
+        cleanup.callback(_drop_prefetch, s)
 
 
 def _count_empty(name: str, step: int, trajs: list, out: Any, dropped: int, streak: int, limit: int) -> int:
@@ -297,6 +364,9 @@ class _Started:
     empty_streak: int = 0  # steps in a row with nothing to train on
     trainer_restarts: int = 0
     failed_saves: int = 0
+    executor: Any = None  # rollout.staleness=1: the thread that runs the next step's rollout
+    prefetch: _Prefetch | None = None  # the next step's rollout, running
+    trainer_lock: Any = field(default_factory=threading.RLock)  # a replaced worker's weight sync waits for training
 
 
 def _make_trainer(cfg: GrpoConfig, model_path: str) -> Any:
@@ -367,12 +437,21 @@ def _start(cfg: GrpoConfig, name: str, workers: Any = None) -> _Started:
         initial = sampler.state()
         start_step = resume(cfg.run, run_dir, trainer, sampler)
         s = _Started(run_dir, workers, rewards, trainer, sampler, evals, start_step, None, model_path, initial)
-        workers.on_replace = lambda worker: s.trainer.sync_weights([worker])  # the trainer of the moment
+        workers.on_replace = lambda worker: _sync_one(s, worker)  # the trainer of the moment
+        if cfg.rollout.staleness:
+            s.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rollout")
         if start_step > 0 or not synced:
             workers.load_weights(trainer)  # the rollout engines start from the resumed or given policy
         started.pop_all()  # all up: from here the loop's own cleanup owns them
     s.resumed_at = start_step if cfg.run.resume else None
     return s
+
+
+def _sync_one(s: Any, worker: Any) -> None:
+    """A new rollout worker gets the trainer's weights; a background rollout's replacement waits for training to
+    end (the trainer ranks take one call at a time, in the same order), so it gets the newest weights."""
+    with s.trainer_lock:
+        s.trainer.sync_weights([worker])
 
 
 def fit_world_size(trajs: list, world_size: int, per_group: bool = False) -> tuple[list, int]:
@@ -447,5 +526,7 @@ def step_metrics(step, trajs, out, dropped, scored, advs, train_metrics, times) 
     gen_s = sum(t.timings.get("generate", 0.0) for t in trajs)
     tools_share = tool_s / (tool_s + gen_s) if tool_s + gen_s > 0 else 0.0
     m["time/rollout"], m["time/tools"] = times["rollout"] * (1 - tools_share), times["rollout"] * tools_share
-    m.update({f"time/{k}": times[k] for k in ("rewards", "train", "sync", "step")})
+    m.update({f"time/{k}": times[k] for k in ("rewards", "train", "sync", "step") if k in times})
+    if "rollout_wait" in times:  # the part of the rollout the step waited for (all of it at rollout.staleness=0)
+        m["time/rollout_wait"] = times["rollout_wait"]
     return m

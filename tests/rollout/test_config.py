@@ -35,6 +35,8 @@ def test_system_prompt_is_text_or_a_file(tmp_path):
         ({"is_correction": 2.0, "top_p": 0.9}, "rollout.is_correction: the engines report log-probs of the top-k"),
         ({"engine": "vllm", "engine_kwargs": {"max_images": 2}}, "rollout.engine_kwargs.max_images: set rollout."),
         ({"max_side": 10}, "rollout.max_side: at least 28 pixels (one vision patch pair), got 10"),
+        ({"staleness": 2}, "rollout.staleness: 0 (synchronous) or 1 (one-step off-policy), got 2"),
+        ({"staleness": 1, "placement": "colocated"}, "rollout.staleness: 1 overlaps the rollout with training"),
         (
             {"engine_kwargs": {"dtyp": "float32"}},
             "rollout.engine_kwargs.dtyp: unknown key; did you mean 'dtype'? (valid: dtype, device, cache_size)",

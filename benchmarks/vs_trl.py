@@ -16,7 +16,7 @@ The TRL environment (TRL 1.16.0 runs with our pins: torch 2.14.1, transformers 5
     python3 -m venv .venv-trl && .venv-trl/bin/pip install -c constraints-cpu.txt torch torchvision transformers \
         accelerate datasets pillow && .venv-trl/bin/pip install -c constraints-cpu.txt trl==1.16.0
 
-Run (from the repository root, in the project's environment; about 2 minutes on an idle 2-core CPU):
+Run (from the repository root, in the project's environment; 5 min 20 s on a heavily loaded 2-core CPU):
 
     python benchmarks/vs_trl.py --trl-python .venv-trl/bin/python
     python benchmarks/vs_trl.py --trl-python .venv-trl/bin/python --steps 8 trainer.micro_batch_size=2

@@ -205,6 +205,10 @@ class ToolPool:
         raises."""
         return [f.result() for f in self.submit_many(calls, timeout_s)]
 
+    def clear_cache(self) -> None:
+        """Forget the cached results (calls in flight are not affected), e.g. to time the same calls again."""
+        self._cache.clear()
+
     def close(self) -> None:
         """Kill the tool actors and stop the threads (the pool can be used again: actors are recreated)."""
         self._supervisor.close()

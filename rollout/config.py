@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 ENGINES = ("hf", "vllm")
 PLACEMENTS = ("split", "colocated")
+LOOPS = ("async", "barrier")
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "prompts"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant that understands human actions in videos. Think step by step; call tools when "
@@ -83,6 +84,16 @@ class RolloutConfig:
     """Tokens of the whole response: all turns and tool replies (a pose reply is ~200 tokens per person-frame)."""
     max_turns: int = 3
     """Assistant turns per episode (a turn that calls tools is followed by another)."""
+    loop: str = "async"
+    """How a worker's conversations advance (rollout/tool_loop.py). "async": each on its own; its tool calls run in
+    the background and its next turn is generated as soon as its replies are in, batched with whatever else is
+    ready, so a slow tool call holds up only its own conversation. "barrier": turn by turn, one generate over all
+    running conversations, then all of the turn's tool calls, everyone waiting for the slowest. Given the same
+    completions both give the same trajectories. What differs: the batches the engine sees, and so the sampled
+    tokens. A generate call's seed is the rollout seed plus the call's number; in "barrier" the call number is the
+    turn, the same in every run, while in "async" which conversations share a call depends on when tools answer,
+    so sampled tokens are reproducible run to run only in "barrier" (and in "async" with a tool client that has
+    no `submit_many`: its calls come back together, one batch per generate call, as in "barrier")."""
     num_frames: int = 8
     """Frames sampled uniformly from each clip; the model and the tools see the same frames."""
     max_side: int = 448
@@ -128,6 +139,8 @@ class RolloutConfig:
             problems.append(f"{where}.placement: {self.placement!r} is not one of {', '.join(map(repr, PLACEMENTS))}")
         if self.engine not in ENGINES:
             problems.append(f"{where}.engine: {self.engine!r} is not one of {', '.join(map(repr, ENGINES))}")
+        if self.loop not in LOOPS:
+            problems.append(f"{where}.loop: {self.loop!r} is not one of {', '.join(map(repr, LOOPS))}")
         text = self.system_prompt.strip()
         if text.endswith(".txt") and "\n" not in text:
             problems.append(f"{where}.system_prompt: prompt file {text!r} not found (a path, or under {PROMPTS_DIR})")

@@ -1,8 +1,14 @@
 """The multi-turn tool loop: generate, parse `<tool_call>`s, call the tools, append `<tool_response>`s, repeat.
 
 `run_episodes` takes a list of `Episode`s (prompt, video, processed video inputs, sample id, group index, record)
-and advances their conversations turn by turn: one `engine.generate` call per turn across all the
-conversations still running, and the tool calls of a turn dispatched together with `tools.call_many`. Model tokens
+and advances their conversations in one of two ways (`rollout.loop`). "async" (the default): every conversation
+that is ready (no tool call in flight) goes into one `engine.generate`; the tool calls that come out are started
+in the background (`rollout.tool_futures`: the pool's `submit_many`, or `call_many` on a thread), and the next
+generate takes whatever is ready then, so a slow tool call holds up only its own conversation; the loop waits only
+when nothing is ready. "barrier": one `engine.generate` per turn across all the conversations still running, then
+the tool calls of the turn dispatched together with `tools.call_many`. Both give the same trajectories for the same
+completions. Each trajectory's `timings` hold the seconds its conversation spent in generate calls and waiting for
+its own tool replies (in "async" these overlap other conversations' work). Model tokens
 get mask 1 and their engine log-probs; the tokens we insert (tool responses and the chat-format glue around them)
 get mask 0 and log-prob 0.0, so the trainer never learns to predict tool output.
 
@@ -35,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from rollout.config import RolloutConfig
+from rollout.config import LOOPS, RolloutConfig
 from rollout.engine import GenerationRequest, SamplingParams
+from rollout.tool_futures import InFlight, ToolRunner, call_many_guarded
 from rollout.trajectory import Episode, ToolCall, Trajectory, Turn
 
 log = logging.getLogger(__name__)
@@ -220,51 +227,43 @@ def _dispatch(tools: Any, convs: list[_Conversation], parsed: list[list[tuple[di
     """Call every well-formed tool call of this turn in one `call_many`; error replies for the malformed ones."""
     jobs = [(c["name"], c["arguments"], conv.video) for conv, calls in zip(convs, parsed) for c, _ in calls if c]
     start = time.perf_counter()
-    results = iter(_call_many(tools, jobs))
+    results = iter(call_many_guarded(tools, jobs))
     elapsed = time.perf_counter() - start
     per_call = elapsed / max(len(jobs), 1)
     out = []
     for conv, calls in zip(convs, parsed):
-        records, replies = [], []
-        for call, err in calls:
-            if call is None:
-                kind = err.split(":", 1)[0]
-                res = _ErrorResult(text=f"Error: {err}", error=kind)
-                records.append(ToolCall(name="", arguments={}, ok=False, response=res.text, error=kind))
-            else:
-                res = next(results)
-                records.append(
-                    ToolCall(
-                        name=call["name"],
-                        arguments=call["arguments"],
-                        ok=bool(res.ok),
-                        response=res.text,
-                        num_images=len(res.images or []),
-                        error=res.error,
-                        latency_s=float(getattr(res, "latency_s", per_call)),
-                        cached=bool(getattr(res, "cached", False)),
-                    )
-                )
-            replies.append(res)
+        wanted = [(next(results), per_call) for call, _ in calls if call is not None]
+        out.append(_records(calls, wanted))
         conv.timings["tools"] += elapsed
-        out.append((records, replies))
     return out
 
 
-def _call_many(tools: Any, jobs: list) -> list:
-    """The tool client's results, one per job. A client should never raise (the tool contract), but one that does,
-    or that answers a different number of results, costs this turn's calls an error reply each, not the run."""
-    if not jobs:
-        return []
-    try:
-        results = list(tools.call_many(jobs))
-    except Exception as err:
-        log.warning("the tool client failed on %d calls: %s: %s", len(jobs), type(err).__name__, err)
-        results = []
-    if len(results) != len(jobs):
-        failed = _ErrorResult(text="Error: tool_error: the tool could not be run", error="tool_error")
-        results = results[: len(jobs)] + [failed] * (len(jobs) - len(results))
-    return results
+def _records(calls: list[tuple[dict | None, str | None]], results: list[tuple[Any, float]]):
+    """The ToolCall records and the replies of one turn's `calls`: the (result, seconds) of each well-formed call,
+    in order, and an error reply for each malformed one."""
+    results = iter(results)
+    records, replies = [], []
+    for call, err in calls:
+        if call is None:
+            kind = err.split(":", 1)[0]
+            res = _ErrorResult(text=f"Error: {err}", error=kind)
+            records.append(ToolCall(name="", arguments={}, ok=False, response=res.text, error=kind))
+        else:
+            res, seconds = next(results)
+            records.append(
+                ToolCall(
+                    name=call["name"],
+                    arguments=call["arguments"],
+                    ok=bool(res.ok),
+                    response=res.text,
+                    num_images=len(res.images or []),
+                    error=res.error,
+                    latency_s=float(getattr(res, "latency_s", seconds)),
+                    cached=bool(getattr(res, "cached", False)),
+                )
+            )
+        replies.append(res)
+    return records, replies
 
 
 def _has_answer(text: str) -> bool:
@@ -361,6 +360,18 @@ def _append_tool_reply(
         record.dropped_images = lost
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What every turn of a run is bounded by (run_episodes' keyword arguments)."""
+
+    tokenizer: Any
+    im_end_id: int
+    max_turns: int
+    max_response_tokens: int
+    max_images: int
+    max_side: int | None
+
+
 def run_episodes(
     engine: Any,
     tools: Any,
@@ -373,6 +384,7 @@ def run_episodes(
     processor: Any = None,
     max_images: int = RolloutConfig.max_images,
     max_side: int | None = None,
+    loop: str = RolloutConfig.loop,
 ) -> list[Trajectory]:
     """Run every episode to its end; one trajectory per episode, in the same order, each with the episode's sample
     id, group index and record.
@@ -385,33 +397,91 @@ def run_episodes(
     A conversation holds at most `max_images` tool images (`rollout.max_images`; an engine refuses a prompt with
     more): the images of a reply past the limit are dropped, the reply's text gets a note saying how many, and its
     ToolCall records them in `dropped_images`. Kept images are shrunk to `max_side` pixels on their longest side.
+    `loop` (`rollout.loop`): "async", each conversation goes on as soon as its own tool replies are in, or
+    "barrier", one generate per turn over all conversations, then all the turn's tool calls. Given the same
+    completions both give the same trajectories; see RolloutConfig.loop for what differs (order, seeds).
     """
+    if loop not in LOOPS:
+        raise ValueError(f"run_episodes: loop {loop!r} is not one of {', '.join(map(repr, LOOPS))} (rollout.loop)")
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
+    limits = _Limits(tokenizer, im_end_id, max_turns, max_response_tokens, max_images, max_side)
     convs = [_Conversation(ep, _seconds_per_frame(ep.video)) for ep in episodes]
-    for turn in range(max_turns):
+    (_run_async if loop == "async" else _run_barrier)(engine, tools, convs, sampling, limits)
+    return [_trajectory(c, processor) for c in convs]
+
+
+def _generate(engine: Any, batch: list[_Conversation], sampling: SamplingParams, limits: _Limits, draw: int):
+    """One engine.generate over `batch`; appends each completion. Returns the (conversation, parsed calls) of
+    those that called tools. `draw` numbers the generate calls of a run: the sampling seed is `seed + draw`."""
+    budgets = [limits.max_response_tokens - len(c.response_ids) for c in batch]
+    # One sampling per call, bounded by the largest remaining budget; `_clip` cuts the others to theirs.
+    call_sampling = _turn_sampling(sampling, limits.im_end_id, max(budgets), draw)
+    start = time.perf_counter()
+    completions = engine.generate([c.request() for c in batch], call_sampling)
+    elapsed = time.perf_counter() - start
+    pending = []
+    for conv, completion, budget in zip(batch, completions, budgets):
+        conv.timings["generate"] += elapsed
+        completion = _clip(completion, budget, limits.tokenizer)
+        calls = _finish_turn(conv, completion, limits.im_end_id, limits.max_response_tokens)
+        if calls is not None:
+            pending.append((conv, calls))
+    return pending
+
+
+def _reply(conv: _Conversation, records: list[ToolCall], replies: list, limits: _Limits) -> None:
+    conv.turns[-1].tool_calls = records
+    _append_tool_reply(
+        conv,
+        records,
+        replies,
+        limits.tokenizer,
+        limits.im_end_id,
+        limits.max_response_tokens,
+        limits.max_images,
+        limits.max_side,
+    )
+
+
+def _run_barrier(engine: Any, tools: Any, convs: list[_Conversation], sampling: SamplingParams, limits: _Limits):
+    """Turn by turn: one generate over the conversations still running, then all of the turn's tool calls."""
+    for turn in range(limits.max_turns):
         active = [c for c in convs if not c.finish_reason]
         if not active:
             break
-        budgets = [max_response_tokens - len(c.response_ids) for c in active]
-        # One sampling per turn, bounded by the largest remaining budget; `_clip` cuts the others to theirs.
-        turn_sampling = _turn_sampling(sampling, im_end_id, max(budgets), turn)
-        start = time.perf_counter()
-        completions = engine.generate([c.request() for c in active], turn_sampling)
-        elapsed = time.perf_counter() - start
-        pending = []
-        for conv, completion, budget in zip(active, completions, budgets):
-            conv.timings["generate"] += elapsed
-            completion = _clip(completion, budget, tokenizer)
-            calls = _finish_turn(conv, completion, im_end_id, max_response_tokens)
-            if calls is not None:
-                pending.append((conv, calls))
+        pending = _generate(engine, active, sampling, limits, turn)
         if not pending:
             continue
         dispatched = _dispatch(tools, [c for c, _ in pending], [calls for _, calls in pending])
         for (conv, _), (records, replies) in zip(pending, dispatched):
-            conv.turns[-1].tool_calls = records
-            _append_tool_reply(conv, records, replies, tokenizer, im_end_id, max_response_tokens, max_images, max_side)
-    return [_trajectory(c, processor) for c in convs]
+            _reply(conv, records, replies, limits)
+
+
+def _run_async(engine: Any, tools: Any, convs: list[_Conversation], sampling: SamplingParams, limits: _Limits):
+    """Each conversation on its own: one generate over every conversation that is ready (no tool call in flight),
+    its tool calls started in the background, then whatever is ready next; waits only when nothing is ready."""
+    position = {id(c): i for i, c in enumerate(convs)}
+    ready, inflight, draws = list(convs), [], 0
+    with ToolRunner(tools) as runner:
+        while ready or inflight:
+            if ready:
+                ready.sort(key=lambda c: position[id(c)])  # episode order within a batch, as in the barrier loop
+                pending = _generate(engine, ready, sampling, limits, draws)
+                draws, ready = draws + 1, []
+                inflight += _submit(runner, pending)
+            done, inflight = runner.wait_any(inflight)
+            for entry in done:
+                conv, calls = entry.owner
+                conv.timings["tools"] += entry.seconds()
+                _reply(conv, *_records(calls, entry.results()), limits)
+                if not conv.finish_reason and len(conv.turns) < limits.max_turns:
+                    ready.append(conv)
+
+
+def _submit(runner: ToolRunner, pending: list) -> list[InFlight]:
+    """Start the well-formed calls of each conversation in `pending` (one submission: a pool batches them)."""
+    jobs = [[(c["name"], c["arguments"], conv.video) for c, _ in calls if c] for conv, calls in pending]
+    return runner.submit(pending, jobs)
 
 
 def run_episode(

@@ -126,6 +126,7 @@ class RolloutWorker:
                 processor=self.processor,
                 max_images=self.cfg.max_images,
                 max_side=self.cfg.max_side,
+                loop=self.cfg.loop,
             )
         # The episodes are in record order then group order, so the trajectories of record r are the next n of them.
         ran = iter(trajs)

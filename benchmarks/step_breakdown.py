@@ -9,7 +9,7 @@ but generation and training).
     python benchmarks/step_breakdown.py run.steps=6 rollout.n=8
     python benchmarks/step_breakdown.py --timeline timeline.png rollout.staleness=1
 
-`--timeline PATH` also draws when each actor is busy over the last two steps (Ray's task events,
+`--timeline PATH` also draws when each actor is busy over the two steps before the last (Ray's task events,
 benchmarks/timeline.py): with rollout.staleness=1 the rollout worker's bars run under the trainer ranks'.
 """
 
@@ -26,13 +26,29 @@ PHASES = ("rollout", "tools", "rewards", "train", "sync")
 
 
 def breakdown(rows: list[dict]) -> dict[str, float]:
-    """Mean seconds per phase over the given steps; "other" is the step time no phase accounts for."""
+    """Mean seconds per phase over the given steps; "other" is the step time no phase accounts for.
+
+    With rollout.staleness=1 the rollout runs while the trainer trains: its generation and tool seconds count as
+    far as the step waited for them (`time/rollout_wait`), shared between the two as in the whole rollout, and the
+    rest is reported as "hidden" (run under training), not as part of the step."""
     if not rows:
         raise ValueError("no steps to summarise")
-    mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+    exposed = [_exposed(r) for r in rows]
+    mean = {p: sum(e[p] for e in exposed) / len(rows) for p in PHASES}
     mean["step"] = sum(r["time/step"] for r in rows) / len(rows)
     mean["other"] = max(0.0, mean["step"] - sum(mean[p] for p in PHASES))
+    mean["hidden"] = sum(e["hidden"] for e in exposed) / len(rows)
     return mean
+
+
+def _exposed(row: dict) -> dict[str, float]:
+    """One step's phase seconds, the rollout's (generation and tools) cut to what the step waited for."""
+    out = {p: row[f"time/{p}"] for p in PHASES}
+    whole = out["rollout"] + out["tools"]
+    waited = min(row.get("time/rollout_wait", whole), whole)
+    share = waited / whole if whole > 0 else 1.0
+    out["rollout"], out["tools"], out["hidden"] = out["rollout"] * share, out["tools"] * share, whole - waited
+    return out
 
 
 def report(mean: dict[str, float]) -> str:
@@ -41,6 +57,8 @@ def report(mean: dict[str, float]) -> str:
     for phase in (*PHASES, "other"):
         lines.append(f"{phase:<10}{mean[phase]:>10.3f}{mean[phase] / step:>9.1%}")
     lines.append(f"{'step':<10}{step:>10.3f}{1:>9.1%}")
+    if mean.get("hidden", 0.0) > 0:
+        lines.append(f"rollout seconds hidden under training (rollout.staleness=1): {mean['hidden']:.3f}")
     outside = (step - mean["rollout"] - mean["train"]) / step
     lines.append(f"outside model compute (tools + rewards + sync + other): {outside:.1%}")
     return "\n".join(lines)
@@ -70,13 +88,14 @@ def draw_timeline(rows: list[dict], out: Path, settings: str) -> None:
 
     from benchmarks.timeline import busy_spans, plot_timeline
 
-    if len(rows) < 3:
-        raise SystemExit("--timeline needs run.steps >= 3 (two steps after the one before them)")
-    start, end = rows[-3]["time/end"], rows[-1]["time/end"]
-    spans = busy_spans(ray.timeline(), start, end)
-    title = f"steps {int(rows[-2]['step'])}-{int(rows[-1]['step'])}: when each actor is busy ({settings or 'default'})"
-    plot_timeline(spans, out, title)
-    print(f"timeline of steps {int(rows[-2]['step'])}-{int(rows[-1]['step'])}: {out}")
+    if len(rows) < 4:
+        raise SystemExit("--timeline needs run.steps >= 4 (two steps between the first and the last)")
+    # the two steps before the last: the last starts no rollout for a step after it
+    first, last = rows[-3], rows[-2]
+    spans = busy_spans(ray.timeline(), rows[-4]["time/end"], last["time/end"])
+    steps = f"steps {int(first['step'])}-{int(last['step'])}"
+    plot_timeline(spans, out, f"{steps}: when each actor is busy ({settings or 'default'})")
+    print(f"timeline of {steps}: {out}")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,25 @@ def test_breakdown_means_and_other():
 def test_breakdown_refuses_no_rows():
     with pytest.raises(ValueError):
         breakdown([])
+
+
+def test_an_overlapped_rollout_counts_as_far_as_the_step_waited():
+    # staleness 1: a rollout of 6 s (4 generating, 2 in tools) of which the step waited 1.5 s
+    row = {
+        "time/rollout": 4.0,
+        "time/tools": 2.0,
+        "time/rollout_wait": 1.5,
+        "time/rewards": 0.1,
+        "time/train": 5.0,
+        "time/sync": 0.4,
+        "time/step": 7.2,
+    }
+    mean = breakdown([row])
+    # the 1.5 s waited are shared 4:2 -> 1.0 s generating, 0.5 s tools; 4.5 s ran under training
+    assert mean["rollout"] == pytest.approx(1.0) and mean["tools"] == pytest.approx(0.5)
+    assert mean["hidden"] == pytest.approx(4.5)
+    assert mean["other"] == pytest.approx(7.2 - (1.0 + 0.5 + 0.1 + 5.0 + 0.4))
+    assert "hidden under training (rollout.staleness=1): 4.500" in report(mean)
+    # synchronous: the step waited for all of it, nothing hidden
+    sync = breakdown([{**row, "time/rollout_wait": 6.0, "time/step": 11.7}])
+    assert sync["rollout"] == pytest.approx(4.0) and sync["hidden"] == 0.0

@@ -303,6 +303,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         for step in range(1, args.steps + 1):
             theirs = trl.step()
             ours = grpo._train_step(cfg, s, "vs_trl", step)[0]
+            # rollout.staleness=1: the next step's rollout, started during ours, ends inside our time, not TRL's
+            ours["time/step"] += grpo._await_prefetch(s)
             trl_seconds.append(theirs["seconds"])
             our_rows.append(ours)
             print(
@@ -323,6 +325,15 @@ def _shut_down(s: Any) -> None:
         stack.callback(ray.shutdown)
         for stop in (s.evals.close, s.trainer.shutdown, s.rewards.shutdown, s.workers.shutdown):
             stack.callback(stop)
+        if s.executor is not None:  # rollout.staleness=1: a background rollout ends before its workers
+            stack.callback(s.executor.shutdown)
+            stack.callback(grpo_drop_prefetch, s)
+
+
+def grpo_drop_prefetch(s: Any) -> None:
+    from recipes import grpo
+
+    grpo._drop_prefetch(s)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ loop writes to the run's quarantine.jsonl so that it is not sampled again) and i
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -140,8 +141,8 @@ class RolloutGroup:
     ):
         """`retries`: run.actor_retries; 0 turns recovery off (a worker that dies or hangs fails the call with
         ActorFailedError), any other number runs a failed share once more whole, then record by record.
-        `on_replace(worker)`: sets a new worker up (weights); `on_quarantine(record, why)`: told of each
-        quarantined record."""
+        `on_replace(worker)`: sets a new worker up (weights), called for one replaced worker at a time (workers run
+        their chunks from threads of their own); `on_quarantine(record, why)`: told of each quarantined record."""
         import ray
 
         from rollout.worker import RolloutWorker
@@ -157,6 +158,9 @@ class RolloutGroup:
         self.timeout_s, self.retries = self.pool.timeout_s, retries
         self.on_replace, self.on_quarantine = on_replace, on_quarantine
         self.quarantined: list[str] = []  # record keys, this batch
+        # Workers fail and are replaced from their own driver threads; `on_replace` (a weight sync: the trainer ranks
+        # take one call at a time) runs for one of them at a time. Only replacements take this lock.
+        self._set_up_lock = threading.Lock()
 
     @property
     def workers(self) -> list:
@@ -165,7 +169,8 @@ class RolloutGroup:
 
     def _set_up(self, i: int, worker: Any) -> None:
         if self.on_replace is not None:
-            self.on_replace(worker)
+            with self._set_up_lock:
+                self.on_replace(worker)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         return sampling_params(self.cfg, seed)

@@ -152,6 +152,35 @@ def test_a_stopped_worker_is_killed_replaced_and_its_chunk_rerun(ray_local, stan
 
 
 @pytest.mark.timeout(120)
+def test_workers_that_fail_together_are_set_up_one_at_a_time(ray_local, stand_ins):
+    group = stand_ins()
+    synced, inside, most = group.on_replace, [0], [0]
+
+    def slow_sync(worker):  # a weight sync: the trainer ranks take one call at a time
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.5)
+        synced(worker)
+        inside[0] -= 1
+
+    group.on_replace = slow_sync
+    pids = ray_local.get([w.pid.remote() for w in group.workers])
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # both chunks time out at the same moment, in two driver threads
+    try:
+        out = group.rollout([{"id": "a"}, {"id": "b"}], seed=6)
+        assert [t[:3] for t in _ids(out)] == [("a", 0, 6), ("a", 1, 6), ("b", 0, 1_000_009), ("b", 1, 1_000_009)]
+        assert out.recovery == {"restarts": 2, "retries": 2, "quarantined": 0}
+        assert most[0] == 1  # never two set-ups at once
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(120)
 def test_a_record_that_hangs_a_worker_twice_is_quarantined(ray_local, stand_ins):
     quarantined = []
     group = stand_ins(quarantined=quarantined)

@@ -13,10 +13,16 @@ an actor failure: it raises at once, as `ray.get` would, and nothing is retried.
 
 Because a retried call has the same arguments (seeds included) as the first attempt, and the first attempt's
 answer never reached the caller, nothing is lost and nothing is counted twice.
+
+Calls on different actor indices may run from different threads at once (`common.balance.least_loaded` drives one
+thread per actor); calls on the same index must not. The counters are shared under a lock; `on_replace` is called
+without one, so it may run for two indices at once: a callback that must not (one that drives the trainer) takes
+its own lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +92,7 @@ class Replaceable:
         self.on_replace = on_replace
         self.actors: list[Any] = [make(i) for i in range(size)]
         self.counts: Counter = Counter()  # restarts (actors replaced), retries (calls run again)
+        self._counts_lock = threading.Lock()  # callers of different actors may count at once
 
     def name(self, i: int) -> str:
         return actor_name(self.kind, i, self.actors)
@@ -95,7 +102,7 @@ class Replaceable:
         kill_actors([self.actors[i]])
         print(f"[recovery] replacing {self.name(i)}{': ' + why if why else ''}", flush=True)
         self.actors[i] = self.make(i)
-        self.counts["restarts"] += 1
+        self._count("restarts")
         if self.on_replace is not None:
             self.on_replace(i, self.actors[i])
         return self.actors[i]
@@ -137,16 +144,21 @@ class Replaceable:
                     raise ActorFailedError(phase, self.name(i), attempts[i], failure.text())
                 self.replace(i, failure.text())
                 if attempts[i] <= retries:
-                    self.counts["retries"] += 1
+                    self._count("retries")
                     pending[i] = calls[i]
                 else:
                     answers[i] = exhausted(i, calls[i], failure)
         return [answers[i] for i in calls]
 
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self.counts[key] += 1
+
     def take_counts(self) -> dict[str, int]:
         """The counters since the last call (which resets them)."""
-        out = {key: int(self.counts[key]) for key in ("restarts", "retries")}
-        self.counts.clear()
+        with self._counts_lock:
+            out = {key: int(self.counts[key]) for key in ("restarts", "retries")}
+            self.counts.clear()
         return out
 
     def shutdown(self) -> None:

@@ -2,7 +2,7 @@
 
     trainer = TrainerGroup(cfg.trainer, model_path)
     rollout = ColocatedRollout(cfg.rollout, trainer, model_path, seed=0)   # one engine per rank, in its process
-    out = rollout.rollout(records, seed=7)                                  # records dealt to the ranks
+    out = rollout.rollout(records, seed=7)                                  # a chunk of records per rank
     rollout.load_weights(trainer)                                           # in-process, tensor by tensor
 
 It drives the same `RolloutWorker` as the split placement (`rollout.group.RolloutGroup`), but each one is built
@@ -19,11 +19,12 @@ fail to prepare still become counted placeholders (rollout/worker.py); there is 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from rollout.config import RolloutConfig
 from rollout.engine import SamplingParams
-from rollout.group import RolloutOutput, sampling_params, split_skipped, sum_tool_stats
+from rollout.group import RolloutOutput, chunk_bounds, chunk_seed, sampling_params, split_skipped, sum_tool_stats
 
 
 class ColocatedRollout:
@@ -46,22 +47,28 @@ class ColocatedRollout:
     def sampling(self, seed: int | None = None) -> SamplingParams:
         return sampling_params(self.cfg, seed)
 
-    def _deal(self, method: str, items: list, *extra: list, args: tuple = ()) -> list:
-        w = self.trainer.world_size
-        calls = {i: (items[i::w], *[x[i::w] for x in extra], *args) for i in range(w) if items[i::w]}
+    def _deal(self, method: str, items: list, *extra: list, args: tuple = (), sampling: SamplingParams) -> list:
+        """One contiguous chunk per rank (`chunk_bounds` with one chunk per worker), seeded as the split placement
+        seeds its chunks: the ranks step together, so there is nothing to balance. Answers in record order."""
+        bounds = chunk_bounds(len(items), self.trainer.world_size, 1)
+        calls = {
+            c: (items[a:b], *[x[a:b] for x in extra], *args, replace(sampling, seed=chunk_seed(sampling.seed, c)))
+            for c, (a, b) in enumerate(bounds)
+        }
         return [t for part in self.trainer.each(method, calls).values() for t in part]
 
     def rollout(self, records: list[dict], seed: int, n: int | None = None) -> RolloutOutput:
-        """`n` (default `cfg.n`) episodes per record, dealt to the ranks as the split placement deals them to its
-        workers; the placeholders of records that could not be prepared are dropped and counted."""
+        """`n` (default `cfg.n`) episodes per record, one chunk per rank (the split placement with
+        `chunks_per_worker: 1` samples the same); the placeholders of records that could not be prepared are dropped
+        and counted."""
         n = self.cfg.n if n is None else n
-        trajs = self._deal("rollout", records, args=(n, self.sampling(seed)))
+        trajs = self._deal("rollout", records, args=(n,), sampling=self.sampling(seed))
         out = split_skipped(trajs, self.tool_stats())
         out.recovery = {"restarts": 0, "retries": 0, "quarantined": 0}
         return out
 
     def replay(self, records: list[dict], scripts: list[list[str]], max_new_tokens: int) -> list:
-        trajs = self._deal("replay", records, scripts, args=(SamplingParams(max_new_tokens=max_new_tokens),))
+        trajs = self._deal("replay", records, scripts, sampling=SamplingParams(max_new_tokens=max_new_tokens))
         self.tool_stats()
         return trajs
 

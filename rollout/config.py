@@ -54,7 +54,13 @@ class RolloutConfig:
     in process tensor by tensor, the engine asleep during training where it can sleep (vLLM on GPU). GRPO only;
     an SFT cold start replays with split workers. See docs/scale.md."""
     num_workers: int = 1
-    """RolloutWorker actors (split placement); a batch is split across them."""
+    """RolloutWorker actors (split placement); a batch is balanced across them (`chunks_per_worker`)."""
+    chunks_per_worker: int = 2
+    """With several workers (split placement), a batch is cut into about this many contiguous chunks per worker
+    (at most one per record; a record's G rollouts always in one chunk) and a worker that is free takes the next
+    chunk, so a slow conversation holds up only its own worker. More chunks balance better; fewer give each engine
+    call a larger batch. Each chunk samples with its own seed (the rollout seed and the chunk's number), so the
+    trajectories do not depend on which worker ran which chunk. One worker: always one chunk. See docs/scale.md."""
     n: int = 4
     """Group size G: rollouts per sample."""
     temperature: float = 0.7
@@ -144,7 +150,15 @@ class RolloutConfig:
         text = self.system_prompt.strip()
         if text.endswith(".txt") and "\n" not in text:
             problems.append(f"{where}.system_prompt: prompt file {text!r} not found (a path, or under {PROMPTS_DIR})")
-        for name in ("num_workers", "n", "max_new_tokens", "max_response_tokens", "max_turns", "num_frames"):
+        for name in (
+            "num_workers",
+            "chunks_per_worker",
+            "n",
+            "max_new_tokens",
+            "max_response_tokens",
+            "max_turns",
+            "num_frames",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_side < 28:

@@ -5,14 +5,19 @@
     trainer.sync_weights(group.workers)                        # handles with `update_weights`
     chains = group.replay(records, scripts)                    # scripted turns, real tool replies (SFT data)
 
-A batch is dealt to the workers in turn (`records[i::W]`); trajectories come back in record order within each
-worker's share, then group order.
+A batch is cut into contiguous chunks of records (`chunk_bounds`: about `cfg.chunks_per_worker` per worker, a
+record's G rollouts always in one chunk; one worker: one chunk) and balanced across the workers: worker i starts
+with chunk i and a worker that is free takes the next chunk nobody has started (`common.balance.least_loaded`), so
+a slow conversation holds up only its own worker. Trajectories come back in record order, then group order, whatever
+worker ran them. Chunk c samples with the seed `chunk_seed(seed, c)`: which tokens a chunk's episodes draw depends
+on the rollout seed, the chunk's records and number (so, for a batch, on the number of workers and
+`chunks_per_worker`), never on which worker ran it or when.
 
 Every wait on the workers (rollout, replay, tool_stats) lasts at most `timeout_s` (the recipes pass `run.timeout_s`;
 the first call also waits for the engines to load). A worker that dies (SIGKILL, the OOM killer, a lost node) or
 does not answer in time is replaced by a new one, which gets the current policy weights (`on_replace`, set by the
-GRPO loop to the trainer's weight sync), and its share of the batch runs again with the same seed: the trajectories
-are those the dead worker would have returned (`common.recovery`). A share that fails twice runs record by record;
+GRPO loop to the trainer's weight sync), and its chunk of the batch runs again with the same seed: the trajectories
+are those the dead worker would have returned (`common.recovery`). A chunk that fails twice runs record by record;
 a record that then fails alone has crashed (or hung) a worker twice: it is quarantined (`on_quarantine`, which the
 loop writes to the run's quarantine.jsonl so that it is not sampled again) and its group is skipped, counted as
 `rollout/skipped/quarantined`. The counters of a batch are in `RolloutOutput.recovery`.
@@ -20,11 +25,13 @@ loop writes to the run's quarantine.jsonl so that it is not sampled again) and i
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from common.balance import least_loaded
 from common.recovery import Failure, Replaceable, WeightSyncError
 from common.waits import DEFAULT_TIMEOUT_S
 from rollout.config import RolloutConfig
@@ -33,7 +40,36 @@ from rollout.trajectory import Trajectory
 from rollout.worker import SAMPLE_ERRORS, _sample_id
 
 QUARANTINED = "quarantined"
+CHUNK_SEED_STRIDE = 1_000_003  # chunk seeds lie this far apart: a chunk's per-turn seeds (seed + call) stay its own
 SKIPPED = (*SAMPLE_ERRORS, QUARANTINED)  # the finish_reasons of placeholders, dropped before rewards
+
+
+def chunk_bounds(num_records: int, num_workers: int, per_worker: int) -> list[tuple[int, int]]:
+    """The [start, end) record ranges of a batch's chunks: `per_worker` per worker, at most one per record, sizes
+    differing by at most one record (the larger first); a single chunk for a single worker.
+
+    >>> chunk_bounds(5, 2, 2)
+    [(0, 2), (2, 3), (3, 4), (4, 5)]
+    >>> chunk_bounds(3, 1, 2), chunk_bounds(2, 4, 2), chunk_bounds(0, 2, 2)
+    ([(0, 3)], [(0, 1), (1, 2)], [])
+    """
+    count = min(num_records, 1 if num_workers == 1 else per_worker * num_workers)
+    bounds, start = [], 0
+    for c in range(count):
+        end = start + num_records // count + (c < num_records % count)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def chunk_seed(seed: int | None, chunk: int) -> int | None:
+    """The sampling seed of chunk `chunk` of a rollout with seed `seed`; chunk 0 keeps the rollout's seed (so one
+    worker samples as it always did), None stays None (the worker picks one).
+
+    >>> chunk_seed(7, 0), chunk_seed(7, 2), chunk_seed(None, 1)
+    (7, 2000013, None)
+    """
+    return None if seed is None else seed + chunk * CHUNK_SEED_STRIDE
 
 
 def record_key(record: Any) -> str:
@@ -105,8 +141,8 @@ class RolloutGroup:
     ):
         """`retries`: run.actor_retries; 0 turns recovery off (a worker that dies or hangs fails the call with
         ActorFailedError), any other number runs a failed share once more whole, then record by record.
-        `on_replace(worker)`: sets a new worker up (weights); `on_quarantine(record, why)`: told of each
-        quarantined record."""
+        `on_replace(worker)`: sets a new worker up (weights), called for one replaced worker at a time (workers run
+        their chunks from threads of their own); `on_quarantine(record, why)`: told of each quarantined record."""
         import ray
 
         from rollout.worker import RolloutWorker
@@ -122,6 +158,9 @@ class RolloutGroup:
         self.timeout_s, self.retries = self.pool.timeout_s, retries
         self.on_replace, self.on_quarantine = on_replace, on_quarantine
         self.quarantined: list[str] = []  # record keys, this batch
+        # Workers fail and are replaced from their own driver threads; `on_replace` (a weight sync: the trainer ranks
+        # take one call at a time) runs for one of them at a time. Only replacements take this lock.
+        self._set_up_lock = threading.Lock()
 
     @property
     def workers(self) -> list:
@@ -130,21 +169,31 @@ class RolloutGroup:
 
     def _set_up(self, i: int, worker: Any) -> None:
         if self.on_replace is not None:
-            self.on_replace(worker)
+            with self._set_up_lock:
+                self.on_replace(worker)
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         return sampling_params(self.cfg, seed)
 
-    def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = ()) -> list:
-        w = len(self.workers)
-        calls = {i: (items[i::w], *[x[i::w] for x in extra_lists], *args) for i in range(w) if items[i::w]}
-        # a share whose worker failed runs again once whole, then record by record (0 retries: no recovery)
+    def _deal(self, method: str, items: list, *extra_lists: list, args: tuple = (), sampling: SamplingParams) -> list:
+        """`method(chunk of items, chunk of each extra list, *args, sampling with the chunk's seed)` on the workers,
+        balanced (see the module docstring); the answers joined in chunk order."""
+        bounds = chunk_bounds(len(items), len(self.workers), self.cfg.chunks_per_worker)
+        chunks = [
+            (items[a:b], *[x[a:b] for x in extra_lists], *args, replace(sampling, seed=chunk_seed(sampling.seed, c)))
+            for c, (a, b) in enumerate(bounds)
+        ]
+        # a chunk whose worker failed runs again once whole, then record by record (0 retries: no recovery)
         one_by_one = self._one_by_one(method) if self.retries else None
-        parts = self.pool.call(method, calls, method, one_by_one, retries=min(self.retries, 1))
-        return [t for part in parts for t in part]
+
+        def run(i: int, c: int) -> list:
+            (part,) = self.pool.call(method, {i: chunks[c]}, method, one_by_one, retries=min(self.retries, 1))
+            return part
+
+        return [t for part in least_loaded(len(self.workers), len(chunks), run) for t in part]
 
     def _one_by_one(self, method: str) -> Callable[[int, tuple, Failure], list]:
-        """What a share that failed twice becomes: each record alone on worker i (each in a fresh worker after a
+        """What a chunk that failed twice becomes: each record alone on worker i (each in a fresh worker after a
         failure); a record that fails alone is quarantined and gives placeholders."""
 
         def run(i: int, args: tuple, failure: Failure) -> list:
@@ -192,7 +241,7 @@ class RolloutGroup:
         were quarantined) are dropped and counted by kind."""
         n = self.cfg.n if n is None else n
         self.quarantined = []
-        trajs = self._deal("rollout", records, args=(n, self.sampling(seed)))
+        trajs = self._deal("rollout", records, args=(n,), sampling=self.sampling(seed))
         out = split_skipped(trajs, self.tool_stats())
         out.recovery = {**self.pool.take_counts(), QUARANTINED: len(self.quarantined)}
         return out
@@ -200,7 +249,7 @@ class RolloutGroup:
     def replay(self, records: list[dict], scripts: list[list[str]], max_new_tokens: int) -> list:
         """One trajectory per record whose assistant turns are its script, with the real tools answering its calls
         (RolloutWorker.replay). The tool counters of the replay are reset, not reported."""
-        trajs = self._deal("replay", records, scripts, args=(SamplingParams(max_new_tokens=max_new_tokens),))
+        trajs = self._deal("replay", records, scripts, sampling=SamplingParams(max_new_tokens=max_new_tokens))
         self.tool_stats()
         return trajs
 

@@ -29,7 +29,8 @@ def _cfg(**kw):
 
 def test_the_engines_in_the_ranks_sample_with_the_trained_weights(trainer, tiny_model_dir):
     """After a step and an in-process sync, the colocated engines sample exactly what split workers given the same
-    weights (through the object store) sample, and not what they sampled before the step."""
+    weights (through the object store) and the same chunks (one per worker, each with its own seed) sample, and not
+    what they sampled before the step."""
     from rollout.colocated import ColocatedRollout
     from rollout.group import RolloutGroup
 
@@ -40,7 +41,7 @@ def test_the_engines_in_the_ranks_sample_with_the_trained_weights(trainer, tiny_
     trainer.train_step(trajs, [1.0, -1.0, 1.0, -1.0])
     assert colocated.load_weights(trainer) > 0
 
-    split = RolloutGroup(_cfg(num_workers=2, num_cpus=0.25), tiny_model_dir, seed=0)
+    split = RolloutGroup(_cfg(num_workers=2, num_cpus=0.25, chunks_per_worker=1), tiny_model_dir, seed=0)
     try:
         trainer.sync_weights(split.workers)
         theirs = split.rollout(RECORDS, seed=9).trajectories

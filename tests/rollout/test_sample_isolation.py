@@ -170,7 +170,7 @@ def test_rollout_group_drops_and_counts_by_kind(ray_local, monkeypatch):
     monkeypatch.setattr(rollout.worker, "RolloutWorker", FakeWorker)  # the group's logic over stand-ins, no model
     group = RolloutGroup(RolloutConfig(n=2, num_workers=2, num_cpus=0), "no-model")
     records = [{"id": "a", "prompt": "?"}, {"id": "b"}, {"id": "c"}, {"id": "d", "prompt": "?"}]
-    out = group.rollout(records, seed=1)  # worker 0 gets a, c; worker 1 gets b, d
+    out = group.rollout(records, seed=1)  # one chunk per record, balanced over the two workers
     assert [(t.sample_id, t.group_index) for t in out.trajectories] == [("a", 0), ("a", 1), ("d", 0), ("d", 1)]
     assert (out.skipped, out.skipped_by_kind) == (2, {"video_error": 0, "sample_error": 2, "quarantined": 0})
     assert out.tool_stats == {"echo": {"calls": 4}}

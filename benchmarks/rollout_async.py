@@ -63,9 +63,10 @@ def scripted_turns(record: dict, variant: int, num_frames: int) -> list[str]:
 
 
 class PacedScriptedEngine:
-    """The hf engine's generation cost with scripted texts: each request also runs on the hf engine for as many
-    tokens as its scripted turn has (the sampled tokens are thrown away). Turn 0 of a group's requests (identical
-    prompts) gets variants 0, 1, 2, ... in batch order; later turns read their variant back from the prompt."""
+    """The hf engine's generation cost with scripted texts: each call's requests also run on the hf engine, as one
+    call, for as many tokens as the longest scripted turn among them has (the sampled tokens are thrown away). Turn 0
+    of a group's requests (identical prompts) gets variants 0, 1, 2, ... in batch order; later turns read their
+    variant back from the prompt."""
 
     def __init__(self, hf_engine: Any, tokenizer: Any, records: dict[str, dict], num_frames: int):
         from rollout.scripted_engine import ScriptedEngine
@@ -93,13 +94,11 @@ class PacedScriptedEngine:
         texts = {id(req): text for req, text in zip(requests, self._texts(requests))}
         self.scripted.script = lambda req, turn: texts[id(req)]
         out = self.scripted.generate(requests, sampling)
-        # The cost: the real model on every request for as many tokens as its scripted turn has. The hf engine
-        # samples identical prompts as one batch (a group's first turn), so requests are paced by length.
-        by_length: dict[int, list] = {}
-        for req, completion in zip(requests, out):
-            by_length.setdefault(len(completion.token_ids), []).append(req)
-        for length, same in by_length.items():
-            self.hf.generate(same, dataclasses.replace(sampling, max_new_tokens=length, stop_strings=[]))
+        # The cost: the real model on all requests for as many tokens as the longest scripted turn has. The hf
+        # engine samples a call's requests as one batch, which runs until its longest row is done.
+        longest = max((len(c.token_ids) for c in out), default=0)
+        if longest:
+            self.hf.generate(requests, dataclasses.replace(sampling, max_new_tokens=longest, stop_strings=[]))
         return out
 
     def update_weights(self, named_tensors: Any) -> None:

@@ -1,12 +1,18 @@
 """The `hf` engine: transformers `generate` on CPU (or one GPU), for tests, laptops and small evals.
 
-Requests with the same prompt and media (the G rollouts of one sample at the first turn) are sampled as one batch;
-other requests run one by one, which keeps the maths simple (no padding) at the cost of speed. Log-probs are
-those of the distribution each token was sampled from, as vLLM's `processed_logprobs` are: the logits after the
-sampling's processors (vision tokens suppressed, temperature T, top-k / top-p truncation), log-softmaxed. Without
-top-k / top-p that is `log_softmax(logits / T)`, what the trainer recomputes at the same temperature; with them the
-truncation shows in `train/rollout_logprob_diff` (docs/scale.md). Greedy decoding (T = 0) reports temperature-1
-log-probs (the trainer scores it at T = 1).
+Every `generate` call runs its requests as one batch (chunks of `max_batch_size` rows): prompts of different lengths
+are left-padded, with attention mask 0 on the padding, and each row's processed video and image inputs are
+concatenated in row order. Qwen2.5-VL's 3D rope positions are computed over each row's unpadded tokens
+(`rollout.positions`), and decoding continues each row from its own last position, so a row gets the positions, and
+up to float rounding the logits, it would get alone. Identical requests (the G rollouts of one sample at the first
+turn) share one processing of their media. Each row stops at its own stop token or stop string and is trimmed after
+it; the batch runs until every row has stopped or `max_new_tokens` is reached.
+
+Log-probs are those of the distribution each token was sampled from, as vLLM's `processed_logprobs` are: the logits
+after the sampling's processors (vision tokens suppressed, temperature T, top-k / top-p truncation), log-softmaxed.
+Without top-k / top-p that is `log_softmax(logits / T)`, what the trainer recomputes at the same temperature; with
+them the truncation shows in `train/rollout_logprob_diff` (docs/scale.md). Greedy decoding (T = 0) reports
+temperature-1 log-probs (the trainer scores it at T = 1).
 """
 
 from __future__ import annotations
@@ -57,14 +63,30 @@ def processed_logprobs(scores: Any, tokens: Any) -> Any:
 
 
 class HFEngine:
-    """Sampling with `AutoModelForImageTextToText.generate`; implements `rollout.engine.Engine`."""
+    """Sampling with `AutoModelForImageTextToText.generate`; implements `rollout.engine.Engine`.
+
+    `model_path`: a model folder; `dtype`: torch dtype name of the weights; `device`: where the model runs; `seed`:
+    the seed of the first generate call (later calls add their number); `cache_size`: processed videos and images
+    kept for reuse (keyed by the request's `mm_key` or a digest of the pixels); `max_batch_size`: the most requests
+    one `generate` of transformers runs as one left-padded batch (a call with more runs them in chunks of this
+    size, in order): larger batches amortise each decoding step over more rows, at the cost of memory for the
+    padded KV cache and of rows that finish early waiting for the longest.
+    """
 
     def __init__(
-        self, model_path: str, dtype: str = "float32", device: str = "cpu", seed: int = 0, cache_size: int = 32
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        device: str = "cpu",
+        seed: int = 0,
+        cache_size: int = 32,
+        max_batch_size: int = 32,
     ):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        if int(max_batch_size) < 1:
+            raise ValueError(f"hf engine: max_batch_size (rollout.engine_kwargs) must be >= 1, got {max_batch_size}")
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
         from rollout import positions
@@ -74,7 +96,9 @@ class HFEngine:
         self.model.to(device).eval()
         self.device = device
         self.seed = seed
+        self.max_batch_size = int(max_batch_size)
         self.merge_size = int(getattr(self.processor.video_processor, "merge_size", 2))
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 151643
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
         self._calls = 0
@@ -120,7 +144,6 @@ class HFEngine:
         from transformers import GenerationConfig
 
         eos = list(sampling.stop_token_ids) or self.model.generation_config.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 151643
         # A fresh config, so a checkpoint's own defaults (repetition penalty, top_k=50, ...) do not leak in.
         return GenerationConfig(
             do_sample=sampling.temperature > 0,
@@ -129,7 +152,7 @@ class HFEngine:
             top_k=sampling.top_k,
             max_new_tokens=max_new_tokens,
             eos_token_id=eos,
-            pad_token_id=pad,
+            pad_token_id=self._pad_id,
             suppress_tokens=list(VISION_TOKEN_IDS),
             return_dict_in_generate=True,
             output_scores=True,
@@ -169,31 +192,44 @@ class HFEngine:
                     return ids[: i + 1], "stop"
         return ids, "length"
 
-    def _generate_group(self, req: GenerationRequest, count: int, sampling: SamplingParams) -> list[Completion]:
+    def batch_inputs(self, requests: list[GenerationRequest]) -> tuple[Any, dict[str, Any]]:
+        """The model inputs of `requests` as one left-padded batch: (B, L) input_ids, and the generate kwargs:
+        attention_mask (0 on the padding), mm_token_type_ids (padded like input_ids) and each row's processed vision
+        inputs concatenated in row order. Identical requests share one processing of their media and prompt."""
         import torch
 
-        ids, media = self.model_inputs(req)
-        input_ids = torch.tensor([ids] * count, device=self.device)
-        kwargs = {k: torch.from_numpy(v).to(self.device) for k, v in media.items()}
-        for key, grid in (("pixel_values_videos", "video_grid_thw"), ("pixel_values", "image_grid_thw")):
-            if key in kwargs:  # one copy of the pixels and grids per row of the batch
-                kwargs[key] = kwargs[key].repeat(count, 1)
-                kwargs[grid] = kwargs[grid].repeat(count, 1)
-        if "second_per_grid_ts" in kwargs:
-            kwargs["second_per_grid_ts"] = kwargs["second_per_grid_ts"].repeat(count)
-        kwargs["mm_token_type_ids"] = torch.tensor([mm_token_type_ids(ids)] * count, device=self.device)
+        memo: dict[tuple, tuple[list[int], dict[str, np.ndarray]]] = {}
+        rows = []
+        for req in requests:
+            key = (tuple(req.prompt_ids), *map(tuple, self._media_keys(req)))
+            if key not in memo:
+                memo[key] = self.model_inputs(req)
+            rows.append(memo[key])
+        width = max(len(ids) for ids, _ in rows)
+        pads = [width - len(ids) for ids, _ in rows]
+        ids = [[self._pad_id] * p + row for p, (row, _) in zip(pads, rows)]
+        kwargs = {k: torch.from_numpy(v).to(self.device) for k, v in concat_inputs([m for _, m in rows]).items()}
+        kwargs["attention_mask"] = torch.tensor([[0] * p + [1] * (width - p) for p in pads], device=self.device)
+        types = [[0] * p + mm_token_type_ids(row) for p, (row, _) in zip(pads, rows)]
+        kwargs["mm_token_type_ids"] = torch.tensor(types, device=self.device)
+        return torch.tensor(ids, device=self.device), kwargs
+
+    def _generate_batch(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        import torch
+
+        input_ids, kwargs = self.batch_inputs(requests)
+        width = input_ids.shape[1]
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
                 generation_config=self._generation_config(sampling, sampling.max_new_tokens),
-                stopping_criteria=self._stop_strings(len(ids), sampling.stop_strings),
+                stopping_criteria=self._stop_strings(width, sampling.stop_strings),
                 **kwargs,
             )
-        new = out.sequences[:, len(ids) :]
+        new = out.sequences[:, width:]
         token_logp = processed_logprobs(torch.stack(out.scores, dim=1), new)
         completions = []
-        for row in range(count):
+        for row in range(len(requests)):
             toks, reason = self._trim(new[row].tolist(), sampling)
             completions.append(
                 Completion(
@@ -206,21 +242,17 @@ class HFEngine:
         return completions
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
-        """Sample one completion per request. Identical requests (prompt and media) are batched together."""
+        """Sample one completion per request: all requests as one left-padded batch (chunks of `max_batch_size`
+        rows), each row stopped and trimmed on its own, so that a row gets what it would get alone."""
         import torch
 
         seed = sampling.seed if sampling.seed is not None else self.seed + self._calls
         self._calls += 1
         torch.manual_seed(seed)
-        groups: dict[tuple, list[int]] = {}
-        for i, req in enumerate(requests):
-            vkeys, ikeys = self._media_keys(req)
-            groups.setdefault((tuple(req.prompt_ids), tuple(vkeys), tuple(ikeys)), []).append(i)
-        results: list[Completion | None] = [None] * len(requests)
-        for members in groups.values():
-            for i, completion in zip(members, self._generate_group(requests[members[0]], len(members), sampling)):
-                results[i] = completion
-        return results  # type: ignore[return-value]
+        results: list[Completion] = []
+        for start in range(0, len(requests), self.max_batch_size):
+            results += self._generate_batch(requests[start : start + self.max_batch_size], sampling)
+        return results
 
     # ----- weights -----
     def _expected_keys(self) -> tuple[set[str], bool]:

@@ -39,7 +39,8 @@ def test_system_prompt_is_text_or_a_file(tmp_path):
         ({"staleness": 1, "placement": "colocated"}, "rollout.staleness: 1 overlaps the rollout with training"),
         (
             {"engine_kwargs": {"dtyp": "float32"}},
-            "rollout.engine_kwargs.dtyp: unknown key; did you mean 'dtype'? (valid: dtype, device, cache_size)",
+            "rollout.engine_kwargs.dtyp: unknown key; did you mean 'dtype'? "
+            "(valid: dtype, device, cache_size, max_batch_size)",
         ),
         ({"tools": {"pose_estimaton": {}}}, "rollout.tools.pose_estimaton: unknown tool"),
     ],

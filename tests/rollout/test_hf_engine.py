@@ -224,3 +224,129 @@ def test_trajectory_inputs_reproduce_rollout_logprobs(engine, frames):
         trainer = token_logprobs(engine.model, batch, temperature=TEMPERATURE)[batch.response_mask.bool()]
     diff = np.abs(trainer.numpy()[-sampled:] - np.array(rollout[-sampled:]))
     assert diff.mean() <= 1e-3 and diff.max() <= 1e-2, (diff.mean(), diff.max())
+
+
+TOOL_TURN = (
+    '<tool_call>\n{"name": "crop", "arguments": {}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n'
+    "<|vision_start|><|image_pad|><|vision_end|>a crop of frame 3</tool_response><|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def _mixed_requests(engine, frames):
+    """What one call of the tool loop holds: a text-only prompt (shortest), a first turn with the video, a later
+    turn with the video and a tool image (longest), and a copy of the first turn (identical requests)."""
+    text_only = "<|im_start|>user\nName one sport.<|im_end|>\n<|im_start|>assistant\n"
+    crop = frames[3][40:96, 100:184]
+    return [
+        GenerationRequest(engine.tokenizer.encode(text_only, add_special_tokens=False)),
+        _request(engine, frames),
+        _request(engine, frames, PROMPT + TOOL_TURN, (crop,)),
+        _request(engine, frames),
+    ]
+
+
+def test_batch_of_distinct_requests_matches_each_alone(engine, frames):
+    """Greedy decoding of a left-padded batch of distinct requests gives every row the tokens and log-probs it gets
+    alone, whether the call runs as one batch or in chunks of `max_batch_size`."""
+    requests = _mixed_requests(engine, frames)
+    widths = [len(engine.batch_inputs([r])[0][0]) for r in requests]
+    assert len(set(widths)) == 3 and widths[0] < widths[1] < widths[2]  # rows are really padded
+    sampling = SamplingParams(max_new_tokens=8, temperature=0.0, stop_token_ids=[151645], seed=1)
+    alone = [engine.generate([r], sampling)[0] for r in requests[:3]]
+    alone.append(alone[1])  # the fourth request is the second's copy
+    batched = engine.generate(requests, sampling)
+    engine.max_batch_size = 3
+    try:
+        chunked = engine.generate(requests, sampling)
+    finally:
+        engine.max_batch_size = 32
+    for out in (batched, chunked):
+        for got, want in zip(out, alone):
+            assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+            np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4, rtol=0)
+    # the rows are told apart: different prompts, different greedy continuations or log-probs
+    assert alone[0].logprobs != alone[1].logprobs != alone[2].logprobs
+
+
+def _positions_seen(engine, requests, sampling):
+    """The (3, B, L) rope positions the language model receives at each forward of one generate call."""
+    seen = []
+
+    def hook(module, args, kwargs):
+        seen.append(kwargs["position_ids"][-3:].clone())  # (4, B, L) during generate: text row, then the rope rows
+
+    handle = engine.model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        engine.generate(requests, sampling)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_padded_rows_get_the_positions_they_get_alone(engine, frames):
+    """Prefill and every decoding step: a padded row's rope positions on its real tokens are those of the row run
+    alone, unshifted; and alone they are the 3D positions (not 0..L-1) of `rollout.positions.mrope_positions`."""
+    from rollout.positions import mrope_positions
+
+    requests = _mixed_requests(engine, frames)[:3]
+    sampling = SamplingParams(max_new_tokens=4, temperature=0.0, seed=1)  # no stop token: 4 decoding forwards
+    batched = _positions_seen(engine, requests, sampling)
+    input_ids, kwargs = engine.batch_inputs(requests)
+    mask = kwargs["attention_mask"].bool()
+    assert (~mask).sum(dim=1).tolist()[0] > 0  # the shortest row is padded
+    for b, req in enumerate(requests):
+        alone = _positions_seen(engine, [req], sampling)
+        assert len(alone) == len(batched) == 4
+        np.testing.assert_array_equal(batched[0][:, b, mask[b]].numpy(), alone[0][:, 0].numpy())
+        for step in range(1, 4):
+            np.testing.assert_array_equal(batched[step][:, b].numpy(), alone[step][:, 0].numpy())
+        ids, media = engine.model_inputs(req)
+        vision = engine.model.config.vision_config
+        expected, _ = mrope_positions(
+            ids,
+            media.get("image_grid_thw"),
+            media.get("video_grid_thw"),
+            media.get("second_per_grid_ts"),
+            vision.spatial_merge_size,
+            vision.tokens_per_second,
+        )
+        np.testing.assert_array_equal(alone[0][:, 0].numpy(), expected)
+        if req.videos:  # a video's positions are 3D: the last prompt position is not len - 1
+            assert expected[0, -1] != len(ids) - 1
+
+
+def test_batched_sampling_logprobs_equal_the_trainers_scoring(engine, frames):
+    """Rows of a sampled batch (temperature 0.7) report the log-probs the trainer computes for the sampled tokens:
+    `rl.batch.token_logprobs` over each request as a one-turn trajectory, and a forward of the processor's own
+    inputs for the video rows."""
+    import torch
+
+    from rl.batch import build_batch, token_logprobs
+    from rollout.multimodal import concat_inputs, process_images, process_video
+    from rollout.trajectory import Trajectory
+
+    requests = _mixed_requests(engine, frames)
+    sampling = SamplingParams(max_new_tokens=10, temperature=TEMPERATURE, seed=5)
+    out = engine.generate(requests, sampling)
+    trajs = []
+    for i, (req, c) in enumerate(zip(requests, out)):
+        media = [process_video(engine.processor, v, 1.0) for v in req.videos]
+        mm = concat_inputs(media + [process_images(engine.processor, req.images)])
+        ones = [1] * len(c.token_ids)
+        trajs.append(Trajectory(f"s{i}", 0, req.prompt_ids, c.token_ids, ones, c.logprobs, mm_inputs=mm))
+    batch = build_batch(trajs, merge_size=engine.merge_size)
+    with torch.no_grad():
+        trainer = token_logprobs(engine.model, batch, temperature=TEMPERATURE)
+    for i, c in enumerate(out):
+        np.testing.assert_allclose(c.logprobs, trainer[i, : len(c.token_ids)].numpy(), atol=1e-4, rtol=0)
+    images = [(), (), requests[2].images, ()]
+    for i, prompt in ((1, PROMPT), (2, PROMPT + TOOL_TURN)):
+        expected = _teacher_forced_logprobs(engine, frames, prompt, out[i].token_ids, images[i], TEMPERATURE)
+        np.testing.assert_allclose(out[i].logprobs, expected, atol=1e-4, rtol=0)
+
+
+def test_max_batch_size_below_one_is_refused_by_name(tiny_model_dir):
+    from rollout.hf_engine import HFEngine
+
+    with pytest.raises(ValueError, match=r"max_batch_size \(rollout.engine_kwargs\) must be >= 1, got 0"):
+        HFEngine(tiny_model_dir, max_batch_size=0)

@@ -1,9 +1,9 @@
 """Where a GRPO step's wall time goes: rollout (generation), tools, rewards, train, weight sync, and the rest.
 
 Runs the Video-STAR recipe with its default config (plus any `key=value` overrides given here) for a few steps
-in a temporary run directory, leaves out the first step (start-up: model loads, first tool calls), and prints the
-mean seconds per phase, each phase's share of the step, and the share spent outside model compute (everything
-but generation and training).
+in a temporary run directory, leaves out the first step (start-up: model loads, first tool calls) and the last
+(it starts no next rollout), and prints the mean seconds per phase, each phase's share of the step, and the share
+spent outside model compute (everything but generation and training).
 
     python benchmarks/step_breakdown.py                 # the embedded default
     python benchmarks/step_breakdown.py run.steps=6 rollout.n=8
@@ -72,14 +72,26 @@ def main(argv: list[str]) -> None:
         at = argv.index("--timeline")
         timeline, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     with tempfile.TemporaryDirectory(prefix="step-breakdown-") as tmp:
-        overrides = [f"run.run_dir={tmp}/run", "run.steps=4", "run.save_every=1000", *argv]
+        overrides = [f"run.run_dir={tmp}/run", "run.steps=5", "run.save_every=1000", *argv]
         videostar_grpo.main(overrides)
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    steady = rows[1:] or rows
+    steady = steady_steps(rows)
     print(f"\nstep time breakdown over steps {int(steady[0]['step'])}-{int(steady[-1]['step'])}:")
     print(report(breakdown(steady)))
     if timeline is not None:
-        draw_timeline(rows, timeline, " ".join(argv))
+        draw_timeline(rows, timeline, " ".join(a for a in argv if "/" not in a))  # settings, not paths
+
+
+def steady_steps(rows: list[dict]) -> list[dict]:
+    """The steps to average: not the first (start-up: model loads, first tool calls) and, from 3 steps on, not the
+    last (with rollout.staleness=1 it starts no rollout for a next step, so it would look cheaper).
+
+    >>> [r["step"] for r in steady_steps([{"step": k} for k in (1, 2, 3, 4)])], len(steady_steps([{"step": 1}]))
+    ([2, 3], 1)
+    """
+    if len(rows) >= 3:
+        return rows[1:-1]
+    return rows[1:] or rows
 
 
 def draw_timeline(rows: list[dict], out: Path, settings: str) -> None:

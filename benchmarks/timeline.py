@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ORDER = ("RolloutWorker", "TrainerRank", "RewardWorker")
 
@@ -59,6 +60,24 @@ def _label_rows(calls: dict[str, list[tuple[float, float, str, str]]]) -> dict[s
     return rows
 
 
+FIXED_COLOURS = {"rollout": "tab:orange", "train_step": "tab:blue", "sync_weights": "tab:green", "score": "tab:red"}
+
+
+def method_colour(method: str) -> Any:
+    """The same colour for a method in every plot: fixed ones for the main phases, the others by a hash of the name.
+
+    >>> method_colour("rollout"), method_colour("call_batch") == method_colour("call_batch")
+    ('tab:orange', True)
+    """
+    import zlib
+
+    import matplotlib
+
+    if method in FIXED_COLOURS:
+        return FIXED_COLOURS[method]
+    return matplotlib.colormaps["tab20"](zlib.crc32(method.encode()) % 20)
+
+
 def plot_timeline(spans: dict[str, list[tuple[float, float, str]]], out: Path, title: str = "") -> Path:
     """A PNG with one row per actor and one bar per method call, coloured by method, with a legend."""
     import matplotlib
@@ -67,7 +86,7 @@ def plot_timeline(spans: dict[str, list[tuple[float, float, str]]], out: Path, t
     import matplotlib.pyplot as plt
 
     methods = sorted({m for row in spans.values() for *_, m in row})
-    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
+    colours = {m: method_colour(m) for m in methods}
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(spans) + 1.6))
     for y, row in enumerate(reversed(list(spans.values()))):
         for begin, finish, method in row:

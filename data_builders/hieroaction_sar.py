@@ -61,21 +61,22 @@ def _quality(record: dict[str, Any]) -> str:
 
 
 def brief_sar_target(record: dict[str, Any]) -> str:
-    """The four SAR blocks in one line each: the phases with their times, one judgement, the answer. A third to a
-    half of `sar_target`'s tokens, for a tiny model's cold start on a CPU (the embedded GRPO default).
+    """The four SAR blocks in one line each: the phases in order (their times are in the answer), one judgement,
+    the answer. Under half of `sar_target`'s tokens, for a tiny model's cold start on a CPU (the embedded GRPO
+    default).
 
     >>> rec = {"label": "squat", "sub_actions": [{"name": "bend knees", "start": 0.0, "end": 1.0},
     ...        {"name": "stand up", "start": 1.0, "end": 2.0}], "difficulty": 2.0, "score": 70.0,
     ...        "score_range": [0.0, 100.0]}
     >>> print(brief_sar_target(rec).split("<answer>")[0])
     <look>2 phases, 2.00 s.</look>
-    <recognition>bend knees 0.00-1.00; stand up 1.00-2.00</recognition>
+    <recognition>bend knees; stand up</recognition>
     <assessment>good: difficulty 2.0, score 70.0.</assessment>
     <BLANKLINE>
     """
     answer = sar_answer(record)
     subs = answer["sub_actions"]
-    phases = "; ".join(f"{s['name']} {s['start']:.2f}-{s['end']:.2f}" for s in subs)
+    phases = "; ".join(s["name"] for s in subs)
     return (
         f"<look>{len(subs)} phases, {max(s['end'] for s in subs):.2f} s.</look>\n"
         f"<recognition>{phases}</recognition>\n"

@@ -12,7 +12,7 @@ from the sample aqa records (recipes/sft.py; `<run_dir>/cold_start/`), then GRPO
 
 On one machine (CPU is fine: the embedded default is a tiny model and the bundled `aqa` sample records):
 
-    python recipes/hieroaction_grpo.py                      # the embedded default, about 6 minutes on 2 cores
+    python recipes/hieroaction_grpo.py                      # the embedded default, about 20 minutes on 2 cores
     python recipes/hieroaction_grpo.py --help
     python recipes/hieroaction_grpo.py run.steps=20 rollout.n=8 trainer.lr=1e-5
 

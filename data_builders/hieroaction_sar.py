@@ -31,6 +31,10 @@ from data_builders.endpoint import (
     print_summary,
 )
 
+MAX_TOKENS = 3072
+"""Targets longer than this are dropped: HieroAction's output budget, "a maximum output length of 3072 tokens"
+(Implementation Details), which the SFT and GRPO stages share: a longer target could never be generated."""
+
 
 def _num(x: float) -> float:
     return round(float(x), 3)
@@ -54,6 +58,31 @@ def _quality(record: dict[str, Any]) -> str:
     lo, hi = record["score_range"]
     share = (float(record["score"]) - lo) / (hi - lo)
     return "excellent" if share >= 0.85 else "good" if share >= 0.6 else "fair" if share >= 0.35 else "poor"
+
+
+def brief_sar_target(record: dict[str, Any]) -> str:
+    """The four SAR blocks in one line each: the phases in order (their times are in the answer), one judgement,
+    the answer. Under half of `sar_target`'s tokens, for a tiny model's cold start on a CPU (the embedded GRPO
+    default).
+
+    >>> rec = {"label": "squat", "sub_actions": [{"name": "bend knees", "start": 0.0, "end": 1.0},
+    ...        {"name": "stand up", "start": 1.0, "end": 2.0}], "difficulty": 2.0, "score": 70.0,
+    ...        "score_range": [0.0, 100.0]}
+    >>> print(brief_sar_target(rec).split("<answer>")[0])
+    <look>2 phases, 2.00 s.</look>
+    <recognition>bend knees; stand up</recognition>
+    <assessment>good: difficulty 2.0, score 70.0.</assessment>
+    <BLANKLINE>
+    """
+    answer = sar_answer(record)
+    subs = answer["sub_actions"]
+    phases = "; ".join(s["name"] for s in subs)
+    return (
+        f"<look>{len(subs)} phases, {max(s['end'] for s in subs):.2f} s.</look>\n"
+        f"<recognition>{phases}</recognition>\n"
+        f"<assessment>{_quality(record)}: difficulty {answer['difficulty']}, score {answer['score']}.</assessment>\n"
+        f"<answer>{json.dumps(answer)}</answer>"
+    )
 
 
 def sar_target(record: dict[str, Any]) -> str:
@@ -88,17 +117,21 @@ def sar_target(record: dict[str, Any]) -> str:
     )
 
 
-def build_record(record: dict[str, Any], max_tokens: int | None = None, count_tokens: Any = None) -> dict:
-    """The input record plus `chain` = [SAR target]; raises ValueError("reason: detail") when it is dropped."""
+def build_record(
+    record: dict[str, Any], max_tokens: int | None = None, count_tokens: Any = None, brief: bool = False
+) -> dict:
+    """The input record plus `chain` = [SAR target] (`brief_sar_target` with `brief`); raises
+    ValueError("reason: detail") when it is dropped."""
     errors = validate_record(record)
     if errors or record.get("task") != "aqa":
         raise ValueError("bad_record: " + ("; ".join(errors) or f"task {record.get('task')!r} is not aqa"))
     if not record["sub_actions"]:
         raise ValueError("no_phases: sub_actions is empty")
-    target = sar_target(record)
+    target = brief_sar_target(record) if brief else sar_target(record)
     if max_tokens and count_tokens and count_tokens(target) > max_tokens:
         raise ValueError(f"too_long: {count_tokens(target)} tokens > {max_tokens}")
-    return {**record, "chain": [target], "meta": {**record.get("meta", {}), "sar": "template"}}
+    style = "template-brief" if brief else "template"
+    return {**record, "chain": [target], "meta": {**record.get("meta", {}), "sar": style}}
 
 
 def _token_counter():
@@ -113,15 +146,17 @@ def _token_counter():
 def build(
     records_path: str | Path,
     out: str | Path,
-    max_tokens: int | None = 1024,
+    max_tokens: int | None = MAX_TOKENS,
     resume: bool = True,
     progress: bool = True,
+    brief: bool = False,
 ) -> dict:
+    """Write SAR records for the aqa records of `records_path` to `out` (resumed when it exists); the summary."""
     count = _token_counter() if max_tokens else None
     return build_resumable(
         records_path,
         out,
-        lambda rec: [build_record(rec, max_tokens, count)],
+        lambda rec: [build_record(rec, max_tokens, count, brief)],
         "SAR targets",
         resume=resume,
         progress=progress,
@@ -132,10 +167,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", required=True, help="input JSONL of aqa records")
     ap.add_argument("--out", required=True, help="output JSONL (records + chain); resumed when it exists")
-    ap.add_argument("--max-tokens", type=int, default=1024, help="drop targets longer than this (0: no limit)")
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        help=f"drop targets longer than this, the output budget of SFT and GRPO (default {MAX_TOKENS}, the paper's; "
+        "0: no limit)",
+    )
+    ap.add_argument("--brief", action="store_true", help="one line per SAR block (brief_sar_target)")
     ap.add_argument("--no-resume", action="store_true")
     args = ap.parse_args(argv)
-    summary = build(args.records, args.out, args.max_tokens or None, resume=not args.no_resume)
+    summary = build(args.records, args.out, args.max_tokens or None, resume=not args.no_resume, brief=args.brief)
     print_summary("hieroaction_sar", summary)
     return summary
 
@@ -149,5 +191,14 @@ def embedded_sft_records(records_path: str | Path, out_dir: Path, rollout: Any) 
     budget of `rollout` (a RolloutConfig)."""
     out = Path(out_dir) / "hieroaction_sar.jsonl"
     summary = build(records_path, out, max_tokens=rollout.max_response_tokens, progress=False)
+    print(f"[sar] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")
+    return out
+
+
+def embedded_brief_records(records_path: str | Path, out_dir: Path, rollout: Any) -> Path:
+    """The HieroAction GRPO recipe's cold start on the embedded default: brief SAR targets (`brief_sar_target`)
+    for the aqa records of `records_path`, within the response budget of `rollout` (a RolloutConfig)."""
+    out = Path(out_dir) / "hieroaction_sar_brief.jsonl"
+    summary = build(records_path, out, max_tokens=rollout.max_response_tokens, progress=False, brief=True)
     print(f"[sar] {summary['kept_records']}/{summary['input_records']} kept, dropped {summary['dropped']}")
     return out

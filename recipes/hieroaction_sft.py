@@ -14,9 +14,13 @@ On one machine (CPU is fine: the embedded default writes SAR targets for the bun
 On a Ray cluster:
 
     ray job submit --working-dir . -- python recipes/hieroaction_sft.py \\
-        model.path=/models/Qwen2.5-VL-7B-Instruct data.train=/data/finediving/aqa_train_sar.jsonl \\
-        trainer.world_size=8 trainer.num_gpus=1 trainer.lr=1e-5 data.batch_size=32 run.steps=1000 \\
-        rollout.max_side=448 run.run_dir=/shared/runs/hiero_sft
+        config=recipes/configs/hieroaction_sft_paper.yaml model.path=/models/Qwen2.5-VL-7B-Instruct \\
+        data.train=/data/finediving/train_sar.jsonl trainer.world_size=4 trainer.num_gpus=1 \\
+        run.run_dir=/shared/runs/hiero_sft
+
+`recipes/configs/hieroaction_sft_paper.yaml` holds the paper's SFT settings (lr 2e-5, batch 16, 25 epochs, 3,072
+output tokens, seed 42), each value citing the paper; the embedded default's rate is tuned for the tiny random
+model, never for a real one.
 
 Config: recipes/sft.py's SftConfig, then `recipes/configs/hieroaction_sft.yaml`, then `key=value` overrides; the
 system prompt is `recipes/prompts/hieroaction_system.txt` (the GRPO recipe's).

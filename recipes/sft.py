@@ -54,6 +54,7 @@ BUILDERS = {
     "videostar_cot": "data_builders.videostar_cot:embedded_sft_records",
     "template_teacher": "data_builders.template_teacher:embedded_sft_records",
     "hieroaction_sar": "data_builders.hieroaction_sar:embedded_sft_records",
+    "hieroaction_sar_brief": "data_builders.hieroaction_sar:embedded_brief_records",
     "gps_roles": "data_builders.gps_roles:embedded_sft_records",
 }
 
@@ -68,8 +69,8 @@ class SftDataConfig(DataConfig):
     batch_size: int = 8
     """Conversations per optimizer step (all ranks together; a multiple of trainer.world_size)."""
     builder: str = "videostar_cot"
-    """With data.train=embedded: the builder of the chains: videostar_cot, template_teacher, hieroaction_sar or
-    gps_roles."""
+    """With data.train=embedded: the builder of the chains: videostar_cot, template_teacher, hieroaction_sar,
+    hieroaction_sar_brief (one line per SAR block) or gps_roles."""
 
     def validate(self, where: str = "data") -> list[str]:
         problems = super().validate(where)
@@ -123,14 +124,14 @@ def main(argv: list[str], default_yaml: str | Path | None, name: str = "sft", ti
     return run(load(argv, default_yaml, title or __doc__), name)
 
 
-def cold_start(grpo: Any, name: str = "cold_start") -> tuple[str, Any]:
-    """Run the SFT stage a GRPO config's `cold_start` asks for (`cold_start_config`). Returns its last checkpoint
-    (the GRPO stage's init_from) and its rollout workers, which have GRPO's rollout config: handed to `grpo.run`,
-    they serve the next stage with their tools loaded and their tool results cached (None when a resumed run's
-    stage had already finished and is not run again)."""
+def cold_start(grpo: Any, name: str = "cold_start", builder: str = "template_teacher") -> tuple[str, Any]:
+    """Run the SFT stage a GRPO config's `cold_start` asks for (`cold_start_config`, chains by `builder`). Returns
+    its last checkpoint (the GRPO stage's init_from) and its rollout workers, which have GRPO's rollout config:
+    handed to `grpo.run`, they serve the next stage with their tools loaded and their tool results cached (None
+    when a resumed run's stage had already finished and is not run again)."""
+    cfg = cold_start_config(grpo, builder)  # checked before Ray starts
     init_ray(grpo.run)
     fit_cluster(grpo)  # once for both stages: this stage's rollout workers serve GRPO, with the same requests
-    cfg = cold_start_config(grpo)
     done = latest_checkpoint(cfg.run.run_dir)
     if cfg.run.resume and done is not None and done.name == f"checkpoint-{cfg.run.steps}":
         print(f"[{name}] already done: {done}")
@@ -139,14 +140,13 @@ def cold_start(grpo: Any, name: str = "cold_start") -> tuple[str, Any]:
     return out["checkpoint"], out["workers"]
 
 
-def cold_start_config(grpo: Any) -> SftConfig:
-    """The SFT stage a GRPO config's `cold_start` asks for: template-teacher chains of its training records, its
-    model, rollout (prompt, tools, frames) and trainer ranks, a constant rate, written under <run_dir>/cold_start."""
+def cold_start_config(grpo: Any, builder: str = "template_teacher") -> SftConfig:
+    """The SFT stage a GRPO config's `cold_start` asks for: chains of its training records written by `builder`
+    (a key of BUILDERS: `template_teacher` for Video-STAR's ovar records, `hieroaction_sar` for aqa records), its
+    model, rollout (prompt, tools, frames, budgets) and trainer ranks, a constant rate, under <run_dir>/cold_start."""
     cold = grpo.cold_start
     cfg = SftConfig(model=copy.deepcopy(grpo.model), rollout=copy.deepcopy(grpo.rollout))
-    cfg.data = SftDataConfig(
-        train=grpo.data.train, batch_size=cold.batch_size, seed=grpo.data.seed, builder="template_teacher"
-    )
+    cfg.data = SftDataConfig(train=grpo.data.train, batch_size=cold.batch_size, seed=grpo.data.seed, builder=builder)
     cfg.trainer = dataclasses.replace(grpo.trainer, lr=cold.lr, lr_schedule="constant", warmup_steps=0, kl_coef=0.0)
     cfg.eval = EvalConfig(samples=0)
     run_dir = str(Path(grpo.run.run_dir).expanduser().resolve() / "cold_start")

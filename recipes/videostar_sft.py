@@ -18,10 +18,13 @@ On a Ray cluster (the working directory is shipped to every node; run outputs go
 
     ray start --head
     ray job submit --working-dir . -- python recipes/videostar_sft.py \\
-        model.path=/models/Qwen2.5-VL-7B-Instruct data.train=/data/hmdb51/train_cot.jsonl \\
-        trainer.world_size=8 trainer.num_gpus=1 trainer.strategy=deepspeed trainer.lr=1e-5 \\
-        data.batch_size=64 trainer.micro_batch_size=2 rollout.max_side=448 run.steps=500 \\
-        run.run_dir=/shared/runs/vstar_sft
+        config=recipes/configs/videostar_sft_paper.yaml model.path=/models/Qwen2.5-VL-7B-Instruct \\
+        data.train=/data/hmdb51/train_cot.jsonl trainer.world_size=8 trainer.num_gpus=1 \\
+        rollout.tools.action_explanation.kb=/data/kb.jsonl run.run_dir=/shared/runs/vstar_sft
+
+`recipes/configs/videostar_sft_paper.yaml` holds the paper's SFT settings (lr 5e-7, batch 8, one pass over the
+chains), each value citing the paper or the authors' release; the embedded default's rate is tuned for the tiny
+random model, never for a real one.
 
 Config: recipes/sft.py's SftConfig, then `recipes/configs/videostar_sft.yaml`, then `key=value` overrides; the
 system prompt is `recipes/prompts/videostar_system.txt` (the GRPO recipe's). The resolved config is

@@ -157,7 +157,8 @@ def test_endpoint_teacher_and_judge_through_a_fake_server(sample, tmp_path, monk
         gone.chat([{"role": "user", "content": "hi"}])
 
 
-def test_hieroaction_sar_targets_get_full_marks_from_the_hieroaction_rewards(sample, tmp_path):
+@pytest.mark.parametrize("brief", [False, True], ids=["full", "brief"])
+def test_hieroaction_sar_targets_get_full_marks_from_the_hieroaction_rewards(sample, tmp_path, brief):
     from data_builders.hieroaction_sar import build
     from rewards.hieroaction import aqa_score, hier_action, is_sar_format, parse_sar_answer, temporal_iou_reward
     from rollout.trajectory import Trajectory
@@ -167,7 +168,7 @@ def test_hieroaction_sar_targets_get_full_marks_from_the_hieroaction_rewards(sam
     with records_path.open("a") as f:
         f.write(json.dumps(empty) + "\n")
     out = tmp_path / "sar.jsonl"
-    summary = build(records_path, out, max_tokens=1024, progress=False)
+    summary = build(records_path, out, max_tokens=1024, progress=False, brief=brief)
     # the missing video does not matter here (no decoding); the record without a prompt and the bad line do
     assert summary["dropped"] == {"bad_record": 2, "no_phases": 1} and summary["kept_records"] == 4
     for rec in _lines(out):
@@ -180,7 +181,38 @@ def test_hieroaction_sar_targets_get_full_marks_from_the_hieroaction_rewards(sam
         assert aqa_score(traj, rec, lam_q=10.0, lam_d=10.0, difficulty_range=[1.0, 4.0]) == pytest.approx(1.0)
         answer = parse_sar_answer(target)
         assert answer.action == rec["label"] and len(answer.sub_actions) == len(rec["sub_actions"])
-        assert f"Phase {len(rec['sub_actions'])}: {rec['sub_actions'][-1]['name']}" in target
+        last = rec["sub_actions"][-1]
+        if brief:  # one line per block: every phase named in <recognition>, in order
+            assert len(target.splitlines()) == 4 and rec["meta"]["sar"] == "template-brief"
+            names = "; ".join(s["name"] for s in rec["sub_actions"])
+            assert f"<recognition>{names}</recognition>" in target
+        else:
+            assert f"Phase {len(rec['sub_actions'])}: {last['name']}" in target
+
+
+def test_sar_builder_keeps_targets_within_the_papers_3072_token_budget(sample, tmp_path):
+    """--max-tokens defaults to HieroAction's output budget, 3072 tokens: of two records whose targets straddle it
+    (the most phases that fit, and one more; lengths counted with the tokenizer), the longer one is dropped."""
+    from common.schema import load_records
+    from data_builders.hieroaction_sar import _token_counter, main, sar_target
+
+    count = _token_counter()
+    base = load_records(sample["aqa_train"])[0]
+
+    def with_phases(n: int) -> dict:
+        subs = [{"name": "wave forearm out", "start": i * 0.1, "end": (i + 1) * 0.1} for i in range(n)]
+        return {**base, "id": f"p{n}", "sub_actions": subs}
+
+    n = 1
+    while count(sar_target(with_phases(n + 1))) <= 3072:
+        n += 1
+    inside, outside = with_phases(n), with_phases(n + 1)
+    assert 2900 < count(sar_target(inside)) <= 3072 < count(sar_target(outside))  # a phase is ~60 tokens
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps(inside) + "\n" + json.dumps(outside) + "\n")
+    summary = main(["--records", str(records), "--out", str(tmp_path / "out.jsonl")])
+    assert summary["kept_records"] == 1 and summary["dropped"] == {"too_long": 1}
+    assert [r["id"] for r in _lines(tmp_path / "out.jsonl")] == [inside["id"]]
 
 
 GOLD = ["a woman sits at a desk", "she lifts a mug with her right hand", "she drinks from the mug"]

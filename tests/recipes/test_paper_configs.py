@@ -132,3 +132,37 @@ def test_seq_mean_token_mean_is_the_video_star_release_loss():
 
     assert ours(grpo.load([], VSTAR_PAPER).trainer.loss_agg_mode) == pytest.approx(float(release), rel=1e-6)
     assert ours("token-mean") != pytest.approx(float(release), rel=1e-3)
+
+
+def test_sft_paper_configs_hold_the_papers_sft_settings():
+    """The SFT stage of each paper, as its recipe loads it (a `config=` on the embedded default)."""
+    from recipes import hieroaction_sft, sft, videostar_sft
+
+    # Video-STAR [Impl.]: "Learning rate is set to 5e-7 with an accumulated total batch size of 8 in both stages",
+    # 5,000 SFT samples, one epoch (the release's --num_train_epochs 1), --max_grad_norm 5
+    vstar = sft.load([f"config={CONFIGS / 'videostar_sft_paper.yaml'}"], videostar_sft.DEFAULT_YAML)
+    assert (vstar.trainer.lr, vstar.data.batch_size, vstar.trainer.grad_clip) == (5e-7, 8, 5.0)
+    assert vstar.run.steps == 5000 // 8 and vstar.data.builder == "videostar_cot"
+    # the replay takes the GRPO paper config's budgets, frames, turns and tools, so SFT trains on what GRPO samples
+    grpo_paper = grpo.load([], VSTAR_PAPER).rollout
+    for key in ("max_new_tokens", "max_response_tokens", "max_turns", "num_frames", "max_side", "system_prompt"):
+        assert getattr(vstar.rollout, key) == getattr(grpo_paper, key), key
+    assert sorted(vstar.rollout.enabled_tools()) == sorted(grpo_paper.enabled_tools())
+
+    # HieroAction [Impl.], [Supp.]: batch 16, lr 2e-5, 25 epochs, a maximum output length of 3072 tokens, seed 42
+    hiero = sft.load([f"config={CONFIGS / 'hieroaction_sft_paper.yaml'}"], hieroaction_sft.DEFAULT_YAML)
+    assert (hiero.trainer.lr, hiero.data.batch_size, hiero.data.seed, hiero.run.seed) == (2e-5, 16, 42, 42)
+    assert (hiero.rollout.max_new_tokens, hiero.rollout.max_response_tokens) == (3072, 3072)
+    assert hiero.run.steps == math.ceil(25 * 2251 / 16) == 3518  # FineDiving's 2,251 training clips
+    assert hiero.data.builder == "hieroaction_sar" and hiero.rollout.tools == {}
+    # the same batch and output budget as the paper's HPL config ("the same hardware and batch configuration")
+    hpl = grpo.load([], HIERO_PAPER)
+    assert (hpl.data.batch_size, hpl.rollout.max_new_tokens) == (hiero.data.batch_size, hiero.rollout.max_new_tokens)
+    # the embedded defaults keep their tiny-model rates
+    assert sft.load([], hieroaction_sft.DEFAULT_YAML).trainer.lr == 5e-3
+
+
+def test_sar_builder_default_budget_is_the_papers_output_length():
+    from data_builders import hieroaction_sar
+
+    assert hieroaction_sar.MAX_TOKENS == 3072 == grpo.load([], HIERO_PAPER).rollout.max_response_tokens

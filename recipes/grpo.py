@@ -49,8 +49,9 @@ from rollout.config import RolloutConfig, engine_kwargs_problems
 
 @dataclass
 class ColdStartConfig:
-    """A supervised stage before GRPO, for the embedded tiny model: recipes/sft.py on template-teacher chains of
-    the training records (run through the real tools), then GRPO from its last checkpoint (as init_from)."""
+    """A supervised stage before GRPO, for the embedded tiny model: recipes/sft.py on teacher chains of the training
+    records that the recipe's builder writes (Video-STAR: the template teacher; HieroAction: brief SAR chains), run
+    through the real tools, then GRPO from its last checkpoint (as init_from)."""
 
     steps: int = 0
     """SFT steps of the stage; 0 skips it. A real model starts from its own SFT run instead (init_from=...)."""

@@ -129,9 +129,10 @@ def cold_start(grpo: Any, name: str = "cold_start", builder: str = "template_tea
     its last checkpoint (the GRPO stage's init_from) and its rollout workers, which have GRPO's rollout config:
     handed to `grpo.run`, they serve the next stage with their tools loaded and their tool results cached (None
     when a resumed run's stage had already finished and is not run again)."""
-    cfg = cold_start_config(grpo, builder)  # checked before Ray starts
+    cold_start_config(grpo, builder)  # checked before Ray starts
     init_ray(grpo.run)
     fit_cluster(grpo)  # once for both stages: this stage's rollout workers serve GRPO, with the same requests
+    cfg = cold_start_config(grpo, builder)  # again: with the requests scaled to the cluster
     done = latest_checkpoint(cfg.run.run_dir)
     if cfg.run.resume and done is not None and done.name == f"checkpoint-{cfg.run.steps}":
         print(f"[{name}] already done: {done}")

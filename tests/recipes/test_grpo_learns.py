@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from benchmarks.staleness_curves import overrides
 from recipes import videostar_grpo
 
 pytestmark = pytest.mark.slow
@@ -39,27 +40,11 @@ def test_grpo_raises_a_varying_reward(ray_local, tiny_model_dir, tmp_path, engin
     steps = 6
     # top_k: the untrained model's distribution is nearly uniform over 151,936 tokens; sampling among its top 50
     # (as most RL set-ups do) lets a few steps of small logit changes show in what is sampled
-    plugin = "'tests.recipes.token_reward:embedding_side_share'"
-    reward = f"{{name: {plugin}, weight: 1.0, args: {{model_dir: {tiny_model_dir}}}}}"
     videostar_grpo.main(
         [
-            f"run.run_dir={run_dir}",
-            f"run.steps={steps}",
-            f"run.save_every={steps}",
-            "cold_start.steps=0",
-            f"rewards.components=[{reward}]",
-            "data.batch_size=2",
-            "rollout.n=8",
-            "rollout.max_new_tokens=16",
-            "rollout.max_turns=1",
-            "rollout.temperature=1.0",
-            "rollout.top_k=50",
-            "trainer.lr=2e-3",
-            "trainer.kl_coef=0.0",
-            "run.seed=3",
+            *overrides(run_dir, steps, staleness, tiny_model_dir),  # the run benchmarks/staleness_curves.py plots
             f"rollout.engine={engine}",
             f"rollout.placement={placement}",
-            f"rollout.staleness={staleness}",
             *(VLLM_SETTINGS if engine == "vllm" else []),
         ]
     )

@@ -111,13 +111,13 @@ def build_processor():
 
 def build_tiny_model(out: str | Path, seed: int = 0, force: bool = False) -> Path:
     """Write the tiny model directory to `out` (atomically) and return its path. Reuses a complete build."""
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
-
     out = Path(out).expanduser().resolve()
     stamp = out / "actionrl_build.json"
     if not force and stamp.is_file() and json.loads(stamp.read_text()).get("version") == BUILD_VERSION:
-        return out
+        return out  # before the imports below: torch and the model classes cost seconds, a reused build nothing
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
     if out.exists() and any(out.iterdir()) and not stamp.is_file():
         raise FileExistsError(f"{out} exists and is not a tiny-model build; refusing to replace it")
     torch.manual_seed(seed)

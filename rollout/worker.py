@@ -71,17 +71,17 @@ class RolloutWorker:
             import torch
 
             torch.set_num_threads(torch_threads)
-        from transformers import AutoProcessor
-
         cfg.resolve_system_prompt()
         self.cfg, self.seed = cfg, seed
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        self.tokenizer = self.processor.tokenizer
         if tools is None and cfg.enabled_tools():
             tools = make_tool_pool(cfg)
-            for name in cfg.enabled_tools():  # start the tool actors now: they load while the engine loads
-                tools.actors(name)
+            for name in cfg.enabled_tools():  # start the tool actors first: they load while this worker imports
+                tools.actors(name)  # transformers and loads the processor and the engine
         self.tools = tools if tools is not None else _NoTools()
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.tokenizer = self.processor.tokenizer
         self.engine = engine or make_engine(cfg.engine, model_path, **engine_kwargs(cfg, seed))
         self.video_reader = video_reader
         self._stats = {"records": 0, "trajectories": 0, "video_errors": 0, "rollout_s": 0.0, "weight_updates": 0}
@@ -278,6 +278,7 @@ def make_tool_pool(cfg: RolloutConfig) -> Any:
         actor_options={"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus},
         timeout_s=pool.timeout_s,
         cache_size=pool.cache_size,
+        share_process=pool.share_process,
     )
 
 

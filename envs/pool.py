@@ -10,8 +10,9 @@ the G rollouts of one sample that ask the same question pay for one call, and id
 task. The other calls of one `call_many` are grouped per tool into batches, one actor task each, which tools with a
 `call_batch` method (pose, detection, explanation) serve with one model forward. The actors are started, checked
 and restarted by `envs.supervisor`; this module only batches, counts and runs `local` tools.
-`local=True` runs the tools in this process (tests, notebooks), one call at a time per tool and without
-timeouts. In an asyncio actor use `await asyncio.wrap_future(pool.submit(...))`. A pool pickles as its
+`share_process=True` puts all the tools in the same actors (one process per slot instead of one per tool and
+slot: `envs.supervisor`). `local=True` runs the tools in this process (tests, notebooks), one call at a time per
+tool and without timeouts. In an asyncio actor use `await asyncio.wrap_future(pool.submit(...))`. A pool pickles as its
 configuration, so it can be handed to a Ray actor, which rebuilds its own actors and cache there.
 """
 
@@ -38,6 +39,7 @@ _CONFIG_FIELDS = (
     "local",
     "startup_timeout_s",
     "max_batch_calls",
+    "share_process",
 )
 
 
@@ -54,6 +56,7 @@ class ToolPool:
         local: bool = False,
         startup_timeout_s: float = 300.0,
         max_batch_calls: int = 16,
+        share_process: bool = False,
     ):
         self.tools = {name: dict(cfg or {}) for name, cfg in tools.items()}
         self.num_actors_per_tool = num_actors_per_tool
@@ -63,11 +66,17 @@ class ToolPool:
         self.local = local
         self.startup_timeout_s = startup_timeout_s
         self.max_batch_calls = max(1, int(max_batch_calls))
+        self.share_process = share_process
         self._targets = {name: tool_target(name) for name in self.tools}  # KeyError for an unknown tool
         self._lock = threading.RLock()  # guards the stats and the in-process tools
         self._cache = ResultCache(cache_size)
         self._supervisor = ActorSupervisor(
-            self.tools, num_actors_per_tool, self.actor_options, startup_timeout_s, targets=self._targets
+            self.tools,
+            num_actors_per_tool,
+            self.actor_options,
+            startup_timeout_s,
+            targets=self._targets,
+            share_process=share_process,
         )
         self._local_locks = {name: threading.Lock() for name in self.tools}
         self._local_tools: dict[str, Any] = {}

@@ -5,7 +5,10 @@ when they fail.
     schema = supervisor.schema("pose_estimation")                       # waits for the first actor to start
     results = supervisor.run("pose_estimation", [(args, video), ...], timeout_s=30)   # one task, one actor
 
-Each tool has `num_actors_per_tool` actor slots, used round-robin. A slot is pinged before its first call and
+Each tool has `num_actors_per_tool` actor slots, used round-robin. With `share_process=True` all the tools share
+their actors instead: slot k of every tool is one process holding every tool, so a node starts one process (one
+torch and ultralytics import, one load of each YOLO file) instead of one per tool, and the tools' calls queue in
+it one after the other; a restart restarts them all. A slot is pinged before its first call and
 after any call that went wrong; the ping waits `startup_timeout_s` (imports, model load), so a slow start is not
 mistaken for a slow call. A call past its timeout restarts its actor, since a sync actor cannot stop a running call
 and the next calls would queue behind it; the next ping then waits for the new process (a new pid). An actor that
@@ -24,34 +27,58 @@ from typing import Any
 from envs.base import ToolResult, Video, make, register_tool, run_tool, run_tool_batch, tool_target
 from envs.cache import LRU
 
+SHARED = "*"  # the group of every tool when they share processes
 # Object refs of recent videos kept alive (each pins its frames in the object store): enough for a rollout batch.
 VIDEO_REFS_KEPT = 32
 
 
 class ToolActor:
-    """Holds one tool instance; made remote by the supervisor (`ray.remote(num_cpus=...)(ToolActor)`)."""
+    """Holds the instances of one or more tools; made remote by the supervisor (`ray.remote(num_cpus=...)(ToolActor)`).
 
-    def __init__(self, name: str, target: str, config: dict[str, Any], num_threads: int = 1):
+    `tools`: name -> (target "module:Class", config). Each tool is built on its own: with several tools in one
+    process, one that cannot be built (a bad weights path) fails its own calls, not the others'."""
+
+    def __init__(self, tools: dict[str, tuple[str, dict[str, Any]]], num_threads: int = 1):
         # Tool actors share the node's cores with the rollout and trainer: keep intra-op threads low.
         os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
-        register_tool(name, target)  # the registry of this process may not know tools registered by the driver
-        self.tool = make(name, **config)
-        if "torch" in sys.modules:  # only when the tool uses torch: importing it costs seconds per actor
+        self.tools: dict[str, Any] = {}
+        self.errors: dict[str, Exception] = {}
+        for name, (target, config) in tools.items():
+            register_tool(name, target)  # the registry of this process may not know tools registered by the driver
+            try:
+                self.tools[name] = make(name, **config)
+            except Exception as exc:
+                if len(tools) == 1:
+                    raise  # Ray reports the actor dead; the supervisor replaces it once
+                self.errors[name] = exc
+        if "torch" in sys.modules:  # only when a tool uses torch: importing it costs seconds per actor
             sys.modules["torch"].set_num_threads(num_threads)
 
-    def schema(self) -> dict[str, Any]:
-        return self.tool.schema
+    def _start_error(self, name: str) -> ToolResult | None:
+        exc = self.errors.get(name)
+        if exc is None:
+            return None
+        return error_reply(f"the {name} worker cannot start: {type(exc).__name__}: {root_cause(exc)}", "tool_failed")
+
+    def schema(self, name: str) -> dict[str, Any]:
+        if name in self.errors:
+            raise self.errors[name]
+        return self.tools[name].schema
 
     def ping(self) -> int:
         return os.getpid()
 
-    def call(self, args: Any, video: Video) -> ToolResult:
-        return run_tool(self.tool, args, video)
+    def call(self, name: str, args: Any, video: Video) -> ToolResult:
+        return self._start_error(name) or run_tool(self.tools[name], args, video)
 
-    def call_batch(self, args_list: list[Any], *videos: Video) -> list[ToolResult]:
-        """Several calls at once (one model forward where the tool allows it). The videos come as separate
-        arguments so that Ray resolves their object refs here."""
-        return run_tool_batch(self.tool, list(zip(args_list, videos)))
+    def call_batch(self, name: str, args_list: list[Any], *videos: Video) -> list[ToolResult]:
+        """Several calls of tool `name` at once (one model forward where the tool allows it). The videos come as
+        separate arguments so that Ray resolves their object refs here. A tool of a shared process that could not
+        be built answers each call with the error reply a tool actor that cannot start gets."""
+        failed = self._start_error(name)
+        if failed is not None:
+            return [failed] * len(args_list)
+        return run_tool_batch(self.tools[name], list(zip(args_list, videos)))
 
 
 def error_reply(text: str, kind: str) -> ToolResult:
@@ -74,10 +101,12 @@ def root_cause(exc: BaseException) -> str:
 
 
 class ActorSupervisor:
-    """Tool name -> config; `num_actors_per_tool` Ray actors per tool, made with `actor_options` on first use.
+    """Tool name -> config; `num_actors_per_tool` Ray actors per tool, made with `actor_options` on first use
+    (with `share_process`, `num_actors_per_tool` actors in all, each holding every tool).
 
     `targets` ("module:Class" per tool) default to the registry's; they are sent to each actor so that it can
-    register tools the worker process does not know.
+    register tools the worker process does not know. Actors, their slots and their state are kept per group: a
+    tool's own name, or SHARED for all tools when they share processes.
     """
 
     def __init__(
@@ -87,39 +116,51 @@ class ActorSupervisor:
         actor_options: dict[str, Any] | None = None,
         startup_timeout_s: float = 300.0,
         targets: dict[str, str] | None = None,
+        share_process: bool = False,
     ):
         self.tools = tools
+        self.share_process = share_process
         self.num_actors_per_tool = num_actors_per_tool
         self.actor_options = dict(actor_options or {})
         self.startup_timeout_s = startup_timeout_s
         self.targets = dict(targets) if targets is not None else {name: tool_target(name) for name in tools}
         self._lock = threading.RLock()
-        self._actors: dict[str, list[Any]] = {}
-        self._next: dict[str, int] = {}  # the slot each tool's next call goes to
-        self._ready: set[tuple[str, int]] = set()  # slots known to be up; others are pinged before use
+        self._actors: dict[str, list[Any]] = {}  # group -> its actors, one per slot
+        self._next: dict[str, int] = {}  # the slot each group's next call goes to
+        self._ready: set[tuple[str, int]] = set()  # (group, slot)s known to be up; others are pinged before use
         self._pids: dict[tuple[str, int], int] = {}  # process id of each ready slot
         self._killed: dict[tuple[str, int], int | None] = {}  # pid of a slot restarted here, until the new one answers
         self._video_refs = LRU(VIDEO_REFS_KEPT)  # video key -> ObjectRef, so frames are put once per video
 
     # ----- actors -----
-    def _new_actor(self, name: str) -> Any:
+    def group(self, name: str) -> str:
+        """The group whose actors run tool `name`: SHARED when the tools share processes, else the tool itself."""
+        if name not in self.tools:
+            raise KeyError(f"unknown tool {name!r}; this supervisor runs {', '.join(self.tools)}")
+        return SHARED if self.share_process else name
+
+    def _new_actor(self, group: str) -> Any:
         import ray
 
         opts = {"num_cpus": 1, "max_restarts": -1, "max_task_retries": 0, **self.actor_options}
         threads = max(1, int(opts.get("num_cpus") or 1))
-        return ray.remote(ToolActor).options(**opts).remote(name, self.targets[name], self.tools[name], threads)
+        names = list(self.tools) if group == SHARED else [group]
+        tools = {n: (self.targets[n], self.tools[n]) for n in names}
+        return ray.remote(ToolActor).options(**opts).remote(tools, threads)
 
     def actors(self, name: str) -> list[Any]:
-        """The Ray actor handles of tool `name`, created on first use."""
+        """The Ray actor handles that run tool `name`, created on first use (the same for every tool when they
+        share processes)."""
+        group = self.group(name)
         with self._lock:
-            if name not in self._actors:
-                self._actors[name] = [self._new_actor(name) for _ in range(self.num_actors_per_tool)]
-            return list(self._actors[name])
+            if group not in self._actors:
+                self._actors[group] = [self._new_actor(group) for _ in range(self.num_actors_per_tool)]
+            return list(self._actors[group])
 
     def pid(self, name: str, slot: int) -> int | None:
         """The process id of actor `slot` of tool `name` when it last answered a ping (None before)."""
         with self._lock:
-            return self._pids.get((name, slot))
+            return self._pids.get((self.group(name), slot))
 
     def ready_actor(self, name: str) -> tuple[int, Any]:
         """The next actor (round-robin) and its slot, checked alive and loaded if it is new or its last call went
@@ -127,40 +168,42 @@ class ActorSupervisor:
         """
         import ray
 
+        group = self.group(name)
         with self._lock:
             actors = self.actors(name)
-            slot = self._next.get(name, 0) % len(actors)
-            self._next[name] = slot + 1
-            actor, known_ready = actors[slot], (name, slot) in self._ready
+            slot = self._next.get(group, 0) % len(actors)
+            self._next[group] = slot + 1
+            actor, known_ready = actors[slot], (group, slot) in self._ready
         if known_ready:
             return slot, actor
         try:
-            pid = self._ping(name, slot, actor)
+            pid = self._ping(group, slot, actor)
         except ray.exceptions.RayActorError:
             try:  # Ray gave up on it (or it is mid-restart): end it for good so it cannot come back beside the new one
                 ray.kill(actor, no_restart=True)
             except Exception:
                 pass
-            actor = self._new_actor(name)
             with self._lock:
-                self._actors[name][slot] = actor
-            pid = self._ping(name, slot, actor)  # a second failure goes to the caller
+                if self._actors[group][slot] is actor:  # another tool of a shared slot may have replaced it already
+                    self._actors[group][slot] = self._new_actor(group)
+                actor = self._actors[group][slot]
+            pid = self._ping(group, slot, actor)  # a second failure goes to the caller
         with self._lock:
-            self._ready.add((name, slot))
-            self._pids[(name, slot)] = pid
+            self._ready.add((group, slot))
+            self._pids[(group, slot)] = pid
         return slot, actor
 
-    def _ping(self, name: str, slot: int, actor: Any) -> int:
+    def _ping(self, group: str, slot: int, actor: Any) -> int:
         """Wait until the actor answers; after a restart, until its new process (a new pid) answers."""
         import ray
 
         deadline = time.monotonic() + self.startup_timeout_s
-        killed_pid = self._killed.get((name, slot))
+        killed_pid = self._killed.get((group, slot))
         while True:
             pid = ray.get(actor.ping.remote(), timeout=max(0.0, deadline - time.monotonic()))
             # ray.kill is asynchronous: the old process may still answer for a moment
             if pid != killed_pid or time.monotonic() > deadline:
-                self._killed.pop((name, slot), None)
+                self._killed.pop((group, slot), None)
                 return pid
             time.sleep(0.1)
 
@@ -168,9 +211,10 @@ class ActorSupervisor:
         """Restart the actor of a call that timed out (Ray brings it back: `max_restarts=-1`)."""
         import ray
 
+        key = (self.group(name), slot)
         with self._lock:
-            self._ready.discard((name, slot))
-            self._killed[(name, slot)] = self._pids.get((name, slot))
+            self._ready.discard(key)
+            self._killed[key] = self._pids.get(key)
         try:
             ray.cancel(ref, force=False)
             ray.kill(actor, no_restart=False)
@@ -181,7 +225,7 @@ class ActorSupervisor:
         """Tool `name`'s function schema, from its first actor (waits up to `startup_timeout_s` for it to start)."""
         import ray
 
-        return ray.get(self.actors(name)[0].schema.remote(), timeout=self.startup_timeout_s)
+        return ray.get(self.actors(name)[0].schema.remote(name), timeout=self.startup_timeout_s)
 
     # ----- calls -----
     def _video_arg(self, video: Any) -> Any:
@@ -209,7 +253,7 @@ class ActorSupervisor:
             return [error_reply(f"the {name} worker did not start within {self.startup_timeout_s:g} s", "timeout")] * n
         except Exception as exc:  # the tool cannot be built (bad weights path, missing package, ...)
             return [error_reply(f"the {name} worker cannot start: {root_cause(exc)}", "tool_failed")] * n
-        ref = actor.call_batch.remote([a for a, _ in calls], *[self._video_arg(v) for _, v in calls])
+        ref = actor.call_batch.remote(name, [a for a, _ in calls], *[self._video_arg(v) for _, v in calls])
         try:
             return ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -217,7 +261,7 @@ class ActorSupervisor:
             return [error_reply(f"{name} did not answer within {timeout_s:g} s", "timeout")] * n
         except ray.exceptions.RayActorError as exc:
             with self._lock:
-                self._ready.discard((name, slot))
+                self._ready.discard((self.group(name), slot))
             died = f"the {name} worker died during the call ({type(exc).__name__}); retry"
             return [error_reply(died, "actor_died")] * n
         except Exception as exc:  # e.g. a video ref whose object was lost

@@ -10,12 +10,20 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from envs.base import ToolResult, Video, check_frame_indices
+
+# One model per (weights file, task) in a process: the pose, detection and description tools of one tool actor
+# (`rollout.tool_pool.share_process`) use the pose weights, and load them once. `predict` takes the model's lock.
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+_PREDICT_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def default_pose_weights() -> str:
@@ -38,7 +46,8 @@ def ultralytics_offline_env() -> None:
 
 
 def load_yolo(weights: str, task: str):
-    """A YOLO model from `.pt` weights, unpickled only by ultralytics' restricted loader.
+    """A YOLO model from `.pt` weights, unpickled only by ultralytics' restricted loader; loaded once per process
+    and (weights file, task), and shared by the tools that ask for it (`predict` serialises their calls).
 
     A `.pt` file is a pickle, and ultralytics' default `torch.load(weights_only=False)` runs whatever it names.
     Its restricted loader (`ULTRALYTICS_SAFE_LOAD`) uses `torch.load(weights_only=True)` with an allow-list of the
@@ -51,8 +60,13 @@ def load_yolo(weights: str, task: str):
     os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # for an ultralytics first imported below (and its subprocesses)
     from ultralytics import YOLO
 
-    restricted_loading(weights)
-    return YOLO(weights, task=task)
+    restricted_loading(weights)  # also before a model loaded earlier is handed out again
+    key = (str(Path(weights).resolve()), task)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = YOLO(weights, task=task)
+            _PREDICT_LOCKS[_MODELS[key]] = threading.Lock()
+        return _MODELS[key]
 
 
 def restricted_loading(weights: str) -> None:
@@ -142,9 +156,11 @@ def predict(model: Any, frames: list[np.ndarray], imgsz: int, conf: float, devic
     for k, f in enumerate(frames):
         by_shape.setdefault(f.shape, []).append(k)
     out: list[Any] = [None] * len(frames)
+    lock = _PREDICT_LOCKS.get(model) or threading.Lock()  # a shared model answers one caller at a time
     for idx in by_shape.values():
         batch = [np.ascontiguousarray(frames[k][..., ::-1]) for k in idx]  # ultralytics reads numpy as BGR
-        results = model.predict(batch, imgsz=imgsz, conf=conf, device=device, verbose=False, **kwargs)
+        with lock:
+            results = model.predict(batch, imgsz=imgsz, conf=conf, device=device, verbose=False, **kwargs)
         for k, r in zip(idx, results):
             out[k] = r
     return out

@@ -138,8 +138,21 @@ def asks(cfg: Any, cluster_gpus: float = 0.0) -> list[Ask]:
 
 
 def _tool_asks(r: Any, owners: int, label: str) -> list[Ask]:
-    """Each rollout worker (or eval actor) starts its own tool pool: `actors_per_tool` actors of each tool."""
+    """Each rollout worker (or eval actor) starts its own tool pool: `actors_per_tool` actors of each tool, or
+    `actors_per_tool` in all when the tools share processes."""
     pool = r.tool_pool
+    if pool.share_process and r.enabled_tools():
+        tools = "+".join(r.enabled_tools())
+        return [
+            Ask(
+                f"{label}: {tools}",
+                owners * pool.actors_per_tool,
+                pool.num_cpus,
+                pool.num_gpus,
+                "rollout.tool_pool.num_cpus",
+                "rollout.tool_pool.num_gpus",
+            )
+        ]
     return [
         Ask(
             f"{label}: {name}",

@@ -37,6 +37,11 @@ class ToolPoolConfig:
     """CPUs reserved for each tool actor."""
     num_gpus: float = 0.0
     """GPUs for each tool actor (e.g. 0.1 to run YOLO on a shared GPU)."""
+    share_process: bool = False
+    """Run all the tools in the same actors: `actors_per_tool` processes in all, each holding every tool (and one
+    copy of each YOLO file the tools load), instead of one process per tool. Cheaper to start and to hold (one torch
+    import, one model where the pose, detection and description tools would each load it), but the tools' calls
+    take turns in a process and a restart restarts them all. The embedded default's choice; see docs/tools.md."""
 
 
 @dataclass

@@ -124,3 +124,61 @@ def test_tool_that_cannot_start_gets_an_error_reply(supervise, config, kwargs, e
     supervisor = supervise(config, **kwargs)
     results = supervisor.run("nap", [({}, VIDEO), ({"seconds": 1}, VIDEO)], timeout_s=60)
     assert [(r.ok, r.error, r.text) for r in results] == [(False, error, text)] * 2
+
+
+# ----- tools sharing processes (rollout.tool_pool.share_process) -----
+TWO_NAPS = {"nap": "tests.envs.test_supervisor:NapTool", "doze": "tests.envs.test_supervisor:DozeTool"}
+
+
+class DozeTool(NapTool):
+    """A second tool, to share a process with `nap`."""
+
+    name = "doze"
+    schema = {**NapTool.schema, "function": {**NapTool.schema["function"], "name": "doze"}}
+
+
+@pytest.fixture
+def shared(ray_local):
+    made = []
+
+    def shared(configs=None, **kwargs):
+        configs = configs or {"nap": {}, "doze": {}}
+        made.append(ActorSupervisor(configs, targets=TWO_NAPS, share_process=True, **kwargs))
+        return made[-1]
+
+    yield shared
+    for supervisor in made:
+        supervisor.close()
+
+
+def test_shared_process_runs_every_tool_in_one_actor_per_slot(shared):
+    supervisor = shared(num_actors_per_tool=2)
+    assert supervisor.actors("nap") == supervisor.actors("doze") and len(supervisor.actors("nap")) == 2
+    assert supervisor.schema("doze")["function"]["name"] == "doze"
+    # one round-robin over the slots for all tools: nap takes slot 0, doze slot 1, nap slot 0 again
+    nap = _pids(supervisor.run("nap", [({}, VIDEO)], timeout_s=60))
+    doze = _pids(supervisor.run("doze", [({}, VIDEO)], timeout_s=60))
+    again = _pids(supervisor.run("nap", [({}, VIDEO)], timeout_s=60))
+    assert nap == again == {supervisor.pid("doze", 0)} and doze == {supervisor.pid("nap", 1)} and nap != doze
+    with pytest.raises(KeyError, match="unknown tool 'nod'"):
+        supervisor.actors("nod")
+
+
+def test_shared_process_tool_that_cannot_start_fails_alone(shared):
+    supervisor = shared({"nap": {"fail": "no weights at /nonexistent/nap.pt"}, "doze": {}})
+    failed = supervisor.run("nap", [({}, VIDEO), ({}, VIDEO)], timeout_s=60)
+    text = "error: the nap worker cannot start: RuntimeError: no weights at /nonexistent/nap.pt"
+    assert [(r.ok, r.error, r.text) for r in failed] == [(False, "tool_failed", text)] * 2
+    (doze,) = _pids(supervisor.run("doze", [({}, VIDEO)], timeout_s=60))  # same process, its own tool works
+    assert doze == supervisor.pid("nap", 0)
+    with pytest.raises(RuntimeError, match="no weights"):
+        supervisor.schema("nap")
+
+
+def test_shared_process_timeout_restarts_it_for_every_tool(shared):
+    supervisor = shared()
+    before = _pids(supervisor.run("doze", [({}, VIDEO)], timeout_s=60))
+    (slow,) = supervisor.run("nap", [({"seconds": 60}, VIDEO)], timeout_s=0.5)
+    assert (slow.ok, slow.error) == (False, "timeout")
+    after = _pids(supervisor.run("doze", [({}, VIDEO)], timeout_s=60))  # the other tool's process was restarted
+    assert after != before and after == {supervisor.pid("nap", 0)}

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import envs.yolo
 from envs.yolo import default_pose_weights, load_yolo, predict
 
 torch = pytest.importorskip("torch")
@@ -33,6 +34,7 @@ def test_real_weights_load_restricted_and_find_the_cyclist(monkeypatch, torch_lo
 
     from envs.video import read_video
 
+    monkeypatch.setattr(envs.yolo, "_MODELS", {})  # load from the file, not from this process's earlier loads
     # as if ultralytics had been imported before load_yolo could set ULTRALYTICS_SAFE_LOAD
     monkeypatch.setattr(tasks, "SAFE_LOAD", False)
     model = load_yolo(default_pose_weights(), "pose")
@@ -69,3 +71,14 @@ def test_refuses_to_load_where_restricted_loading_is_missing(monkeypatch):
     monkeypatch.delattr(tasks, "SAFE_LOAD")
     with pytest.raises(RuntimeError, match="refusing an unrestricted load"):
         load_yolo(default_pose_weights(), "pose")
+
+
+def test_tools_of_one_process_share_one_model_per_weights_file(monkeypatch, torch_loads):
+    from envs.detection import HumanDetectionTool
+    from envs.pose import PoseEstimationTool
+
+    monkeypatch.setattr(envs.yolo, "_MODELS", {})
+    pose, detection = PoseEstimationTool(), HumanDetectionTool()  # no detection weights: the pose model's boxes
+    assert detection.model is pose.model and load_yolo(default_pose_weights(), "pose") is pose.model
+    assert torch_loads == [True], "the pose weights were read more than once"
+    assert load_yolo(default_pose_weights(), "detect") is not pose.model  # another task is another model

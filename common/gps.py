@@ -9,6 +9,8 @@ is asked at inference exactly what it was trained to answer.
   socratic      (after a "no") question yourself and answer       reply: "Q: ...\\nA: ..." pairs
   description   describe, given the points (and the Q&A pairs)    reply: one paragraph
 
+`NO_POINTS_PROMPTS` are the inference-only forms of the last three for when there are no points.
+
 `GENERIC_PROMPT` is the paper's baseline prompt (Table I), the one the "+Finetuning" row is evaluated with.
 """
 
@@ -24,6 +26,17 @@ ROLE_PROMPTS = {
     "socratic": "These gold points are not sufficient:\n{points}\nAsk yourself questions about what is missing or "
     "wrong, and answer them from the video.",
     "description": "Gold points:\n{points}\n{qa}Describe the person's action, intention and context in detail.",
+}
+
+# The role prompts when there are no gold points (GPS's Table III "w/o GPE" ablation, or an extraction nothing was
+# read from): never trained on, as no SFT record lacks its points; each is its trained prompt without the list (and
+# without the words that point at it), so that it reads naturally. The description's is its trained closing sentence.
+NO_POINTS_PROMPTS = {
+    "validation": "Is what the video shows sufficient to understand the person's action, intention and context? "
+    "Answer yes or no.",
+    "socratic": "Ask yourself questions about the person's action, intention and context, and answer them from the "
+    "video.",
+    "description": "{qa}Describe the person's action, intention and context in detail.",
 }
 
 # Table I of the GPS paper: the generic prompt of the baseline and "+Finetuning" rows.

@@ -101,8 +101,9 @@ class EvalActor:
         """One scored row per record of `checkpoint` (loaded first if it is not the one in the engine), in order:
         index, id, prediction (the last turn's text), parsed answer, per-sample metric values, finish reason, tool
         calls, and `failed` when the video could not be decoded. `modules`: the evaluation variant's, FineAgent's
-        (`eval.fineagent`) or GPS's staged inference (`eval.gps.STAGED`, whose stages go into the row's `gps`)."""
-        from eval.gps import STAGED, run_staged
+        (`eval.fineagent`) or GPS's staged inference (`eval.gps.STAGED`, or a variant of it without some stages;
+        what the stages wrote goes into the row's `gps`)."""
+        from eval.gps import run_staged, staged_without
         from eval.tasks import score_rows
         from rollout.engine import SamplingParams
         from rollout.worker import SAMPLE_ERRORS
@@ -110,7 +111,8 @@ class EvalActor:
         self.load(checkpoint)
         if not records:
             return []
-        staged = bool(modules) and STAGED in modules
+        without = staged_without("+".join(modules or []))
+        staged = without is not None
         fineagent = None if staged else modules
         prompts, infos = self._fineagent(records, fineagent) if fineagent else (records, [{}] * len(records))
         cfg = self.rollout
@@ -122,7 +124,7 @@ class EvalActor:
             seed=self.seed,
         )
         if staged:
-            trajs, infos = run_staged(self.worker, records, sampling)
+            trajs, infos = run_staged(self.worker, records, sampling, without)
         else:
             trajs = self.worker.rollout(prompts, 1, sampling)
         rows = []

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from eval import gps
 from eval.benchmarks import Benchmark
 from eval.runner import EvalResult
 
@@ -125,11 +126,13 @@ def variant_label(variant: str) -> str:
 
     >>> variant_label(""), variant_label("gps:staged"), variant_label("localizer:oracle+descriptor")
     ('', ' + GPS staged inference', ' + FineAgent (localizer:oracle, descriptor)')
+    >>> variant_label("gps:staged-gpv")
+    ' + GPS staged inference w/o GPV'
     """
     if not variant:
         return ""
-    if variant == "gps:staged":
-        return " + GPS staged inference"
+    if gps.staged_without(variant) is not None:
+        return " + " + gps.variant_label(variant)
     return f" + FineAgent ({variant.replace('+', ', ')})"
 
 

@@ -20,13 +20,12 @@ from pathlib import Path
 
 from common.offline import offline_env
 from common.waits import DEFAULT_TIMEOUT_S, check_timeout
+from eval import gps, report
 from eval import metrics as M
-from eval import report
 from eval.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from eval.checkpoints import Checkpoint, CheckpointError, check_checkpoint, run_checkpoints, run_final_step
 from eval.config import EvalConfig, run_rollout_config
 from eval.fineagent import FineAgentError, check_fineagent, parse_variant
-from eval.gps import STAGED as GPS_STAGED
 from eval.runner import EvalOptions, EvalResult, Evaluator
 from rewards.helpers import TIOU_MODES
 from rollout.config import RolloutConfig
@@ -70,6 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="describe: also evaluate with GPS's staged inference (extract gold points -> validate -> Socratic "
         "questions -> describe, each a prompt to the model; eval/gps.py)",
+    )
+    p.add_argument(
+        "--gps-without",
+        action="append",
+        default=[],
+        metavar="STAGES",
+        help="describe: also evaluate GPS's staged inference without these stages (GPS Table III), comma-separated "
+        "from gpe (gold points extraction), gpv (gold points validation), sqr (selective questioning refinement); "
+        "repeatable, one variant each, named gps:staged-gpe, ...",
     )
     p.add_argument(
         "--fineagent-tools",
@@ -166,7 +174,8 @@ def prepare(args: argparse.Namespace) -> tuple[Benchmark, list[Checkpoint], list
 def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[str]:
     """The variants each checkpoint is evaluated in: "" (plain), then one per --fineagent ("localizer:oracle",
     "localizer:detector+descriptor", ...), each checked (tools registered, options valid, boxes for the oracle),
-    then "gps:staged" with --gps-staged (describe benchmarks only)."""
+    then "gps:staged" with --gps-staged and one per --gps-without ("gps:staged-gpe", ...; describe benchmarks
+    only)."""
     if args.fineagent_tools and not args.fineagent:
         raise FineAgentError("--fineagent-tools without --fineagent: name the FineAgent variant(s) to evaluate")
     if args.fineagent and benchmark.task != "mcq":
@@ -177,11 +186,17 @@ def fineagent_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[s
         modules = parse_variant(value)
         check_fineagent(modules, benchmark.records, tools)
         variants.append("+".join(modules))
-    if args.gps_staged:
-        if benchmark.task != "describe":
-            raise ValueError(f"--gps-staged applies to describe benchmarks; {benchmark.name} is {benchmark.task}")
-        variants.append(GPS_STAGED)
-    return list(dict.fromkeys(variants))
+    return list(dict.fromkeys(variants + gps_variants(args, benchmark)))
+
+
+def gps_variants(args: argparse.Namespace, benchmark: Benchmark) -> list[str]:
+    """GPS's staged-inference variants: "gps:staged" with --gps-staged, then one per --gps-without, its stage names
+    checked (describe benchmarks only)."""
+    for flag, given in (("--gps-staged", args.gps_staged), ("--gps-without", args.gps_without)):
+        if given and benchmark.task != "describe":
+            raise ValueError(f"{flag} applies to describe benchmarks; {benchmark.name} is {benchmark.task}")
+    variants = [gps.STAGED] if args.gps_staged else []
+    return variants + [gps.variant_name(gps.parse_without(value)) for value in args.gps_without]
 
 
 # Settings an evaluation takes from the run's config.yaml unless a flag gives them; without a run config (a bare
@@ -338,6 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
     if benchmark.task == "describe":
         settings["entailment_mode"] = {"value": options.entailment_mode, "source": "flag"}
+        staged = {v: list(gps.staged_without(v)) for v in variants if gps.staged_without(v) is not None}
+        if staged:  # each staged variant and the stages it drops
+            settings["gps_staged"] = {"value": {"without": staged}, "source": "flag"}
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     if benchmark.spec.options:
         print("[eval] metric options: " + ", ".join(f"{k}={v}" for k, v in options.metric_options.items()))

@@ -1,7 +1,7 @@
 """GPS's staged inference (extract -> validate -> question -> describe): with replies written by hand (the project's
 ScriptedEngine, named a fake: nothing is sampled) to check the branching and the threading exactly, and end to end
-through `python -m eval.run --gps-staged` on the embedded default (the real tiny model on Ray actors, whose text
-is random: the stages run and feed each other, nothing is said about quality)."""
+through `python -m eval.run --gps-staged --gps-without gpe,gpv` on the embedded default (the real tiny model on Ray
+actors, whose text is random: the stages run and feed each other, nothing is said about quality)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.gps import ROLE_PROMPTS, numbered
+from common.gps import NO_POINTS_PROMPTS as NO_POINTS
+from common.gps import ROLE_PROMPTS, numbered, qa_text
 
 EXTRACTIONS = ["Gold points:\n1. the arm rises\n2) the legs stay still", "- the man sits\n- he holds a cup"]
 
@@ -69,7 +70,8 @@ def test_stages_branch_and_thread_their_outputs(tiny_model_dir, tmp_path):
     assert trajs[0].final_text.startswith("DESCRIPTION of: 1. the arm rises | 2. the legs stay still")
     assert "Q: Where? | A: At a desk." in trajs[1].final_text
     assert arm["model_tokens"] > trajs[0].num_model_tokens  # every stage's tokens, not only the last one's
-    assert trajs[2].finish_reason == "video_error" and bad == {"gold_points": trajs[2].final_text}
+    assert trajs[2].finish_reason == "video_error" and bad["gold_points"] == trajs[2].final_text
+    assert bad["validation"] is None and bad["points"] == [] and list(bad["prompts"]) == ["gold_points"]
 
 
 def test_gps_staged_end_to_end_on_the_embedded_default(tiny_model_dir, ray_local, tmp_path):
@@ -79,12 +81,13 @@ def test_gps_staged_end_to_end_on_the_embedded_default(tiny_model_dir, ray_local
     main(
         [
             *("--checkpoint", tiny_model_dir, "--benchmark", "sample-describe", "--limit", "2", "--gps-staged"),
+            *("--gps-without", "gpe,gpv"),
             *("--judge", json.dumps({"kind": "lexical"}), "--out", str(out)),
             *("--max-new-tokens", "12", "--num-cpus", "0.5", "--max-side", "112"),
         ]
     )
     entries = json.loads((out / "metrics.json").read_text())["results"]
-    assert [e["variant"] for e in entries] == ["", "gps:staged"]
+    assert [e["variant"] for e in entries] == ["", "gps:staged", "gps:staged-gpe-gpv"]
     for e in entries:  # the lexical judge always gives one verdict per point: nothing malformed
         m = e["metrics"]
         assert m["n"] == 2 and m["failed"] == 0 and m["judge_malformed"] == 0 and 0.0 <= m["whole"] <= 1.0
@@ -95,13 +98,27 @@ def test_gps_staged_end_to_end_on_the_embedded_default(tiny_model_dir, ray_local
         g = row["gps"]
         assert isinstance(g["gold_points"], str) and isinstance(g["validation"], str)
         listed = numbered(g["points"])
-        assert g["prompts"]["validation"] == ROLE_PROMPTS["validation"].format(points=listed)
-        assert g["prompts"]["description"].startswith(f"Gold points:\n{listed}\n")
+        # nothing read from a random extraction (blank lines): the no-points prompts (test_gps_ablations.py)
+        prompts = {k: v.format(points=listed, qa="") for k, v in (ROLE_PROMPTS if g["points"] else NO_POINTS).items()}
+        assert g["prompts"]["validation"] == prompts["validation"]
+        assert g["prompts"]["description"].startswith(prompts["description"].split("Describe")[0])
         if g["valid"] is not True:  # the random text rarely starts with yes: then the questioning stage ran
-            assert isinstance(g["socratic"], str) and g["prompts"]["socratic"].startswith("These gold points")
+            assert isinstance(g["socratic"], str) and g["prompts"]["socratic"] == prompts["socratic"]
         assert row["model_tokens"] == g["model_tokens"] > 0  # every stage's tokens
         assert len(row["entailment"]["labels"]) == 4  # the sample record's four gold points, judged
-    assert "+ GPS staged inference" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "+ GPS staged inference |" in table and "+ GPS staged inference w/o GPE, GPV |" in table
+    ablated = [r["gps"] for r in rows if r["variant"] == "gps:staged-gpe-gpv"]
+    assert len(ablated) == 2
+    for g in ablated:  # no points, no validation: the questions about the video alone, then the description
+        assert g["without"] == ["gpe", "gpv"] and g["gold_points"] is None and g["validation"] is None
+        assert list(g["prompts"]) == ["socratic", "description"] and g["prompts"]["socratic"].startswith(
+            "Ask yourself"
+        )
+        closing = "Describe the person's action, intention and context in detail."
+        assert g["prompts"]["description"] == qa_text(g["qa"]) + closing  # the pairs read, if any
+    settings = json.loads((out / "settings.json").read_text())["gps_staged"]["value"]
+    assert settings == {"without": {"gps:staged": [], "gps:staged-gpe-gpv": ["gpe", "gpv"]}}
 
 
 def test_gps_staged_is_for_describe_benchmarks(tmp_path, tiny_model_dir, capsys):

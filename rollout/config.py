@@ -41,7 +41,8 @@ class ToolPoolConfig:
     """Run all the tools in the same actors: `actors_per_tool` processes in all, each holding every tool (and one
     copy of each YOLO file the tools load), instead of one process per tool. Cheaper to start and to hold (one torch
     import, one model where the pose, detection and description tools would each load it), but the tools' calls
-    take turns in a process and a restart restarts them all. The embedded default's choice; see docs/tools.md."""
+    take turns in a process and a restart restarts them all. Measured on the embedded default with its four tools:
+    1.1 GB of tool-actor memory instead of 2.5 GB, the same time to the first step (docs/performance.md)."""
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 No teacher is needed: everything the target states is in the annotation. For each `aqa` record the target is
 
-    <look> ... the setting, the number of phases and the clip length ... </look>
+    <look> ... who performs (by meta.dataset), the number of phases and the clip length ... </look>
     <recognition> Phase 1: take off, 0.00-0.40 s. Observation: ... Conclusion: ... </recognition>
     <assessment> take off: difficulty ..., score ... (per phase), then the whole action </assessment>
     <answer>{"action": ..., "sub_actions": [{"name", "start", "end"}, ...], "difficulty": ..., "score": ...}</answer>
@@ -20,6 +20,12 @@ per phase so the assessment reads as the paper's judgement per step). Kept recor
 to ask for that form (`style_prompt`), so run the builder on the test records too (`--max-tokens 0`) to evaluate a
 checkpoint on the prompts it was trained on; `meta.sar_style` names the style.
 
+`--rewriter URL --rewriter-model NAME [--api-key-env VAR]` has an LLM behind an OpenAI-compatible endpoint rewrite
+the prose of each SAR target's `<look>`, `<recognition>` and `<assessment>` blocks (`data_builders.sar_rewrite`), as
+the paper has its chains polished by an LLM; the `<answer>` block stays the template's, byte for byte. A rewrite
+that fails or is refused keeps the template target for that record (`meta.sar_rewritten` false, the reason in
+`meta.sar_rewrite_failure`), counted at the end; `--rewriter-concurrency` requests are in flight at once.
+
 Dropped, with a counted reason: `bad_record` (not an aqa record, or the schema fails), `no_phases` (empty
 sub_actions), `too_long` (more tokens than `--max-tokens`), `prompt_not_sar` (a cot or direct target for a prompt
 without the SAR reply instruction to restyle). A rerun resumes after the last record written.
@@ -29,15 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from common.sample_data import AQA_REPLY
 from common.schema import validate_record
-from data_builders.endpoint import (
-    build_resumable,
-    print_summary,
-)
+from data_builders.endpoint import EndpointError, build_resumable, print_summary
+from data_builders.sar_rewrite import SarRewriter, print_rewrite, rewrite_summary, rewriter_client
 
 MAX_TOKENS = 3072
 """Targets longer than this are dropped: HieroAction's output budget, "a maximum output length of 3072 tokens"
@@ -47,6 +52,15 @@ MAX_TOKENS = 3072
 STYLES = ("sar", "cot", "direct")
 """Target forms (`--style`): HieroAction's Table 4 ablation, Stepwise Action Reasoning against "CoT"
 (think-then-answer) and "w/o CoT" (the answer alone)."""
+
+
+PERFORMERS = {
+    "finediving": ("A diver", "dive"),
+    "finefs": ("A figure skater", "program"),
+    "logo": ("A team of eight artistic swimmers", "routine"),  # LOGO: "a team of eight athletes" per video
+    "sample": ("A person", "action"),
+}
+"""Who performs, and what, in the records of each `meta.dataset` (the aqa builders' names), for `look_sentence`."""
 
 
 def _num(x: float) -> float:
@@ -98,11 +112,21 @@ def brief_sar_target(record: dict[str, Any]) -> str:
     )
 
 
-def _look(record: dict[str, Any], n: int, end: float) -> str:
-    return (
-        f"A person performs one action in {n} phases over about {end:.2f} s; "
-        f"the whole body is visible throughout the clip."
-    )
+def look_sentence(record: dict[str, Any], n: int, end: float) -> str:
+    """The `<look>` sentence: who performs what (`PERFORMERS` by `meta.dataset`; a dataset not listed names no
+    performer), in how many phases, over how long. Nothing the annotation does not say (not how much is in view).
+
+    >>> look_sentence({"meta": {"dataset": "logo"}}, 12, 171.2)
+    'A team of eight artistic swimmers performs one routine in 12 phases over about 171.20 s.'
+    >>> look_sentence({"meta": {"dataset": "my_gym"}}, 3, 4.0)
+    'The clip shows one action in 3 phases over about 4.00 s.'
+    """
+    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    performer = PERFORMERS.get(str(meta.get("dataset", "")).lower())
+    if performer is None:
+        return f"The clip shows one action in {n} phases over about {end:.2f} s."
+    who, what = performer
+    return f"{who} performs one {what} in {n} phases over about {end:.2f} s."
 
 
 def sar_target(record: dict[str, Any]) -> str:
@@ -118,7 +142,7 @@ def sar_target(record: dict[str, Any]) -> str:
     answer = sar_answer(record)
     subs, n = answer["sub_actions"], len(answer["sub_actions"])
     end = max(s["end"] for s in subs)
-    look = _look(record, n, end)
+    look = look_sentence(record, n, end)
     phases = [
         f"Phase {i}: {s['name']}, {s['start']:.2f}-{s['end']:.2f} s. Observation: {s['name']}. "
         f"Conclusion: phase {i} of {n} done."
@@ -155,8 +179,8 @@ def cot_target(record: dict[str, Any], brief: bool = False) -> str:
     else:
         steps = ", then ".join(f"{s['name']} from {s['start']:.2f} to {s['end']:.2f} s" for s in subs)
         think = (
-            f"{_look(record, n, end)} The phases are {steps}. Each phase is {quality}, so the {answer['action']} "
-            f"as a whole is {quality}: difficulty {diff}, score {score}."
+            f"{look_sentence(record, n, end)} The phases are {steps}. Each phase is {quality}, so the "
+            f"{answer['action']} as a whole is {quality}: difficulty {diff}, score {score}."
         )
     return f"<think>{think}</think>\n<answer>{json.dumps(answer)}</answer>"
 
@@ -205,19 +229,35 @@ def build_record(
     count_tokens: Any = None,
     brief: bool = False,
     style: str = "sar",
+    rewriter: SarRewriter | None = None,
 ) -> dict:
-    """The input record plus `chain` = [the target of `style`] (`target`), its prompt asking for that form
-    (`style_prompt`); raises ValueError("reason: detail") when it is dropped."""
+    """The input record plus `chain` = [the target of `style`] (`target`, its prose rewritten by `rewriter` when
+    given: `_rewrite`), its prompt asking for that form (`style_prompt`); raises ValueError("reason: detail") when
+    it is dropped."""
     errors = validate_record(record)
     if errors or record.get("task") != "aqa":
         raise ValueError("bad_record: " + ("; ".join(errors) or f"task {record.get('task')!r} is not aqa"))
     if not record["sub_actions"]:
         raise ValueError("no_phases: sub_actions is empty")
     text = target(record, style, brief)
-    if max_tokens and count_tokens and count_tokens(text) > max_tokens:
+    too_long = (lambda t: count_tokens(t) > max_tokens) if max_tokens and count_tokens else (lambda t: False)
+    if too_long(text):
         raise ValueError(f"too_long: {count_tokens(text)} tokens > {max_tokens}")
     meta = {**record.get("meta", {}), "sar": "template-brief" if brief else "template", "sar_style": style}
+    if rewriter is not None:
+        text, rewrite_meta = _rewrite(rewriter, text, too_long)
+        meta |= rewrite_meta
     return {**record, "prompt": style_prompt(record["prompt"], style), "chain": [text], "meta": meta}
+
+
+def _rewrite(rewriter: SarRewriter, text: str, too_long: Any) -> tuple[str, dict[str, Any]]:
+    """The rewritten SAR target, or the template `text` when the rewrite is refused or over the budget; and what
+    the record's meta says about it (`sar_rewritten`, `sar_rewrite_failure`, `sar_rewriter`)."""
+    new, failure = rewriter.rewrite(text)
+    if failure is None and too_long(new):
+        new, failure = text, "too_long"
+    meta = {"sar_rewritten": failure is None, "sar_rewriter": rewriter.client.name}
+    return new, meta | ({"sar_rewrite_failure": failure} if failure else {})
 
 
 def _token_counter():
@@ -237,24 +277,34 @@ def build(
     progress: bool = True,
     brief: bool = False,
     style: str = "sar",
+    rewriter: SarRewriter | None = None,
+    workers: int = 1,
 ) -> dict:
-    """Write the `style` targets of the aqa records of `records_path` to `out` (resumed when it exists); the
-    summary."""
+    """Write the `style` targets of the aqa records of `records_path` to `out` (resumed when it exists), SAR ones
+    rewritten by `rewriter` when given, `workers` records at a time; the summary (with `rewrite`:
+    `sar_rewrite.rewrite_summary` of the whole output, when rewriting)."""
     if style not in STYLES:
         raise ValueError(f"target style must be one of {', '.join(STYLES)}, got {style!r}")
+    if rewriter is not None and style != "sar":
+        raise ValueError(f"the rewriter rewrites the SAR blocks: use it with style sar, not {style!r}")
     count = _token_counter() if max_tokens else None
-    return build_resumable(
+    summary = build_resumable(
         records_path,
         out,
-        lambda rec: [build_record(rec, max_tokens, count, brief, style)],
+        lambda rec: [build_record(rec, max_tokens, count, brief, style, rewriter)],
         "SAR targets",
         resume=resume,
         progress=progress,
+        workers=workers,
     )
+    if rewriter is not None:
+        summary["rewrite"] = rewrite_summary(out)
+        Path(str(out) + ".summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m data_builders.hieroaction_sar")
     ap.add_argument("--records", required=True, help="input JSONL of aqa records")
     ap.add_argument("--out", required=True, help="output JSONL (records + chain); resumed when it exists")
     ap.add_argument(
@@ -272,12 +322,44 @@ def main(argv: list[str] | None = None) -> dict:
         "direct (<answer> alone, Table 4's w/o CoT row); cot and direct also restyle the record's prompt",
     )
     ap.add_argument("--brief", action="store_true", help="one line of reasoning per block (sar and cot styles)")
+    ap.add_argument("--rewriter", help="an OpenAI-compatible base URL (.../v1) of an LLM that rewrites the SAR prose")
+    ap.add_argument("--rewriter-model", help="the model name the rewriter endpoint serves (required with --rewriter)")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the rewriter's key")
+    ap.add_argument("--rewriter-timeout", type=float, default=120.0, help="seconds per rewrite request")
+    ap.add_argument("--rewriter-concurrency", type=int, default=8, help="rewrite requests in flight at once")
     ap.add_argument("--no-resume", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = parser()
     args = ap.parse_args(argv)
+    rewriter = None
+    if args.rewriter:
+        if not args.rewriter_model or args.style != "sar" or args.rewriter_concurrency < 1:
+            ap.error("--rewriter needs --rewriter-model, --style sar and a --rewriter-concurrency of 1 or more")
+        client = rewriter_client(
+            args.rewriter, args.rewriter_model, args.api_key_env, args.rewriter_timeout, args.max_tokens or MAX_TOKENS
+        )
+        rewriter = SarRewriter(client)
+        try:
+            rewriter.check()
+        except (EndpointError, ValueError) as err:
+            print(f"error: the rewriter endpoint does not answer: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
     summary = build(
-        args.records, args.out, args.max_tokens or None, resume=not args.no_resume, brief=args.brief, style=args.style
+        args.records,
+        args.out,
+        args.max_tokens or None,
+        resume=not args.no_resume,
+        brief=args.brief,
+        style=args.style,
+        rewriter=rewriter,
+        workers=args.rewriter_concurrency if rewriter else 1,
     )
     print_summary("hieroaction_sar", summary)
+    if rewriter is not None:
+        print_rewrite(summary["rewrite"], client.name)
     return summary
 
 

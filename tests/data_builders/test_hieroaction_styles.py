@@ -60,9 +60,9 @@ def test_the_direct_and_cot_targets_word_for_word():
     assert hs.target(SQUAT, "direct") == f"<answer>{SQUAT_ANSWER}</answer>"
     # 70 on [0, 100] is 0.7 of the range: "good" (0.6 <= share < 0.85)
     think = (
-        "A person performs one action in 2 phases over about 2.00 s; the whole body is visible throughout the clip. "
-        "The phases are bend knees from 0.00 to 1.00 s, then stand up from 1.00 to 2.00 s. Each phase is good, so "
-        "the squat as a whole is good: difficulty 2.0, score 70.0."
+        "The clip shows one action in 2 phases over about 2.00 s. The phases are bend knees from 0.00 to 1.00 s, "
+        "then stand up from 1.00 to 2.00 s. Each phase is good, so the squat as a whole is good: "
+        "difficulty 2.0, score 70.0."
     )
     assert hs.target(SQUAT, "cot") == f"<think>{think}</think>\n<answer>{SQUAT_ANSWER}</answer>"
     brief = "2 phases, 2.00 s: bend knees; stand up. good: difficulty 2.0, score 70.0."

@@ -53,10 +53,19 @@ NOVEL = ("kick", "clap")
 DISTRACTORS = ("run", "sit down", "throw", "push up", "climb stairs", "dance", "stretch arms", "jump rope")
 SCORE_RANGE = [0.0, 100.0]
 DIFFICULTY_RANGE = (1.0, 4.0)
+AQA_REPLY = {
+    "sar": "Reply with four blocks, in this order: <look> what you see </look> <recognition> the action's phases, "
+    "each with its time span </recognition> <assessment> how well and how hard it is performed </assessment> ",
+    "cot": "Reply with two blocks, in this order: <think> your reasoning: what you see, the action's phases with "
+    "their time spans, how well and how hard it is performed </think> ",
+    "direct": "Reply with one block, without reasoning: ",
+}
+"""The reply instruction of the aqa prompt before its `<answer>` part, per target style of HieroAction's Table 4
+ablation: the four SAR blocks (the default), think-then-answer ("CoT"), the answer alone ("w/o CoT")."""
 AQA_PROMPT = (
-    "Assess the action in the video. Reply with four blocks, in this order: <look> what you see </look> "
-    "<recognition> the action's phases, each with its time span </recognition> <assessment> how well and how hard "
-    'it is performed </assessment> <answer> one JSON object: {{"action": the action, "sub_actions": '
+    "Assess the action in the video. "
+    + AQA_REPLY["sar"]
+    + '<answer> one JSON object: {{"action": the action, "sub_actions": '
     '[{{"name": phase, "start": seconds, "end": seconds}}, ...], "difficulty": {d_lo} to {d_hi}, '
     '"score": {q_lo} to {q_hi}}} </answer>. The action is one of: {candidates}.'
 )

@@ -18,7 +18,8 @@ import os
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,36 @@ def resolve_video(row: dict, records_path: str | Path) -> dict:
     return row
 
 
+def _made(
+    make: Callable[[dict], list[dict]],
+    rows: list[tuple[int, Any]],
+    records_path: str | Path,
+    workers: int,
+    done: set[str],
+) -> Iterator[tuple[int, Any, list[dict] | None, Exception | None]]:
+    """(line number, row, what `make` returned or None, what it raised or None) for each row, in input order;
+    `make` runs only on JSON objects whose id is not in `done` when their turn comes, in `workers` threads when
+    more than one. Stopping the iteration cancels the calls not yet started."""
+
+    def attempt(item: tuple[int, Any]) -> tuple[int, Any, list[dict] | None, Exception | None]:
+        lineno, row = item
+        if not isinstance(row, dict) or source_id(lineno, row) in done:
+            return lineno, row, None, None
+        try:
+            return lineno, row, make(resolve_video(row, records_path)), None
+        except Exception as err:  # handed to the caller, which drops the record or stops the build
+            return lineno, row, None, err
+
+    if workers <= 1:
+        yield from map(attempt, rows)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        yield from pool.map(attempt, rows)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def build_resumable(
     records_path: str | Path,
     out: str | Path,
@@ -194,25 +225,30 @@ def build_resumable(
     drop_on: tuple[type[Exception], ...] = (ValueError,),
     resume: bool = True,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """The loop every chain builder runs: each input record (video path made absolute) goes through `make`, whose
-    output records are appended to `out`; records already there are skipped, so a rerun resumes. A `drop_on`
-    exception drops that record under its `reason` (or the text before ": "), counted in the summary; anything
-    else, e.g. EndpointError, stops the build (fail fast; a rerun resumes there)."""
+    output records are appended to `out` in input order; records already there are skipped, so a rerun resumes. A
+    `drop_on` exception drops that record under its `reason` (or the text before ": "), counted in the summary;
+    anything else, e.g. EndpointError, stops the build (fail fast; a rerun resumes there). `workers` > 1 runs
+    `make` on that many records at once, in threads (for a `make` that waits on an endpoint and is thread-safe)."""
     from tqdm import tqdm
 
     rows = read_input(records_path)
     output = ResumableOutput(out, resume=resume)
-    for lineno, row in tqdm(rows, desc=desc, unit="rec", disable=not progress):
+    todo = [(lineno, row) for lineno, row in rows if source_id(lineno, row) not in output.done]
+    results = _made(make, todo, records_path, workers, output.done)
+    for lineno, row, made, err in tqdm(results, desc=desc, unit="rec", total=len(todo), disable=not progress):
         sid = source_id(lineno, row)
-        if sid in output.done:
+        if sid in output.done:  # an id repeated in the input
             continue
         if not isinstance(row, dict):
             output.drop(sid, "bad_record", f"line {lineno} is not a JSON object")
-            continue
-        try:
-            output.keep(sid, make(resolve_video(row, records_path)))
-        except drop_on as err:
+        elif err is None:
+            output.keep(sid, made)
+        elif isinstance(err, drop_on):
             reason, _, detail = str(err).partition(": ")
             output.drop(sid, getattr(err, "reason", reason), getattr(err, "detail", detail))
+        else:
+            raise err
     return output.summary(len(rows))

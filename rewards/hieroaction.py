@@ -9,6 +9,10 @@ object with the action class, the timed sub-actions, the difficulty and the scor
     <answer>{"action": "407C", "sub_actions": [{"name": "take off", "start": 0.0, "end": 0.4},
              {"name": "entry", "start": 1.2, "end": 1.5}], "difficulty": 3.2, "score": 81.5}</answer>
 
+The answer rewards read the last `<answer>` whatever precedes it, so they score the Table 4 ablation's other
+reply forms alike: think-then-answer (`<think> ... </think><answer>{...}</answer>`, "CoT") and the answer alone
+("w/o CoT"); `sar_format` checks either with `style: cot` / `style: direct`.
+
 They are scored against an `aqa` record (common/schema.py): `sub_actions` [{name, start, end}],
 `score`, `difficulty`, `score_range` [lo, hi], and optionally `label` (the action class). Times are seconds
 (any unit works if the record uses the same). Nothing here raises on any completion text; the values stay in
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
     from rollout.trajectory import Trajectory
 
 SAR_TAGS = ("look", "recognition", "assessment", "answer")
+FORMAT_STYLES = {"sar": SAR_TAGS, "cot": ("think", "answer"), "direct": ("answer",)}
+"""The blocks of each reply style `sar_format` checks, in order."""
+REASONING_TAGS = ("think", "look", "recognition", "assessment")
 MAX_ANSWER_CHARS = 200_000  # a longer answer is not a plausible SAR answer; refusing it bounds the JSON parse
 
 
@@ -51,6 +58,23 @@ class SarAnswer:
     score: float | None = None
 
 
+def _block_gaps(text: str, tags: tuple[str, ...]) -> list[str] | None:
+    """The text before, between and after the `tags` blocks when each is opened and closed exactly once, in that
+    order, not nested; else None."""
+    pos, gaps = 0, []
+    for tag in tags:
+        opening, closing = f"<{tag}>", f"</{tag}>"
+        if text.count(opening) != 1 or text.count(closing) != 1:
+            return None
+        start, end = text.find(opening), text.find(closing)
+        if start < pos or end < start:
+            return None
+        gaps.append(text[pos:start])
+        pos = end + len(closing)
+    gaps.append(text[pos:])
+    return gaps
+
+
 def is_sar_format(text: Any, strict: bool = False) -> bool:
     """Whether `text` holds `<look>`, `<recognition>`, `<assessment>` and `<answer>` blocks, each opened and
     closed exactly once, in that order, not nested. With `strict`, nothing but whitespace may stand before,
@@ -61,32 +85,54 @@ def is_sar_format(text: Any, strict: bool = False) -> bool:
     >>> is_sar_format("<look>a</look> <assessment>c</assessment> <recognition>b</recognition> <answer>d</answer>")
     False
     """
+    gaps = _block_gaps(text, SAR_TAGS) if isinstance(text, str) else None
+    return gaps is not None and (not strict or not any(g.strip() for g in gaps))
+
+
+def is_style_format(text: Any, style: str = "sar", strict: bool = False) -> bool:
+    """Whether `text` has the reply form of a target `style` (HieroAction's Table 4 variants, `FORMAT_STYLES`):
+
+    - "sar": the four SAR blocks (`is_sar_format`);
+    - "cot" (think-then-answer): one `<think>` block, then one `<answer>` block, and no SAR reasoning tag
+      (`<look>`, `<recognition>`, `<assessment>`); with `strict` only whitespace around the blocks;
+    - "direct" (no reasoning): one `<answer>` block with nothing but whitespace around it, and no reasoning tag
+      anywhere; `strict` changes nothing (text beside the answer would be reasoning).
+
+    Raises ValueError for another style.
+
+    >>> is_style_format("<think>three phases, clean entry</think> <answer>{}</answer>", "cot")
+    True
+    >>> is_style_format("Phases: three. <answer>{}</answer>", "direct")
+    False
+    """
+    if style not in FORMAT_STYLES:
+        raise ValueError(f"format style must be one of {', '.join(FORMAT_STYLES)}, got {style!r}")
+    if style == "sar":
+        return is_sar_format(text, strict=strict)
     if not isinstance(text, str):
         return False
-    pos, gaps = 0, []
-    for tag in SAR_TAGS:
-        opening, closing = f"<{tag}>", f"</{tag}>"
-        if text.count(opening) != 1 or text.count(closing) != 1:
-            return False
-        start, end = text.find(opening), text.find(closing)
-        if start < pos or end < start:
-            return False
-        gaps.append(text[pos:start])
-        pos = end + len(closing)
-    gaps.append(text[pos:])
-    return not strict or not any(g.strip() for g in gaps)
+    others = [t for t in REASONING_TAGS if t not in FORMAT_STYLES[style]]
+    if any(f"<{t}>" in text or f"</{t}>" in text for t in others):
+        return False
+    gaps = _block_gaps(text, FORMAT_STYLES[style])
+    return gaps is not None and (not (strict or style == "direct") or not any(g.strip() for g in gaps))
 
 
 @register("sar_format")
-def sar_format(traj: Trajectory, record: dict, strict: bool = False) -> float:
-    """1.0 when `traj.final_text` has the four SAR blocks in order (see `is_sar_format`), else 0.0.
+def sar_format(traj: Trajectory, record: dict, strict: bool = False, style: str = "sar") -> float:
+    """1.0 when `traj.final_text` has the reply form of `style` (see `is_style_format`), else 0.0: by default the
+    four SAR blocks in order; `style: cot` think-then-answer, `style: direct` the answer alone (the Table 4
+    ablation's "CoT" and "w/o CoT" targets of `data_builders.hieroaction_sar --style`). A bad `style` raises
+    (counted as this reward's error).
 
     >>> from rollout.trajectory import Trajectory
     >>> text = "<look>x</look><recognition>y</recognition><assessment>z</assessment><answer>{}</answer>"
     >>> sar_format(Trajectory("a1", 0, [], [], [], [], final_text=text), {})
     1.0
+    >>> sar_format(Trajectory("a1", 0, [], [], [], [], final_text=text), {}, style="cot")
+    0.0
     """
-    return 1.0 if is_sar_format(getattr(traj, "final_text", None), strict=bool(strict)) else 0.0
+    return 1.0 if is_style_format(getattr(traj, "final_text", None), style, strict=bool(strict)) else 0.0
 
 
 def _json_object(content: str) -> dict | None:

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible endpoint for testing the endpoint clients: a tiny local HTTP server implementing
-POST /v1/chat/completions. It is a fake on purpose (no model runs); `reply(request_json)` decides each answer, a
-`status` other than 200 makes every call fail with it, and every request is recorded (path, body, headers and the
-Authorization header as `auth`) so tests can check what the client sent."""
+POST /v1/chat/completions. It is a fake on purpose (no model runs); `reply(request_json)` decides each answer (an
+int it returns is an HTTP status that call fails with), a `status` other than 200 makes every call fail with it,
+and every request is recorded (path, body, headers and the Authorization header as `auth`) so tests can check what
+the client sent."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 
 class FakeOpenAIEndpoint:
-    def __init__(self, reply: Callable[[dict[str, Any]], str], status: int = 200):
+    def __init__(self, reply: Callable[[dict[str, Any]], str | int], status: int = 200):
         self.reply, self.status = reply, status
         self.requests: list[dict[str, Any]] = []
         fake = self
@@ -35,7 +36,10 @@ class FakeOpenAIEndpoint:
                     self._send(fake.status, {"error": {"message": "fake failure"}})
                 else:
                     content = fake.reply(body)
-                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+                    if isinstance(content, int):
+                        self._send(content, {"error": {"message": "fake failure"}})
+                    else:
+                        self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
 
             def _send(self, status: int, obj: dict) -> None:
                 data = json.dumps(obj).encode()

@@ -166,3 +166,31 @@ def test_sar_builder_default_budget_is_the_papers_output_length():
     from data_builders import hieroaction_sar
 
     assert hieroaction_sar.MAX_TOKENS == 3072 == grpo.load([], HIERO_PAPER).rollout.max_response_tokens
+
+
+def documented_style_rewards(style: str) -> str:
+    """The `rewards.components=` override of the GRPO command under "Table 4's CoT rows" in docs/papers.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "papers.md").read_text()
+    (line,) = [x.strip() for x in text.splitlines() if x.strip().startswith('"rewards.components=[{name: sar_format')]
+    return line.rstrip("\\").strip().strip('"').replace("$STYLE", style)
+
+
+@pytest.mark.parametrize("style", ["cot", "direct"])
+def test_the_table4_style_runs_load_with_their_prompt_and_format_reward(style, tmp_path):
+    from recipes import hieroaction_sft, sft
+
+    prompt = f"rollout.system_prompt=hieroaction_system_{style}.txt"
+    records = tmp_path / f"train_{style}.jsonl"
+    records.write_text("{}\n")
+    tuned = sft.load(
+        [f"config={CONFIGS / 'hieroaction_sft_paper.yaml'}", f"data.train={records}", prompt],
+        hieroaction_sft.DEFAULT_YAML,
+    )
+    # the docs' GRPO command: the paper's reward mix with the format reward of the style
+    overrides = [f"config={HIERO_PAPER}", f"data.train={records}", prompt, documented_style_rewards(style)]
+    hpl = grpo.load(overrides, hieroaction_grpo.DEFAULT_YAML)
+    for cfg in (tuned, hpl):
+        assert "<answer>" in cfg.rollout.system_prompt and "<look>" not in cfg.rollout.system_prompt
+        assert ("<think>" in cfg.rollout.system_prompt) is (style == "cot")
+    paper = rewards_of(grpo.load([], HIERO_PAPER))
+    assert rewards_of(hpl) == {**paper, "sar_format": (0.1, {"style": style}, None)}

@@ -86,6 +86,72 @@ def test_sar_format(text, strict, expected):
     assert sar_format(traj(text), {}, strict=strict) == (1.0 if expected else 0.0)
 
 
+THINK = "<think>three phases, a clean entry</think>\n<answer>{}</answer>"
+ONLY = "<answer>{}</answer>"
+
+
+@pytest.mark.parametrize(
+    "text, style, strict, expected",
+    [
+        # cot: one <think>, then one <answer>
+        (THINK, "cot", True, True),
+        ("Sure. <think>t</think> so <answer>{}</answer>", "cot", False, True),  # text around: not strict only
+        ("Sure. <think>t</think> so <answer>{}</answer>", "cot", True, False),
+        ("<answer>{}</answer><think>t</think>", "cot", False, False),  # answer first
+        (ONLY, "cot", False, False),  # no think block
+        ("<think>a</think><think>b</think><answer>{}</answer>", "cot", False, False),  # two think blocks
+        ("<think>t<answer>{}</answer>", "cot", False, False),  # think not closed
+        ("<think><look>a</look> t</think><answer>{}</answer>", "cot", False, False),  # an SAR block inside
+        ("<think>t</think><assessment>a</assessment><answer>{}</answer>", "cot", False, False),  # an SAR block
+        (SAR.format("{}"), "cot", False, False),
+        # direct: the answer alone, with nothing but whitespace around it, strict or not
+        (ONLY, "direct", True, True),
+        ("\n " + ONLY + "\n", "direct", False, True),
+        ("The score is high. " + ONLY, "direct", False, False),
+        (THINK, "direct", False, False),
+        ("<answer>{}</answer><answer>{}</answer>", "direct", False, False),
+        ("<answer>{}", "direct", False, False),
+        ("<answer>{}</answer></look>", "direct", False, False),  # a stray reasoning tag
+        ("", "direct", False, False),
+        # sar, named: the default's answers
+        (SAR.format("{}"), "sar", True, True),
+        (THINK, "sar", False, False),
+        (ONLY, "sar", False, False),
+    ],
+)
+def test_format_per_style(text, style, strict, expected):
+    assert hiero.is_style_format(text, style, strict=strict) is expected
+    assert sar_format(traj(text), {}, strict=strict, style=style) == (1.0 if expected else 0.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        THINK,
+        ONLY,
+        SAR.format("{}"),
+        "Sure. <think>t</think> so <answer>{}</answer>",
+        "<answer>{}</answer><think>t</think>",
+        " <think></think>\n<answer></answer> ",
+        "<think>a</think><think>b</think><answer>{}</answer>",
+        "<think>t<answer>{}</answer>",
+    ],
+)
+def test_strict_cot_format_agrees_with_videostars_think_then_answer_check(text):
+    """A second implementation: Video-STAR's `format` reward checks the same form (it alone lets SAR tags stand
+    inside <think>, which none of these texts has)."""
+    from rewards.videostar import is_think_then_answer
+
+    assert hiero.is_style_format(text, "cot", strict=True) is is_think_then_answer(text)
+
+
+def test_format_style_default_and_a_bad_style():
+    for text in (SAR.format("{}"), "<look>a</look>", THINK, ONLY, "", None):
+        assert sar_format(traj(text), {}) == sar_format(traj(text), {}, style="sar")
+    with pytest.raises(ValueError, match="format style must be one of sar, cot, direct, got 'think'"):
+        sar_format(traj(THINK), {}, style="think")
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

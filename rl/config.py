@@ -104,6 +104,11 @@ class TrainerConfig:
     time, and with gradients they are recomputed in the backward instead of kept. See docs/scale.md."""
     num_cpus: float = 0.5
     """CPUs reserved for each rank actor."""
+    cpu_threads: int = 1
+    """torch intra-op threads of each rank on CPU (a GPU rank leaves torch's default). 1: the node's cores are
+    shared by every rank, rollout worker and tool actor. More pays where the ranks' work does not overlap the
+    others' (rollout.staleness 0 on a small machine: the rollout workers idle while the ranks train); see
+    docs/performance.md."""
     num_gpus: float = 0.0
     """GPUs for each rank actor (1 on a GPU cluster)."""
 
@@ -158,6 +163,7 @@ class TrainerConfig:
             "checkpoint_shard_mb",
             "weight_sync_bucket_mb",
             "logprob_chunk_size",
+            "cpu_threads",
         ):
             positive(name)
         for name in ("warmup_steps", "weight_decay", "grad_clip", "clip_ratio", "kl_coef", "num_cpus", "num_gpus"):

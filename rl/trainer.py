@@ -133,7 +133,7 @@ class TrainerRank:
         backend = self.cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         cuda = backend == "nccl"
         if not cuda:
-            torch.set_num_threads(1)  # CPU cores are shared by every rank on the node
+            torch.set_num_threads(self.cfg.cpu_threads)  # 1 by default: the node's cores are shared
         torch.manual_seed(self.seed + self.rank)
         dist.init_process_group(
             backend=backend,
@@ -440,7 +440,7 @@ class TrainerRank:
         """Build this rank's rollout worker (engine, tools) in this process, loaded from `model_path`."""
         from rollout.worker import RolloutWorker
 
-        threads = 1 if self.device.type == "cpu" else None  # CPU cores are shared by every rank on the node
+        threads = rollout_cfg.cpu_threads if self.device.type == "cpu" else None  # cores shared by every rank
         self.rollout_worker = RolloutWorker(rollout_cfg, model_path, seed=seed + self.rank, torch_threads=threads)
 
     def rollout(self, records: list, n: int, sampling: Any) -> list:

@@ -125,6 +125,9 @@ class RolloutConfig:
     """How the tool actors run."""
     num_cpus: float = 0.5
     """CPUs reserved for each rollout worker."""
+    cpu_threads: int = 1
+    """torch intra-op threads of each rollout engine on CPU (also in a colocated trainer rank); a GPU worker
+    leaves torch's default. As trainer.cpu_threads: more pays where generation does not overlap other work."""
     num_gpus: float = 0.0
     """GPUs for each rollout worker (1 with vllm)."""
 
@@ -164,6 +167,7 @@ class RolloutConfig:
             "max_response_tokens",
             "max_turns",
             "num_frames",
+            "cpu_threads",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")

@@ -149,7 +149,7 @@ class RolloutGroup:
 
         self.cfg = cfg
         remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)(RolloutWorker)
-        threads = 1 if cfg.num_gpus == 0 else None  # CPU cores are shared with the trainer ranks and tool actors
+        threads = cfg.cpu_threads if cfg.num_gpus == 0 else None  # CPU cores are shared with the ranks and tools
 
         def make(i: int) -> Any:
             return remote.remote(cfg, model_path, seed=seed + i, torch_threads=threads)

@@ -20,6 +20,7 @@ from rl.config import TrainerConfig
         ({"betas": [0.9]}, "trainer.betas: two numbers in [0, 1), got [0.9]"),
         ({"backend": "mpi"}, "trainer.backend: 'mpi' is not one of '', 'gloo', 'nccl'"),
         ({"logprob_chunk_size": 0}, "trainer.logprob_chunk_size: must be > 0, got 0"),
+        ({"cpu_threads": 0}, "trainer.cpu_threads: must be > 0, got 0"),
         ({"share_video_encoding": "yes"}, "trainer.share_video_encoding: true or false, got 'yes'"),
     ],
 )

@@ -28,6 +28,7 @@ def test_system_prompt_is_text_or_a_file(tmp_path):
         ({"engine": "sglang"}, "rollout.engine: 'sglang' is not one of 'hf', 'vllm'"),
         ({"system_prompt": "missing.txt"}, "rollout.system_prompt: prompt file 'missing.txt' not found"),
         ({"n": 0}, "rollout.n: must be >= 1, got 0"),
+        ({"cpu_threads": 0}, "rollout.cpu_threads: must be >= 1, got 0"),
         ({"top_p": 0.0}, "rollout.top_p: in (0, 1], got 0.0"),
         ({"is_correction": -1.0}, "rollout.is_correction: the TIS cap, >= 0 (0: off), got -1.0"),
         ({"is_correction": float("nan")}, "rollout.is_correction: the TIS cap, >= 0 (0: off), got nan"),

@@ -31,12 +31,16 @@ class StandInWorker:
     every call once told to, and hangs in tool_stats once told to."""
 
     def __init__(self, cfg, model_path, seed=0, torch_threads=None):
+        self.torch_threads = torch_threads
         self.hang_stats = False
         self.weights = "initial"
         self.delay = 0.0
 
     def pid(self) -> int:
         return os.getpid()
+
+    def threads(self):
+        return self.torch_threads
 
     def rollout(self, records, n, sampling):
         if any(r.get("hang") for r in records):
@@ -68,14 +72,14 @@ class StandInWorker:
         self.weights = name
 
 
-def _group(ray, retries=2, quarantined=None, timeout_s=TIMEOUT_S):
+def _group(ray, retries=2, quarantined=None, timeout_s=TIMEOUT_S, cpu_threads=1):
     def synced(worker):  # what the GRPO loop does: the new worker gets the current weights
         ray.get(worker.update_weights.remote("current"))
 
     def quarantine(record, why):
         quarantined.append((record["id"], why))
 
-    cfg = RolloutConfig(n=2, num_workers=2, num_cpus=0)
+    cfg = RolloutConfig(n=2, num_workers=2, num_cpus=0, cpu_threads=cpu_threads)
     group = RolloutGroup(cfg, "no-model", timeout_s=timeout_s, retries=retries, on_replace=synced)
     group.on_quarantine = quarantine if quarantined is not None else None
     ray.get([w.pid.remote() for w in group.workers])  # started: the timeouts are the calls' alone
@@ -269,3 +273,9 @@ def test_replay_recovers_like_rollout(ray_local, stand_ins):
 def test_the_timeout_is_checked_before_any_actor_starts():
     with pytest.raises(ValueError, match="timeout_s must be a number of seconds > 0, got 0"):
         RolloutGroup(RolloutConfig(), "no-model", timeout_s=0)
+
+
+def test_cpu_workers_get_the_configured_torch_threads(ray_local, stand_ins):
+    # rollout.cpu_threads reaches every CPU worker's constructor (1 by default: the cores are shared)
+    assert ray_local.get([w.threads.remote() for w in stand_ins().workers]) == [1, 1]
+    assert ray_local.get([w.threads.remote() for w in stand_ins(cpu_threads=2).workers]) == [2, 2]

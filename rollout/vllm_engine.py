@@ -221,16 +221,30 @@ class VLLMEngine:
         self._calls += 1
         params = [self._sampling_params(sampling, base + i) for i in range(len(requests))]
         outputs = self.llm.generate([self._prompt(r) for r in requests], params, use_tqdm=False)
-        completions = []
-        for out in outputs:
-            best = out.outputs[0]
-            ids = list(best.token_ids)
-            logprobs = [float(step[tok].logprob) for tok, step in zip(ids, best.logprobs or [])]
-            if len(logprobs) != len(ids):
-                raise RuntimeError(f"vLLM returned {len(logprobs)} log-probs for {len(ids)} tokens")
-            reason = "length" if best.finish_reason == "length" else "stop"
-            completions.append(Completion(token_ids=ids, logprobs=logprobs, text=best.text, finish_reason=reason))
-        return completions
+        return [self._completion(out) for out in outputs]
+
+    # ----- continuous batching: requests one by one into the running batch (rollout.engine.StreamingEngine) -----
+    def submit(self, request: GenerationRequest, sampling: SamplingParams) -> str:
+        """Queue one request with vLLM's `enqueue`; it joins the batch at the next `step`."""
+        seed = sampling.seed if sampling.seed is not None else self.seed + 100_003 * self._calls
+        self._calls += 1
+        (key,) = self.llm.enqueue([self._prompt(request)], [self._sampling_params(sampling, seed)], use_tqdm=False)
+        # enqueue answers the engine's internal id ("<counter>-<random suffix>"); outputs carry the counter
+        return key.split("-", 1)[0]
+
+    def step(self) -> list[tuple[str, Completion]]:
+        """One engine step (`LLMEngine.step`): the requests that finished in it."""
+        return [(out.request_id, self._completion(out)) for out in self.llm.llm_engine.step() if out.finished]
+
+    @staticmethod
+    def _completion(out: Any) -> Completion:
+        best = out.outputs[0]
+        ids = list(best.token_ids)
+        logprobs = [float(step[tok].logprob) for tok, step in zip(ids, best.logprobs or [])]
+        if len(logprobs) != len(ids):
+            raise RuntimeError(f"vLLM returned {len(logprobs)} log-probs for {len(ids)} tokens")
+        reason = "length" if best.finish_reason == "length" else "stop"
+        return Completion(token_ids=ids, logprobs=logprobs, text=best.text, finish_reason=reason)
 
     # ----- weights -----
     def start_weight_update(self) -> None:

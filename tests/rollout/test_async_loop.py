@@ -13,7 +13,7 @@ import pytest
 from envs.base import ToolResult, Video
 from rollout.config import RolloutConfig
 from rollout.engine import Completion, SamplingParams
-from rollout.scripted_engine import ScriptedEngine
+from rollout.scripted_engine import ScriptedEngine, StreamingScriptedEngine
 from rollout.tool_loop import Episode, run_episodes
 
 
@@ -70,6 +70,10 @@ class LogprobScripted(ScriptedEngine):
         ]
 
 
+class LogprobStreaming(LogprobScripted, StreamingScriptedEngine):
+    """The same with continuous batching (a fake too): the loop takes its streaming path."""
+
+
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
     from transformers import AutoProcessor
@@ -96,12 +100,12 @@ def _episodes(processor, video, count):
     ]
 
 
-def _scripted(tok, scripts):
-    def script(req, turn):
-        k = int(tok.decode(req.prompt_ids[:8]).split("conv")[1].split("|")[0])
-        return scripts[k][turn]
+def _conv(tok, req) -> int:
+    return int(tok.decode(req.prompt_ids[:8]).split("conv")[1].split("|")[0])
 
-    return LogprobScripted(tok, script)
+
+def _scripted(tok, scripts, engine=LogprobScripted):
+    return engine(tok, lambda req, turn: scripts[_conv(tok, req)][turn])
 
 
 SCRIPTS = [
@@ -134,11 +138,11 @@ def _view(traj):
 def test_async_and_barrier_loops_give_the_same_trajectories(processor, video):
     tok = processor.tokenizer
     runs = {}
-    for loop in ("barrier", "async"):
+    for loop, engine in (("barrier", LogprobScripted), ("async", LogprobScripted), ("stream", LogprobStreaming)):
         tools = ThreadedTools()
         start = time.perf_counter()
         runs[loop] = run_episodes(
-            _scripted(tok, SCRIPTS),
+            _scripted(tok, SCRIPTS, engine),
             tools,
             _episodes(processor, video, len(SCRIPTS)),
             SamplingParams(max_new_tokens=40, seed=3),
@@ -147,11 +151,12 @@ def test_async_and_barrier_loops_give_the_same_trajectories(processor, video):
             max_response_tokens=600,
             processor=processor,
             max_images=1,
-            loop=loop,
+            loop="barrier" if loop == "barrier" else "async",  # an engine with submit/step streams
         )
         runs[loop + "_s"] = time.perf_counter() - start
     barrier, fast = runs["barrier"], runs["async"]
     assert [_view(t) for t in fast] == [_view(t) for t in barrier]
+    assert [_view(t) for t in runs["stream"]] == [_view(t) for t in barrier]
     # What the scripts make happen, worked out by hand.
     assert [t.finish_reason for t in fast] == ["answer", "answer", "stop", "max_turns", "length"]
     assert [len(t.turns) for t in fast] == [2, 3, 3, 3, 2]
@@ -220,3 +225,27 @@ def test_unknown_loop_is_refused_with_the_field_name(processor, video):
     with pytest.raises(ValueError, match="rollout.loop"):
         run_episodes(None, None, [], SamplingParams(), processor.tokenizer, loop="pipelined")
     assert RolloutConfig(loop="pipelined").validate() == ["rollout.loop: 'pipelined' is not one of 'async', 'barrier'"]
+
+
+def test_with_continuous_batching_a_next_turn_joins_the_running_batch(processor, video):
+    """Conversation 0 writes one long answer; conversation 1 calls a fast tool, then answers. On a streaming engine
+    conversation 1's second turn is submitted, and finishes, while conversation 0's first is still decoding."""
+    tok = processor.tokenizer
+    long_answer = "<think>" + "long " * 60 + "</think>" + ANSWER
+    engine = _scripted(tok, [[long_answer], [FAST, ANSWER]], StreamingScriptedEngine)
+    engine.step_s = 0.005  # 5 ms per step: the fast tool (10 ms) answers within a few steps
+    trajs = run_episodes(
+        engine, ThreadedTools(), _episodes(processor, video, 2), SamplingParams(max_new_tokens=200, seed=5), tok
+    )
+    assert [t.finish_reason for t in trajs] == ["answer", "answer"]
+    # submissions in order: conv0 turn 0 (r0), conv1 turn 0 (r1), then conv1 turn 1 after its tool reply
+    submits = [(key, step) for kind, key, step in engine.events if kind == "submit"]
+    done = {key: step for kind, key, step in engine.events if kind == "done"}
+    (first, _), (second, _), (third, joined_at) = submits
+    assert 0 < joined_at < done[first]  # joined the batch while conversation 0 was running
+    assert done[third] < done[first]  # and was done before it
+    # conversation 0's turn takes as many steps as its tokens, whatever ran beside it
+    assert done[first] == len(tok.encode(long_answer, add_special_tokens=False))
+    assert max(engine.batch_sizes) == 2 and engine.batch_sizes[-1] == 1
+    # seeds: the run's seed + turn x 2 conversations + the conversation's index
+    assert [engine.seeds[k] for k in (first, second, third)] == [5 + 0, 5 + 1, 5 + 2 + 1]

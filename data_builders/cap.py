@@ -14,7 +14,8 @@ categories and an assessment benchmark of 40 (20 held-in, also tuned on, with vi
 never tuned on); it does not list them, so `--category-split FILE` takes them as JSON
 {"tuning": [...], "held_in": [...], "held_out": [...]} (activity names as the folders spell them). With it the
 outputs are tuning.jsonl (train videos of the tuning categories), held_in.jsonl and held_out.jsonl (val videos of
-those categories; `meta.base_or_novel` base / novel); without it, train.jsonl and val.jsonl over every category.
+those categories; `meta.base_or_novel` base / novel) and eval.jsonl (the two together: one evaluation of it reports
+held-in, held-out and whole); without it, train.jsonl and val.jsonl over every category.
 
 Gold points: the schema needs at least one. GPS's ground-truth gold points end with one that states the action
 label; that one is what the label alone gives, so each record built here has exactly it ("The person pulls out
@@ -145,6 +146,7 @@ def build(args, col: Collector) -> dict:
         for key, role in (("held_in", "base"), ("held_out", "novel")):
             items = [i for i in lists["val"] if videos[i[0]][0] in of[key]]
             add_describe(col, key, items, videos, "val", role)
+            add_describe(col, "eval", items, videos, "val", role)  # both halves: one benchmark, one evaluation
     return {
         "activities": activities,
         "split_lists": str(lists_path) if lists is not None else None,

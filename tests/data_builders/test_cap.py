@@ -71,6 +71,8 @@ def test_category_split_gives_tuning_held_in_held_out(built, tmp_path):
     assert [r["meta"]["class"] for r in held_in] == ["person_pulls_out_chair"]
     assert [r["meta"]["class"] for r in held_out] == ["person_opens_laptop"]
     assert held_in[0]["meta"]["base_or_novel"] == "base" and held_out[0]["meta"]["base_or_novel"] == "novel"
+    # the benchmark file: held-in then held-out, as written to their own files
+    assert load_records(tmp_path / "o" / "eval.jsonl") == held_in + held_out
     split.write_text(
         json.dumps({"tuning": ["person_opens_laptop"], "held_in": [], "held_out": ["person_opens_laptop"]})
     )

@@ -68,6 +68,10 @@ class StreamingEngine(Engine, Protocol):
         """Run the engine one scheduling step; (key, completion) of each request that finished in it."""
         ...
 
+    def abort(self, keys: list[str]) -> None:
+        """Drop submitted requests (the loop calls it when it fails with requests still running)."""
+        ...
+
 
 def weight_buckets(named_tensors: Iterable[tuple[str, Any]], bucket_bytes: int) -> Iterator[dict[str, Any]]:
     """Group (name, tensor) pairs, in order, into dicts of at most `bucket_bytes` (a larger tensor goes alone).

@@ -88,6 +88,11 @@ class StreamingScriptedEngine(ScriptedEngine):
         self.events.append(("submit", key, self.steps))
         return key
 
+    def abort(self, keys: list[str]) -> None:
+        for key in keys:
+            self.running.pop(key, None)
+            self.events.append(("abort", key, self.steps))
+
     def step(self) -> list[tuple[str, Completion]]:
         time.sleep(self.step_s)
         self.steps += 1

@@ -31,6 +31,7 @@ The text format is the Qwen2.5 one of our chat template (common/templates/qwen2_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -489,7 +490,7 @@ def _run_stream(engine: Any, tools: Any, convs: list[_Conversation], sampling: S
     is the run's seed + turn x conversations + the conversation's index: the same whatever the timing."""
     position = {id(c): i for i, c in enumerate(convs)}
     ready, running, inflight = list(convs), {}, []
-    with ToolRunner(tools) as runner:
+    with ToolRunner(tools) as runner, _aborting(engine, running):
         while ready or running or inflight:
             for conv in sorted(ready, key=lambda c: position[id(c)]):
                 budget = limits.max_response_tokens - len(conv.response_ids)
@@ -512,6 +513,17 @@ def _run_stream(engine: Any, tools: Any, convs: list[_Conversation], sampling: S
                 _reply(conv, *_records(calls, entry.results()), limits)
                 if not conv.finish_reason and len(conv.turns) < limits.max_turns:
                     ready.append(conv)
+
+
+@contextlib.contextmanager
+def _aborting(engine: Any, running: dict):
+    """On an error, abort the requests still in the engine: a later call must not receive their completions."""
+    try:
+        yield
+    except BaseException:
+        if running and callable(getattr(engine, "abort", None)):
+            engine.abort(list(running))
+        raise
 
 
 def _submit(runner: ToolRunner, pending: list) -> list[InFlight]:

@@ -236,6 +236,10 @@ class VLLMEngine:
         """One engine step (`LLMEngine.step`): the requests that finished in it."""
         return [(out.request_id, self._completion(out)) for out in self.llm.llm_engine.step() if out.finished]
 
+    def abort(self, keys: list[str]) -> None:
+        """Drop submitted requests that are no longer wanted (a rollout that failed half-way)."""
+        self.llm.llm_engine.abort_request(list(keys))
+
     @staticmethod
     def _completion(out: Any) -> Completion:
         best = out.outputs[0]

@@ -249,3 +249,21 @@ def test_with_continuous_batching_a_next_turn_joins_the_running_batch(processor,
     assert max(engine.batch_sizes) == 2 and engine.batch_sizes[-1] == 1
     # seeds: the run's seed + turn x 2 conversations + the conversation's index
     assert [engine.seeds[k] for k in (first, second, third)] == [5 + 0, 5 + 1, 5 + 2 + 1]
+
+
+def test_a_failed_streaming_rollout_aborts_what_it_left_in_the_engine(processor, video):
+    """Submitting conversation 1 fails after conversation 0 is running: the error reaches the caller, and
+    conversation 0's request is aborted, so that no later call of the engine receives its completion."""
+    tok = processor.tokenizer
+
+    class FailsOnConv1(StreamingScriptedEngine):
+        def submit(self, request, sampling):
+            if _conv(tok, request) == 1:
+                raise ValueError("conversation 1 cannot be processed")
+            return super().submit(request, sampling)
+
+    engine = _scripted(tok, [[ANSWER], [ANSWER]], FailsOnConv1)
+    with pytest.raises(ValueError, match="conversation 1"):
+        run_episodes(engine, ThreadedTools(), _episodes(processor, video, 2), SamplingParams(max_new_tokens=40), tok)
+    assert [(kind, key) for kind, key, _ in engine.events] == [("submit", "r0"), ("abort", "r0")]
+    assert engine.running == {}

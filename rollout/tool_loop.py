@@ -476,12 +476,19 @@ def _run_async(engine: Any, tools: Any, convs: list[_Conversation], sampling: Sa
                 draws, ready = draws + 1, []
                 inflight += _submit(runner, pending)
             done, inflight = runner.wait_any(inflight)
-            for entry in done:
-                conv, calls = entry.owner
-                conv.timings["tools"] += entry.seconds()
-                _reply(conv, *_records(calls, entry.results()), limits)
-                if not conv.finish_reason and len(conv.turns) < limits.max_turns:
-                    ready.append(conv)
+            ready += _take_replies(done, limits)
+
+
+def _take_replies(done: list[InFlight], limits: _Limits) -> list[_Conversation]:
+    """Append each finished conversation's tool replies; returns those that go on to another turn."""
+    going_on = []
+    for entry in done:
+        conv, calls = entry.owner
+        conv.timings["tools"] += entry.seconds()
+        _reply(conv, *_records(calls, entry.results()), limits)
+        if not conv.finish_reason and len(conv.turns) < limits.max_turns:
+            going_on.append(conv)
+    return going_on
 
 
 def _run_stream(engine: Any, tools: Any, convs: list[_Conversation], sampling: SamplingParams, limits: _Limits):
@@ -507,12 +514,7 @@ def _run_stream(engine: Any, tools: Any, convs: list[_Conversation], sampling: S
                     pending.append((conv, calls))
             inflight += _submit(runner, pending) if pending else []
             done, inflight = runner.ready(inflight) if running else runner.wait_any(inflight)
-            for entry in done:
-                conv, calls = entry.owner
-                conv.timings["tools"] += entry.seconds()
-                _reply(conv, *_records(calls, entry.results()), limits)
-                if not conv.finish_reason and len(conv.turns) < limits.max_turns:
-                    ready.append(conv)
+            ready += _take_replies(done, limits)
 
 
 @contextlib.contextmanager
